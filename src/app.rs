@@ -1,0 +1,289 @@
+//! Turns a parsed command into work: loads the pipeline, opens outputs, runs, reports, and
+//! decides the exit code. The only place that knows about exit codes and the terminal.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::SystemTime;
+
+use anyhow::{Context, bail};
+
+use crate::cli::{Cli, Command, Order, RunArgs, When};
+use crate::config::schema::{Default, OptionSpec};
+use crate::config::{self, ComponentKind, LoadError, Pipeline};
+use crate::pipeline::item::Item;
+use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
+use crate::pipeline::{self, RunOptions, Stop};
+use crate::sinks::{self, OpenContext, SINKS, Sink};
+use crate::sources::{Input, SOURCES};
+use crate::stages::STAGES;
+
+pub const EXIT_OK: u8 = 0;
+pub const EXIT_ITEMS_FAILED: u8 = 1;
+/// Usage or configuration error, or a fatal error that stopped the run.
+pub const EXIT_FATAL: u8 = 2;
+pub const EXIT_INTERRUPTED: u8 = 130;
+
+/// After this many failed items, stderr gets a note instead of one line each.
+const MAX_PRINTED_FAILURES: u64 = 50;
+
+const DEFAULT_OUT: &str = "lai-out";
+
+pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run(args),
+        Command::Check { pipelines } => Ok(check(&pipelines)),
+        Command::Stages { name } => stages(name.as_deref()),
+    }
+}
+
+fn load_or_report(path: &Path) -> Option<Pipeline> {
+    match config::load(path) {
+        Ok(p) => Some(p),
+        Err(e) => {
+            match &e {
+                LoadError::Unreadable(_) => eprintln!("error: {e}"),
+                LoadError::Invalid(problems) => {
+                    for p in problems {
+                        eprintln!("error: {p}");
+                    }
+                    eprintln!(
+                        "{}: {} problem{}; see `lai stages` for every key",
+                        path.display(),
+                        problems.len(),
+                        if problems.len() == 1 { "" } else { "s" }
+                    );
+                }
+            }
+            None
+        }
+    }
+}
+
+fn check(paths: &[PathBuf]) -> ExitCode {
+    let mut ok = true;
+    for path in paths {
+        match load_or_report(path) {
+            Some(p) => {
+                let stages: Vec<&str> = p.stages.iter().map(|s| s.label.as_str()).collect();
+                println!(
+                    "ok: {} ({}: {} -> {} output{})",
+                    path.display(),
+                    p.name,
+                    stages.join(" -> "),
+                    p.outputs.len(),
+                    if p.outputs.len() == 1 { "" } else { "s" }
+                );
+            }
+            None => ok = false,
+        }
+    }
+    ExitCode::from(if ok { EXIT_OK } else { EXIT_FATAL })
+}
+
+fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let Some(pipeline) = load_or_report(&args.pipeline) else {
+        return Ok(ExitCode::from(EXIT_FATAL));
+    };
+    let inputs = inputs(&args.inputs)?;
+    let from_stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
+    // A filter: `-` in, records out on stdout, nothing written to files.
+    let filter = from_stdin && args.out.is_none();
+    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    let ctx = OpenContext {
+        out_dir: out_dir.clone(),
+    };
+    let (outputs, dead_letters): (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>) = if filter {
+        let stdout = sinks::jsonl::stdout(Item::record);
+        (vec![Box::new(stdout)], None)
+    } else {
+        let outputs = pipeline
+            .outputs
+            .iter()
+            .map(|o| o.open(&ctx))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dead = ctx.resolve(&pipeline.dead_letter).display().to_string();
+        (outputs, Some(sinks::jsonl::dead_letters(&dead)?))
+    };
+    let targets: Vec<String> = outputs.iter().map(|o| o.target()).collect();
+    let dead_target = dead_letters.as_ref().map(|d| d.target());
+
+    let stop = Stop::new();
+    install_signal_handler(&stop, args.quiet);
+    let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
+    let ordered = args.order == Order::Input;
+    let progress = match args.progress {
+        When::Always => true,
+        When::Never => false,
+        When::Auto => !args.quiet && std::io::stderr().is_terminal(),
+    };
+    let options = RunOptions {
+        jobs,
+        ordered,
+        progress,
+    };
+
+    let printed = AtomicU64::new(0);
+    let on_failure = |item: &Item| {
+        let n = printed.fetch_add(1, Ordering::Relaxed);
+        if let (Some(f), true) = (&item.failure, n < MAX_PRINTED_FAILURES) {
+            eprintln!("error: {}: {}: {}", item.origin, f.stage, f.reason);
+        } else if n == MAX_PRINTED_FAILURES {
+            eprintln!("error: more items failed; see the dead letters for all of them");
+        }
+    };
+
+    let started_at = SystemTime::now();
+    let outcome = pipeline::run(
+        &pipeline,
+        inputs,
+        outputs,
+        dead_letters,
+        &options,
+        &stop,
+        &on_failure,
+    );
+
+    let exit = if outcome.fatal.is_some() {
+        EXIT_FATAL
+    } else if outcome.interrupted {
+        EXIT_INTERRUPTED
+    } else if outcome.failed > 0 {
+        EXIT_ITEMS_FAILED
+    } else {
+        EXIT_OK
+    };
+    let report = RunReport {
+        lai_version: env!("CARGO_PKG_VERSION"),
+        run_id: run_id(started_at),
+        pipeline: PipelineInfo {
+            path: pipeline.path.display().to_string(),
+            name: pipeline.name.clone(),
+            description: pipeline.description.clone(),
+            sha256: pipeline.sha256.clone(),
+        },
+        started_at: report::timestamp(started_at),
+        finished_at: report::timestamp(SystemTime::now()),
+        elapsed_s: outcome.elapsed.as_secs_f64(),
+        exit_code: i32::from(exit),
+        interrupted: outcome.interrupted,
+        fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
+        jobs,
+        ordered,
+        inputs: args.inputs.iter().map(|p| p.display().to_string()).collect(),
+        items: ItemCounts::from(&outcome),
+        stages: report::stage_reports(&outcome),
+        outputs: targets,
+        dead_letter: dead_target,
+    };
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    if let Some(e) = &outcome.fatal {
+        eprintln!("error: {e:#}");
+    }
+    if !args.quiet {
+        if outcome.read == 0 && outcome.fatal.is_none() && !outcome.interrupted {
+            eprintln!("warning: no items found in the inputs; check the paths and `glob` in [input]");
+        }
+        eprintln!("{}", report.summary_table());
+    }
+    Ok(ExitCode::from(exit))
+}
+
+/// Checks the command-line inputs before anything starts: each must exist.
+fn inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
+    let stdin_count = paths.iter().filter(|p| p.as_os_str() == "-").count();
+    if stdin_count > 1 {
+        bail!("`-` (stdin) can be given only once");
+    }
+    paths
+        .iter()
+        .map(|p| {
+            if p.as_os_str() == "-" {
+                Ok(Input::Stdin)
+            } else if p.exists() {
+                Ok(Input::Path(p.clone()))
+            } else {
+                bail!("input not found: {}; give existing files or folders, or `-` for stdin", p.display())
+            }
+        })
+        .collect()
+}
+
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, usize::from)
+}
+
+fn install_signal_handler(stop: &Arc<Stop>, quiet: bool) {
+    let stop = Arc::clone(stop);
+    let result = ctrlc::set_handler(move || {
+        if stop.request() {
+            std::process::exit(i32::from(EXIT_INTERRUPTED));
+        }
+        if !quiet {
+            eprintln!("\nstopping: finishing items in flight (press Ctrl-C again to quit now)");
+        }
+    });
+    if let Err(e) = result {
+        eprintln!("warning: cannot handle Ctrl-C/SIGTERM gracefully: {e}");
+    }
+}
+
+fn run_id(started: SystemTime) -> String {
+    let mut random = [0u8; 4];
+    let _ = getrandom::fill(&mut random);
+    let secs = started
+        .duration_since(SystemTime::UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs();
+    format!("{secs}-{}", hex::encode(random))
+}
+
+fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
+    sinks::create_parent(path)?;
+    let text = serde_json::to_string_pretty(report).context("serializing the run report")?;
+    std::fs::write(path, text + "\n")
+        .with_context(|| format!("cannot write the run report to {}", path.display()))
+}
+
+fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
+    let sections: [(&str, Vec<(&str, &str, &[OptionSpec])>); 3] = [
+        ("Stages ([[stage]] use = \"...\")", describe(STAGES)),
+        ("Inputs ([input] kind = \"...\")", describe(SOURCES)),
+        ("Outputs ([[output]] kind = \"...\")", describe(SINKS)),
+    ];
+    let mut shown = 0;
+    for (title, kinds) in &sections {
+        let kinds: Vec<_> = kinds.iter().filter(|k| name.is_none_or(|n| n == k.0)).collect();
+        if kinds.is_empty() {
+            continue;
+        }
+        println!("{title}\n");
+        for (kind, doc, options) in kinds {
+            shown += 1;
+            println!("{kind}\n    {doc}\n");
+            for o in *options {
+                let default = match o.default {
+                    Default::Required => "(required)".to_string(),
+                    Default::Unset => "(unset)".to_string(),
+                    Default::Value(v) => v.to_string(),
+                };
+                println!("    {:<16} {}\n    {:<16} default: {default}\n    {:<16} {}\n", o.name, o.ty, "", "", o.doc);
+            }
+        }
+    }
+    if shown == 0 {
+        bail!(
+            "no stage, input or output kind named `{}`; run `lai stages` for the list",
+            name.unwrap_or_default()
+        );
+    }
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn describe<T: ?Sized>(kinds: &'static [ComponentKind<T>]) -> Vec<(&'static str, &'static str, &'static [OptionSpec])> {
+    kinds.iter().map(|k| (k.name, k.doc, k.options)).collect()
+}

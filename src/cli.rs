@@ -1,0 +1,101 @@
+//! Command-line syntax (clap derive). Only parsing lives here; `app` turns it into work.
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "lai",
+    version,
+    about = "Run local AI batch pipelines: declarative pipeline files, real models, your own hardware.",
+    after_help = "Examples:
+  lai run pipelines/redact.toml samples/docs          redact a folder of text files into ./lai-out
+  cat tickets.jsonl | lai run pipelines/redact.toml - > clean.jsonl
+  lai check pipelines/*.toml                          validate pipeline files, load nothing
+  lai stages                                          every stage, input and output with its options
+
+Exit codes: 0 all items done, 1 some items failed, 2 usage/config/fatal error, 130 interrupted."
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run a pipeline over files, folders or JSONL on stdin.
+    #[command(after_help = "Examples:
+  lai run pipelines/redact.toml samples/docs
+  lai run pipelines/redact.toml samples/tickets.jsonl -o out --report out/report.json
+  cat tickets.jsonl | lai run pipelines/redact.toml - > clean.jsonl
+
+With `-` as the input and no --out, lai is a filter: records go to stdout in input order, the
+pipeline's [[output]] files are not written, and failed items are reported on stderr only.
+
+Exit codes: 0 all items done, 1 some items failed (see the dead letters, errors.jsonl),
+2 usage/config error or a fatal error (an output could not be written), 130 interrupted.")]
+    Run(RunArgs),
+    /// Validate pipeline files without loading models or reading inputs.
+    #[command(after_help = "Examples:
+  lai check pipelines/redact.toml
+  lai check pipelines/*.toml
+
+Prints every problem as file:line:column, then exits 2; exits 0 when all files are valid.")]
+    Check {
+        /// Pipeline files to check.
+        #[arg(required = true)]
+        pipelines: Vec<PathBuf>,
+    },
+    /// List every stage, input and output kind with its options, defaults and docs.
+    #[command(after_help = "Examples:
+  lai stages
+  lai stages redact")]
+    Stages {
+        /// Show only this kind.
+        name: Option<String>,
+    },
+}
+
+#[derive(clap::Args, Debug)]
+pub struct RunArgs {
+    /// The pipeline file (TOML).
+    pub pipeline: PathBuf,
+    /// Files or folders to process, or `-` for JSONL on stdin.
+    #[arg(required = true)]
+    pub inputs: Vec<PathBuf>,
+    /// Output folder, `{out}` in the pipeline's paths [default: lai-out].
+    #[arg(short, long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Threads to use [default: number of CPU cores].
+    #[arg(short, long, value_name = "N")]
+    pub jobs: Option<usize>,
+    /// Print nothing but errors on stderr.
+    #[arg(short, long)]
+    pub quiet: bool,
+    /// When to draw progress bars.
+    #[arg(long, value_enum, default_value_t = When::Auto)]
+    pub progress: When,
+    /// Order of output records: input order (deterministic), or as items finish.
+    #[arg(long, value_enum, default_value_t = Order::Input)]
+    pub order: Order,
+    /// Write a machine-readable JSON run report to this file.
+    #[arg(long, value_name = "FILE")]
+    pub report: Option<PathBuf>,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum When {
+    /// Only when stderr is a terminal.
+    Auto,
+    Always,
+    Never,
+}
+
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Order {
+    /// Same order as the input (the reorder buffer is bounded).
+    Input,
+    /// As items finish (fastest).
+    Finish,
+}

@@ -1,0 +1,342 @@
+//! Pipeline files: parse, validate everything, then build components, before any model loads.
+//!
+//! A pipeline file has top-level keys, one `[input]`, one or more `[[stage]]` and any number of
+//! `[[output]]` tables. Each table names a component kind from a registry (`stages::STAGES`,
+//! `sources::SOURCES`, `sinks::SINKS`); the kind's option schema validates the table. All problems
+//! of a file are collected and returned together; nothing here starts a thread or opens an output.
+
+pub mod schema;
+pub mod tree;
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use schema::{Default, Diagnostics, OptionSpec, Options, Problem, Ty, opt};
+use tree::{Entry, Node, Value};
+
+use crate::pipeline::item::sha256_hex;
+use crate::sinks::{SINKS, SinkSpec};
+use crate::sources::{SOURCES, Source};
+use crate::stages::{STAGES, Stage};
+
+/// One kind of component in a registry: its name, docs, option schema and how to build it.
+pub struct ComponentKind<T: ?Sized + 'static> {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub options: &'static [OptionSpec],
+    /// Builds the component from validated options; reports problems into `diag` and returns
+    /// `None` when it cannot. Must not load models or open files.
+    pub build: fn(&Options, &mut Diagnostics) -> Option<Box<T>>,
+}
+
+/// Top-level keys of a pipeline file besides `input`, `stage` and `output`.
+const TOP_LEVEL: &[OptionSpec] = &[
+    opt("name", Ty::Str, Default::Unset, "Pipeline name; defaults to the file name."),
+    opt("description", Ty::Str, Default::Value("\"\""), "What the pipeline does, for humans."),
+    opt(
+        "dead_letter",
+        Ty::Str,
+        Default::Value("\"{out}/errors.jsonl\""),
+        "Where failed items are recorded (id, origin, stage, error; never content).",
+    ),
+];
+
+/// A validated and built pipeline, ready to run.
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub sha256: String,
+    pub name: String,
+    pub description: String,
+    pub source: Arc<dyn Source>,
+    pub stages: Vec<StagePlan>,
+    pub outputs: Vec<Box<dyn SinkSpec>>,
+    pub dead_letter: String,
+}
+
+/// One stage as the runtime needs it: the built stage plus its batching and worker settings.
+pub struct StagePlan {
+    /// Unique label for progress and reports: the kind, numbered if it repeats ("redact#2").
+    pub label: String,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    /// 0 means one per `--jobs`.
+    pub workers: usize,
+    pub stage: Arc<dyn Stage>,
+}
+
+/// Why a pipeline could not be loaded.
+#[derive(Debug)]
+pub enum LoadError {
+    Unreadable(String),
+    Invalid(Vec<Problem>),
+}
+
+impl fmt::Display for LoadError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LoadError::Unreadable(why) => write!(f, "{why}"),
+            LoadError::Invalid(problems) => {
+                for (i, p) in problems.iter().enumerate() {
+                    if i > 0 {
+                        writeln!(f)?;
+                    }
+                    write!(f, "{p}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for LoadError {}
+
+/// Reads, validates and builds a pipeline file, collecting every problem.
+pub fn load(path: &Path) -> Result<Pipeline, LoadError> {
+    let bytes = std::fs::read(path).map_err(|e| {
+        LoadError::Unreadable(format!(
+            "cannot read pipeline file {}: {e}; check the path (see `ls pipelines/`)",
+            path.display()
+        ))
+    })?;
+    let shown = path.display().to_string();
+    let text = String::from_utf8(bytes.clone()).map_err(|e| {
+        LoadError::Unreadable(format!(
+            "{shown}: not UTF-8 text (invalid byte at offset {}); a pipeline file must be UTF-8 TOML",
+            e.utf8_error().valid_up_to()
+        ))
+    })?;
+    let mut diag = Diagnostics::new(&shown, &text);
+    let doc = match tree::parse_document(&text) {
+        Ok(doc) => doc,
+        Err(errors) => {
+            for e in errors {
+                diag.error(&e.span, format!("TOML syntax error: {}", e.message));
+            }
+            return Err(LoadError::Invalid(diag.problems));
+        }
+    };
+    let pipeline = build(path, &bytes, &doc, &mut diag);
+    match pipeline {
+        Some(p) if diag.is_empty() => Ok(p),
+        _ => Err(LoadError::Invalid(diag.problems)),
+    }
+}
+
+fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Option<Pipeline> {
+    let Value::Table(entries) = &doc.value else {
+        unreachable!("a TOML document is a table")
+    };
+    let top = Options::validate(
+        "the pipeline file".into(),
+        0..0,
+        entries,
+        TOP_LEVEL,
+        &["input", "stage", "output"],
+        diag,
+    );
+
+    let source = match find(entries, "input") {
+        None => {
+            diag.error(
+                &(0..0),
+                "missing [input] table; add `[input]` with `kind = \"files\"` or `kind = \"jsonl\"`",
+            );
+            None
+        }
+        Some(entry) => component(entry, "[input]".into(), "kind", SOURCES, diag),
+    };
+
+    let stages = match find(entries, "stage") {
+        None => {
+            diag.error(
+                &(0..0),
+                "missing [[stage]]; a pipeline needs at least one, e.g. `[[stage]]` with `use = \"redact\"` (see `lai stages`)",
+            );
+            Vec::new()
+        }
+        Some(entry) => array_of_tables(entry, "[[stage]]", diag)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, table)| {
+                stage_plan(table, i + 1, diag).map(|(kind, options, stage)| (kind, options, stage))
+            })
+            .collect(),
+    };
+    let stages = label_stages(stages);
+
+    let outputs: Vec<Box<dyn SinkSpec>> = match find(entries, "output") {
+        None => Vec::new(),
+        Some(entry) => array_of_tables(entry, "[[output]]", diag)
+            .into_iter()
+            .enumerate()
+            .filter_map(|(i, table)| {
+                let context = format!("[[output]] {}", i + 1);
+                component(table, context, "kind", SINKS, diag)
+            })
+            .collect(),
+    };
+
+    let name = top.opt_str("name").unwrap_or_else(|| {
+        path.file_stem()
+            .map_or("pipeline".into(), |s| s.to_string_lossy().into_owned())
+    });
+    Some(Pipeline {
+        path: path.to_path_buf(),
+        sha256: sha256_hex(bytes),
+        name,
+        description: top.str("description"),
+        source: Arc::from(source?),
+        stages,
+        outputs,
+        dead_letter: top.str("dead_letter"),
+    })
+}
+
+fn find<'a>(entries: &'a [Entry], key: &str) -> Option<&'a Entry> {
+    entries.iter().find(|e| e.key == key)
+}
+
+/// The tables of a `[[name]]` array, reporting anything else written under that key.
+fn array_of_tables<'a>(entry: &'a Entry, what: &str, diag: &mut Diagnostics) -> Vec<&'a Node> {
+    match &entry.node.value {
+        Value::Array(items) => items
+            .iter()
+            .filter(|n| {
+                let ok = matches!(n.value, Value::Table(_));
+                if !ok {
+                    diag.error(&n.span, format!("each {what} must be a table"));
+                }
+                ok
+            })
+            .collect(),
+        other => {
+            diag.error(
+                &entry.key_span,
+                format!(
+                    "`{}` must be written as {what} tables, found {}",
+                    entry.key,
+                    other.type_name()
+                ),
+            );
+            Vec::new()
+        }
+    }
+}
+
+/// Validates one component table: the `selector` key picks the kind from `registry`.
+fn component<T: ?Sized>(
+    node: impl AsNode,
+    context: String,
+    selector: &str,
+    registry: &'static [ComponentKind<T>],
+    diag: &mut Diagnostics,
+) -> Option<Box<T>> {
+    let (kind, options) = kind_and_options(node.as_node(), context, selector, registry, diag)?;
+    (kind.build)(&options, diag)
+}
+
+fn stage_plan(
+    node: &Node,
+    index: usize,
+    diag: &mut Diagnostics,
+) -> Option<(&'static str, Options, Box<dyn Stage>)> {
+    let context = format!("[[stage]] {index}");
+    let (kind, options) = kind_and_options(node, context, "use", STAGES, diag)?;
+    let stage = (kind.build)(&options, diag)?;
+    Some((kind.name, options, stage))
+}
+
+fn label_stages(stages: Vec<(&'static str, Options, Box<dyn Stage>)>) -> Vec<StagePlan> {
+    let mut seen: Vec<&str> = Vec::new();
+    stages
+        .into_iter()
+        .map(|(kind, options, stage)| {
+            seen.push(kind);
+            let n = seen.iter().filter(|k| **k == kind).count();
+            StagePlan {
+                label: if n == 1 {
+                    kind.to_string()
+                } else {
+                    format!("{kind}#{n}")
+                },
+                batch_size: options.usize("batch_size"),
+                max_wait: options.duration("max_wait"),
+                workers: options.usize("workers"),
+                stage: Arc::from(stage),
+            }
+        })
+        .collect()
+}
+
+fn kind_and_options<T: ?Sized>(
+    node: &Node,
+    context: String,
+    selector: &str,
+    registry: &'static [ComponentKind<T>],
+    diag: &mut Diagnostics,
+) -> Option<(&'static ComponentKind<T>, Options)> {
+    let Value::Table(entries) = &node.value else {
+        diag.error(&node.span, format!("{context} must be a table"));
+        return None;
+    };
+    let names: Vec<&str> = registry.iter().map(|k| k.name).collect();
+    let Some(entry) = find(entries, selector) else {
+        diag.error(
+            &node.span,
+            format!(
+                "missing key `{selector}` in {context}; add `{selector} = \"...\"` with one of: {}",
+                names.join(", ")
+            ),
+        );
+        return None;
+    };
+    let Value::Str(name) = &entry.node.value else {
+        diag.error(
+            &entry.node.span,
+            format!(
+                "`{selector}` in {context} must be a string naming one of: {}",
+                names.join(", ")
+            ),
+        );
+        return None;
+    };
+    let Some(kind) = registry.iter().find(|k| k.name == name) else {
+        diag.error(
+            &entry.node.span,
+            format!(
+                "unknown {selector} \"{name}\" in {context}; {}",
+                schema::suggest(name, &names)
+            ),
+        );
+        return None;
+    };
+    let context = format!("{context} ({name})");
+    let options = Options::validate(
+        context,
+        node.span.clone(),
+        entries,
+        kind.options,
+        &[selector],
+        diag,
+    );
+    Some((kind, options))
+}
+
+/// Lets `component` take either a table node or the entry holding it (`[input]`).
+trait AsNode {
+    fn as_node(&self) -> &Node;
+}
+
+impl AsNode for &Node {
+    fn as_node(&self) -> &Node {
+        self
+    }
+}
+
+impl AsNode for &Entry {
+    fn as_node(&self) -> &Node {
+        &self.node
+    }
+}

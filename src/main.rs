@@ -1,0 +1,30 @@
+//! lai: run local AI batch pipelines.
+//!
+//! # Layout
+//! - `cli`: command-line syntax; `app`: turns a command into work and an exit code.
+//! - `config`: pipeline files: parse, validate every key with locations, build components.
+//! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
+//! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
+
+mod app;
+mod cli;
+mod config;
+mod pipeline;
+mod sinks;
+mod sources;
+mod stages;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+fn main() -> ExitCode {
+    let cli = cli::Cli::parse();
+    match app::main(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::from(app::EXIT_FATAL)
+        }
+    }
+}

@@ -1,0 +1,127 @@
+//! The unit of work that flows through a pipeline: one file or one JSONL line.
+//!
+//! An item carries a stable id, where it came from, the sha256 of its input bytes and a JSON
+//! object of fields that stages read and write. A failed item keeps flowing (stages skip it) so
+//! the writer sees every item in input order and can route failures to the dead letters.
+
+use serde_json::{Map, Value, json};
+use sha2::{Digest, Sha256};
+
+#[derive(Debug)]
+pub struct Item {
+    /// Position in input order, set by the runtime's intake; the writer reorders by it.
+    pub seq: u64,
+    /// Stable id: a JSONL record's own `id`, else its origin; a file's path below its input root.
+    pub id: String,
+    /// Where it came from, for messages: "docs/a.txt", "tickets.jsonl:12", "stdin:3".
+    pub origin: String,
+    /// sha256 of the input bytes (the file, or the JSONL line).
+    pub input_sha256: String,
+    /// For files: the path below the input folder, so per-item outputs can mirror the tree.
+    pub rel_path: Option<std::path::PathBuf>,
+    pub fields: Map<String, Value>,
+    pub failure: Option<Failure>,
+}
+
+/// Why an item failed, and in which stage ("input" for problems reading it).
+#[derive(Clone, Debug)]
+pub struct Failure {
+    pub stage: String,
+    pub reason: String,
+}
+
+impl Item {
+    pub fn new(id: String, origin: String, input: &[u8], fields: Map<String, Value>) -> Item {
+        Item {
+            seq: 0,
+            id,
+            origin,
+            input_sha256: sha256_hex(input),
+            rel_path: None,
+            fields,
+            failure: None,
+        }
+    }
+
+    /// An item that could not even be read; it still flows so the run reports it in order.
+    pub fn failed(id: String, origin: String, input: &[u8], reason: String) -> Item {
+        let mut item = Item::new(id, origin, input, Map::new());
+        item.fail("input", reason);
+        item
+    }
+
+    pub fn fail(&mut self, stage: &str, reason: String) {
+        self.failure = Some(Failure {
+            stage: stage.to_string(),
+            reason,
+        });
+    }
+
+    /// The record written to JSONL outputs: `id` first, then the fields, then provenance.
+    pub fn record(&self) -> Value {
+        let mut record = Map::with_capacity(self.fields.len() + 2);
+        if !self.fields.contains_key("id") {
+            record.insert("id".into(), Value::String(self.id.clone()));
+        }
+        record.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
+        record.insert(
+            "_lai".into(),
+            json!({ "origin": self.origin, "input_sha256": self.input_sha256 }),
+        );
+        Value::Object(record)
+    }
+
+    /// The dead-letter record: identity and error only, never the item's content.
+    pub fn error_record(&self) -> Value {
+        let failure = self.failure.as_ref();
+        json!({
+            "id": self.id,
+            "origin": self.origin,
+            "input_sha256": self.input_sha256,
+            "stage": failure.map(|f| f.stage.as_str()),
+            "error": failure.map(|f| f.reason.as_str()),
+        })
+    }
+
+    /// A field rendered for CSV and text outputs: strings as they are, other values as JSON.
+    pub fn field_text(&self, name: &str) -> Option<String> {
+        let value = if name == "id" && !self.fields.contains_key("id") {
+            return Some(self.id.clone());
+        } else {
+            self.fields.get(name)?
+        };
+        Some(match value {
+            Value::String(s) => s.clone(),
+            other => other.to_string(),
+        })
+    }
+}
+
+pub fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // The error record names the failure but never carries the item's fields.
+    #[test]
+    fn error_record_has_no_content() {
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!("secret@example.com"));
+        let mut item = Item::new("a".into(), "a.txt".into(), b"x", fields);
+        item.fail("redact", "boom".into());
+        let text = item.error_record().to_string();
+        assert!(text.contains("boom") && !text.contains("secret"));
+    }
+
+    // A record's id comes first and provenance is attached.
+    #[test]
+    fn record_shape() {
+        let item = Item::new("doc-1".into(), "stdin:1".into(), b"{}", Map::new());
+        let record = item.record();
+        assert_eq!(record["id"], "doc-1");
+        assert_eq!(record["_lai"]["origin"], "stdin:1");
+    }
+}

@@ -1,0 +1,397 @@
+//! The runtime: a bounded channel graph from source through stages to the writer.
+//!
+//! ```text
+//! source thread --raw--> intake --> stage 1 workers --> ... --> stage N workers --> writer
+//!                          |  (one permit per item in flight)                         |
+//!                          +<------------------- permit returned --------------------+
+//! ```
+//!
+//! Every edge is a bounded crossbeam channel, and intake takes a permit per item that the writer
+//! returns once the item is written, so at most `in_flight` items exist at any time: memory stays
+//! flat for any number of inputs, and the writer's reorder buffer (input order for pipes) is
+//! bounded by the same number. Each stage has a pool of worker threads; each worker pulls batches
+//! from the stage's queue with its own `Batcher` and owns its engine state. A failed item keeps
+//! flowing (stages skip it) so the writer can send it to the dead letters in order. A stop
+//! (Ctrl-C, SIGTERM, a fatal error) ends intake; what is in flight drains and is flushed.
+
+pub mod batcher;
+pub mod item;
+pub mod progress;
+pub mod report;
+
+use std::collections::BTreeMap;
+use std::panic::AssertUnwindSafe;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+use crossbeam_channel::{Receiver, Sender, bounded, select};
+
+use crate::config::{Pipeline, StagePlan};
+use crate::sinks::Sink;
+use crate::sources::Input;
+use batcher::Batcher;
+use item::Item;
+use progress::Progress;
+
+/// Fewest and most items in flight. The bound scales with the stages' batch sizes so every
+/// worker can hold a full batch while the next one queues, and is capped so that large items
+/// (whole documents, decoded audio) cannot add up to unbounded memory.
+const MIN_IN_FLIGHT: usize = 64;
+const MAX_IN_FLIGHT: usize = 4096;
+
+/// How the writer flushes: whenever its queue is empty, and at least every this many items.
+const FLUSH_EVERY: u64 = 1024;
+
+/// A stop request shared by the signal handler and the runtime.
+pub struct Stop {
+    requested: AtomicBool,
+    wake_tx: Sender<()>,
+    wake_rx: Receiver<()>,
+}
+
+impl Stop {
+    pub fn new() -> Arc<Stop> {
+        let (wake_tx, wake_rx) = bounded(1);
+        Arc::new(Stop {
+            requested: AtomicBool::new(false),
+            wake_tx,
+            wake_rx,
+        })
+    }
+
+    /// Asks the run to stop taking items; returns true if a stop was already requested.
+    pub fn request(&self) -> bool {
+        let again = self.requested.swap(true, Ordering::SeqCst);
+        let _ = self.wake_tx.try_send(());
+        again
+    }
+
+    pub fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+}
+
+pub struct RunOptions {
+    /// Thread budget: a stage with `workers = 0` gets this many workers.
+    pub jobs: usize,
+    /// Write items in input order (needed for stdin-to-stdout pipes).
+    pub ordered: bool,
+    pub progress: bool,
+}
+
+/// Per-stage counters, updated by its workers.
+#[derive(Default)]
+pub struct StageCounters {
+    pub items: AtomicU64,
+    pub failed: AtomicU64,
+    pub busy_ns: AtomicU64,
+}
+
+/// What happened in a run.
+pub struct Outcome {
+    pub read: u64,
+    pub written: u64,
+    pub failed: u64,
+    /// Items that failed while being read, before any stage.
+    pub input_failed: u64,
+    pub interrupted: bool,
+    pub elapsed: Duration,
+    pub stages: Vec<(String, usize, Arc<StageCounters>)>,
+    /// A fatal error that ended the run early (a stage could not start, an output failed).
+    pub fatal: Option<anyhow::Error>,
+}
+
+/// Runs `pipeline` over `inputs`, writing finished items to `sinks` and failed ones to
+/// `dead_letters`; `on_failure` is called for each failed item (to print it).
+pub fn run(
+    pipeline: &Pipeline,
+    inputs: Vec<Input>,
+    mut sinks: Vec<Box<dyn Sink>>,
+    mut dead_letters: Option<Box<dyn Sink>>,
+    options: &RunOptions,
+    stop: &Arc<Stop>,
+    on_failure: &(dyn Fn(&Item) + Sync),
+) -> Outcome {
+    let started = Instant::now();
+    let workers: Vec<usize> = pipeline
+        .stages
+        .iter()
+        .map(|s| if s.workers == 0 { options.jobs.max(1) } else { s.workers })
+        .collect();
+    let in_flight = pipeline
+        .stages
+        .iter()
+        .zip(&workers)
+        .map(|(s, w)| 2 * s.batch_size * w)
+        .max()
+        .unwrap_or(0)
+        .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT);
+
+    let labels: Vec<String> = pipeline.stages.iter().map(|s| s.label.clone()).collect();
+    let progress = Progress::new(options.progress, &labels);
+    let counters: Vec<Arc<StageCounters>> = labels.iter().map(|_| Arc::default()).collect();
+    let fatal: Mutex<Option<anyhow::Error>> = Mutex::new(None);
+    let fail_run = |e: anyhow::Error| {
+        let mut slot = fatal.lock().unwrap_or_else(|p| p.into_inner());
+        slot.get_or_insert(e);
+        stop.request();
+    };
+
+    // The source runs detached: it may block on stdin forever after a stop.
+    let (raw_tx, raw_rx) = bounded::<Item>(in_flight);
+    let (source_done_tx, source_done_rx) = bounded::<anyhow::Result<()>>(1);
+    {
+        let source = Arc::clone(&pipeline.source);
+        let inputs = inputs.clone();
+        thread::spawn(move || {
+            let result = source.read(&inputs, &mut |item| raw_tx.send(item).is_ok());
+            let _ = source_done_tx.send(result);
+        });
+    }
+    if options.progress {
+        let source = Arc::clone(&pipeline.source);
+        let bars = progress.clone();
+        thread::spawn(move || {
+            if let Some(total) = source.count(&inputs) {
+                bars.set_total(total);
+            }
+        });
+    }
+
+    let (permit_tx, permit_rx) = bounded::<()>(in_flight);
+    let mut counts = Counts::default();
+    let mut read = 0u64;
+
+    thread::scope(|scope| {
+        // Wire the stage queues: queue i feeds stage i; the last queue feeds the writer.
+        let (first_tx, mut rx) = bounded::<Item>(in_flight);
+        for (i, plan) in pipeline.stages.iter().enumerate() {
+            let (tx, next_rx) = bounded::<Item>(in_flight);
+            for _ in 0..workers[i] {
+                let batcher = Batcher::new(rx.clone(), plan.batch_size, plan.max_wait);
+                let tx = tx.clone();
+                let counters = Arc::clone(&counters[i]);
+                let bar = progress.stage(i);
+                let fail_run = &fail_run;
+                scope.spawn(move || {
+                    if let Err(e) = work(plan, &batcher, &tx, &counters, &bar) {
+                        fail_run(e);
+                    }
+                });
+            }
+            rx = next_rx;
+        }
+        let writer_rx = rx;
+
+        let mut writer = Writer {
+            sinks: std::mem::take(&mut sinks),
+            dead_letters: dead_letters.take(),
+            on_failure,
+            permits: &permit_rx,
+            progress: &progress,
+            counts: Counts::default(),
+        };
+        let writer = scope.spawn(move || {
+            let result = writer.run(&writer_rx, options.ordered);
+            // Flush what was written even when a later write failed.
+            let flushed = writer.flush();
+            (writer.counts, result.and(flushed))
+        });
+
+        // Intake: move items from the source into the graph, one permit each.
+        let mut seq = 0u64;
+        while !stop.requested() {
+            let mut item = select! {
+                recv(stop.wake_rx) -> _ => break,
+                recv(raw_rx) -> msg => match msg { Ok(item) => item, Err(_) => break },
+            };
+            select! {
+                send(permit_tx, ()) -> sent => if sent.is_err() { break },
+                recv(stop.wake_rx) -> _ => break,
+            }
+            item.seq = seq;
+            seq += 1;
+            progress.read().inc(1);
+            if first_tx.send(item).is_err() {
+                break;
+            }
+        }
+        read = seq;
+        drop(first_tx);
+
+        let result = match writer.join() {
+            Ok((c, result)) => {
+                counts = c;
+                result.map_err(Some)
+            }
+            Err(_) => Err(None),
+        };
+        match result {
+            Ok(()) => {}
+            Err(Some(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
+                // The reader of our output went away (`| head`): stop quietly.
+                stop.request();
+            }
+            Err(Some(e)) => fail_run(anyhow!("writing outputs failed: {e}")),
+            Err(None) => fail_run(anyhow!("the output writer crashed. This is a bug.")),
+        }
+    });
+    progress.finish();
+
+    let interrupted = stop.requested();
+    if !interrupted {
+        // The source has finished (its channel closed); surface a stream error like a broken stdin.
+        if let Ok(Err(e)) = source_done_rx.recv_timeout(Duration::from_secs(5)) {
+            fail_run(e);
+        }
+    }
+    let fatal = fatal.into_inner().unwrap_or_else(|p| p.into_inner());
+    Outcome {
+        read,
+        written: counts.written,
+        failed: counts.failed,
+        input_failed: counts.input_failed,
+        interrupted: interrupted && fatal.is_none(),
+        elapsed: started.elapsed(),
+        stages: labels
+            .into_iter()
+            .zip(workers)
+            .zip(counters)
+            .map(|((l, w), c)| (l, w, c))
+            .collect(),
+        fatal,
+    }
+}
+
+/// One worker of a stage: start its state, then process batches until the queue closes.
+fn work(
+    plan: &StagePlan,
+    batcher: &Batcher<Item>,
+    tx: &Sender<Item>,
+    counters: &StageCounters,
+    bar: &indicatif::ProgressBar,
+) -> anyhow::Result<()> {
+    let mut worker = plan
+        .stage
+        .start()
+        .map_err(|e| e.context(format!("stage `{}` could not start", plan.label)))?;
+    while let Some(batch) = batcher.next_batch() {
+        let (mut healthy, passing): (Vec<Item>, Vec<Item>) =
+            batch.into_iter().partition(|i| i.failure.is_none());
+        if !healthy.is_empty() {
+            let started = Instant::now();
+            let results = std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
+            counters
+                .busy_ns
+                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+            let results = match results {
+                Ok(r) if r.len() == healthy.len() => r,
+                Ok(_) => vec![Err(format!("stage `{}` returned the wrong number of results. This is a bug.", plan.label)); healthy.len()],
+                Err(panic) => vec![Err(format!("stage `{}` crashed on this batch: {}. This is a bug.", plan.label, panic_message(&panic))); healthy.len()],
+            };
+            let mut failures = 0;
+            for (item, result) in healthy.iter_mut().zip(results) {
+                if let Err(reason) = result {
+                    item.fail(&plan.label, reason);
+                    failures += 1;
+                }
+            }
+            counters.items.fetch_add(healthy.len() as u64, Ordering::Relaxed);
+            counters.failed.fetch_add(failures, Ordering::Relaxed);
+            bar.inc(healthy.len() as u64);
+        }
+        for item in healthy.into_iter().chain(passing) {
+            if tx.send(item).is_err() {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
+    panic
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| panic.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown panic".into())
+}
+
+#[derive(Default)]
+struct Counts {
+    written: u64,
+    failed: u64,
+    input_failed: u64,
+}
+
+/// The single thread that owns every sink: delivers finished items, in input order if asked.
+struct Writer<'a> {
+    sinks: Vec<Box<dyn Sink>>,
+    dead_letters: Option<Box<dyn Sink>>,
+    on_failure: &'a (dyn Fn(&Item) + Sync),
+    /// Receiving a permit back lets intake admit one more item.
+    permits: &'a Receiver<()>,
+    progress: &'a Progress,
+    counts: Counts,
+}
+
+impl Writer<'_> {
+    fn run(&mut self, rx: &Receiver<Item>, ordered: bool) -> std::io::Result<()> {
+        let mut pending: BTreeMap<u64, Item> = BTreeMap::new();
+        let mut next = 0u64;
+        let mut since_flush = 0u64;
+        while let Ok(item) = rx.recv() {
+            if ordered {
+                pending.insert(item.seq, item);
+                while let Some(item) = pending.remove(&next) {
+                    self.deliver(item)?;
+                    next += 1;
+                    since_flush += 1;
+                }
+            } else {
+                self.deliver(item)?;
+                since_flush += 1;
+            }
+            if since_flush > 0 && (rx.is_empty() || since_flush >= FLUSH_EVERY) {
+                self.flush()?;
+                since_flush = 0;
+            }
+        }
+        // Items held back after a stop mid-run (their predecessors were abandoned): keep them.
+        for (_, item) in pending {
+            self.deliver(item)?;
+        }
+        Ok(())
+    }
+
+    fn deliver(&mut self, item: Item) -> std::io::Result<()> {
+        if let Some(failure) = &item.failure {
+            self.counts.failed += 1;
+            if failure.stage == "input" {
+                self.counts.input_failed += 1;
+            }
+            (self.on_failure)(&item);
+            if let Some(dead) = self.dead_letters.as_mut() {
+                dead.write(&item)?;
+            }
+        } else {
+            for sink in self.sinks.iter_mut() {
+                sink.write(&item)?;
+            }
+            self.counts.written += 1;
+        }
+        self.progress.written().inc(1);
+        let _ = self.permits.try_recv();
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.sinks
+            .iter_mut()
+            .chain(self.dead_letters.as_mut())
+            .try_for_each(|s| s.flush())
+    }
+}

@@ -1,0 +1,166 @@
+//! The run report: a machine-readable JSON summary (`--report FILE`) and the summary table.
+
+use std::fmt::Write as _;
+use std::sync::atomic::Ordering;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+use super::Outcome;
+
+#[derive(Serialize)]
+pub struct RunReport {
+    pub lai_version: &'static str,
+    pub run_id: String,
+    pub pipeline: PipelineInfo,
+    pub started_at: String,
+    pub finished_at: String,
+    pub elapsed_s: f64,
+    pub exit_code: i32,
+    pub interrupted: bool,
+    pub fatal_error: Option<String>,
+    pub jobs: usize,
+    pub ordered: bool,
+    pub inputs: Vec<String>,
+    pub items: ItemCounts,
+    pub stages: Vec<StageReport>,
+    pub outputs: Vec<String>,
+    pub dead_letter: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct PipelineInfo {
+    pub path: String,
+    pub name: String,
+    pub description: String,
+    pub sha256: String,
+}
+
+#[derive(Serialize)]
+pub struct ItemCounts {
+    pub read: u64,
+    pub written: u64,
+    pub failed: u64,
+    pub failed_at_input: u64,
+}
+
+#[derive(Serialize)]
+pub struct StageReport {
+    pub stage: String,
+    pub workers: usize,
+    pub items: u64,
+    pub failed: u64,
+    pub busy_s: f64,
+    /// Items per second of wall time.
+    pub items_per_s: f64,
+    /// Share of the workers' wall time spent processing, 0-100.
+    pub busy_pct: f64,
+}
+
+impl ItemCounts {
+    pub fn from(outcome: &Outcome) -> Self {
+        ItemCounts {
+            read: outcome.read,
+            written: outcome.written,
+            failed: outcome.failed,
+            failed_at_input: outcome.input_failed,
+        }
+    }
+}
+
+pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
+    let wall = outcome.elapsed.as_secs_f64().max(1e-9);
+    outcome
+        .stages
+        .iter()
+        .map(|(label, workers, c)| {
+            let busy_s = c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
+            let items = c.items.load(Ordering::Relaxed);
+            StageReport {
+                stage: label.clone(),
+                workers: *workers,
+                items,
+                failed: c.failed.load(Ordering::Relaxed),
+                busy_s,
+                items_per_s: items as f64 / wall,
+                busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
+            }
+        })
+        .collect()
+}
+
+impl RunReport {
+    /// The table printed at the end of a run: per stage items, failures, rate and busy share.
+    pub fn summary_table(&self) -> String {
+        let mut out = String::new();
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:>8} {:>12} {:>6}",
+            "stage", "items", "failed", "items/s", "busy"
+        );
+        let rate = |n: u64| n as f64 / self.elapsed_s.max(1e-9);
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:>8} {:>12.1} {:>6}",
+            "read", self.items.read, self.items.failed_at_input, rate(self.items.read), ""
+        );
+        for s in &self.stages {
+            let _ = writeln!(
+                out,
+                "{:<14} {:>10} {:>8} {:>12.1} {:>5.0}%",
+                s.stage, s.items, s.failed, s.items_per_s, s.busy_pct
+            );
+        }
+        let _ = writeln!(
+            out,
+            "{:<14} {:>10} {:>8} {:>12.1} {:>6}",
+            "written", self.items.written, self.items.failed, rate(self.items.written), ""
+        );
+        let _ = write!(
+            out,
+            "{} items in {:.2}s: {} written, {} failed{}",
+            self.items.read,
+            self.elapsed_s,
+            self.items.written,
+            self.items.failed,
+            if self.interrupted { " (interrupted)" } else { "" }
+        );
+        out
+    }
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn timestamp(time: SystemTime) -> String {
+    let secs = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    // Known instants format as RFC 3339 UTC.
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
+        assert_eq!(timestamp(t), "2026-11-18T11:06:40Z");
+    }
+}

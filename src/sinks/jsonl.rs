@@ -1,0 +1,113 @@
+//! The `jsonl` output: one JSON record per line, to a file or stdout; also the dead letters.
+
+use std::fs::File;
+use std::io::{self, BufWriter, Write};
+
+use anyhow::Context;
+use serde_json::Value;
+
+use super::{OpenContext, Sink, SinkSpec, create_parent};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::pipeline::item::Item;
+
+pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
+    name: "jsonl",
+    doc: "JSON-lines records: the item's fields plus `id` and `_lai` provenance.",
+    options: OPTIONS,
+    build,
+};
+
+const OPTIONS: &[OptionSpec] = &[
+    opt(
+        "path",
+        Ty::Str,
+        Default::Value("\"{out}/records.jsonl\""),
+        "File to write (`{out}` is the --out folder); \"-\" writes to stdout.",
+    ),
+    opt(
+        "fields",
+        Ty::StrList,
+        Default::Value("[]"),
+        "Fields to keep; empty keeps all. `id` and `_lai` are always written.",
+    ),
+];
+
+struct JsonlSpec {
+    path: String,
+    fields: Vec<String>,
+}
+
+fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>> {
+    Some(Box::new(JsonlSpec {
+        path: options.str("path"),
+        fields: options.str_list("fields"),
+    }))
+}
+
+impl SinkSpec for JsonlSpec {
+    fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
+        let fields = self.fields.clone();
+        let render = move |item: &Item| {
+            let mut record = item.record();
+            if let (false, Value::Object(map)) = (fields.is_empty(), &mut record) {
+                map.retain(|k, _| k == "id" || k == "_lai" || fields.iter().any(|f| f == k));
+            }
+            record
+        };
+        if self.path == "-" {
+            return Ok(Box::new(stdout(render)));
+        }
+        Ok(Box::new(JsonlSink::create(&ctx.resolve(&self.path).display().to_string(), render)?))
+    }
+}
+
+/// Writes one rendered JSON value per item.
+pub struct JsonlSink<F> {
+    out: BufWriter<Box<dyn Write + Send>>,
+    target: String,
+    render: F,
+}
+
+impl<F: Fn(&Item) -> Value + Send> JsonlSink<F> {
+    /// Creates (truncates) the file at `path`.
+    pub fn create(path: &str, render: F) -> anyhow::Result<Self> {
+        let path_buf = std::path::PathBuf::from(path);
+        create_parent(&path_buf)?;
+        let file = File::create(&path_buf).with_context(|| format!("cannot create {path}"))?;
+        Ok(JsonlSink {
+            out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
+            target: path.to_string(),
+            render,
+        })
+    }
+}
+
+/// Records to standard output (filter mode, or `path = "-"`).
+pub fn stdout<F: Fn(&Item) -> Value + Send>(render: F) -> JsonlSink<F> {
+    JsonlSink {
+        out: BufWriter::with_capacity(256 * 1024, Box::new(io::stdout())),
+        target: "stdout".into(),
+        render,
+    }
+}
+
+/// The dead letters: one error record per failed item, never its content.
+pub fn dead_letters(path: &str) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(Box::new(JsonlSink::create(path, Item::error_record)?))
+}
+
+impl<F: Fn(&Item) -> Value + Send> Sink for JsonlSink<F> {
+    fn write(&mut self, item: &Item) -> io::Result<()> {
+        serde_json::to_writer(&mut self.out, &(self.render)(item))?;
+        self.out.write_all(b"\n")
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+
+    fn target(&self) -> String {
+        self.target.clone()
+    }
+}

@@ -1,0 +1,132 @@
+//! The `text` output: one file per item holding one field, mirroring the input tree.
+//!
+//! Each file is written under a temporary name and renamed into place, so a crash leaves
+//! either no file or a complete one, never a torn one.
+
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use super::{OpenContext, Sink, SinkSpec};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::pipeline::item::Item;
+
+pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
+    name: "text",
+    doc: "One file per item holding one field, named after the input file (or the record id).",
+    options: OPTIONS,
+    build,
+};
+
+const OPTIONS: &[OptionSpec] = &[
+    opt(
+        "dir",
+        Ty::Str,
+        Default::Value("\"{out}/text\""),
+        "Folder to write into (`{out}` is the --out folder).",
+    ),
+    opt("field", Ty::Str, Default::Value("\"text\""), "Field to write."),
+    opt(
+        "extension",
+        Ty::Str,
+        Default::Value("\"txt\""),
+        "File extension of the written files.",
+    ),
+];
+
+struct TextSpec {
+    dir: String,
+    field: String,
+    extension: String,
+}
+
+fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>> {
+    Some(Box::new(TextSpec {
+        dir: options.str("dir"),
+        field: options.str("field"),
+        extension: options.str("extension"),
+    }))
+}
+
+impl SinkSpec for TextSpec {
+    fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
+        let dir = ctx.resolve(&self.dir);
+        std::fs::create_dir_all(&dir)
+            .map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", dir.display()))?;
+        Ok(Box::new(TextSink {
+            dir,
+            field: self.field.clone(),
+            extension: self.extension.clone(),
+        }))
+    }
+}
+
+struct TextSink {
+    dir: PathBuf,
+    field: String,
+    extension: String,
+}
+
+impl TextSink {
+    fn path_for(&self, item: &Item) -> PathBuf {
+        let relative = match &item.rel_path {
+            Some(p) => p.with_extension(&self.extension),
+            None => PathBuf::from(format!("{}.{}", safe_name(&item.id), self.extension)),
+        };
+        self.dir.join(relative)
+    }
+}
+
+/// A file name from a record id: only `[A-Za-z0-9._-]`, no leading dot, bounded length.
+fn safe_name(id: &str) -> String {
+    let name: String = id
+        .chars()
+        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .take(150)
+        .collect();
+    let name = name.trim_start_matches('.');
+    if name.is_empty() { "item".into() } else { name.to_string() }
+}
+
+fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".lai-tmp");
+    let tmp = PathBuf::from(tmp);
+    let mut file = std::fs::File::create(&tmp)?;
+    file.write_all(text.as_bytes())?;
+    file.sync_data()?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Sink for TextSink {
+    fn write(&mut self, item: &Item) -> io::Result<()> {
+        let Some(text) = item.field_text(&self.field) else {
+            return Ok(());
+        };
+        write_atomically(&self.path_for(item), &text)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+
+    fn target(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Record ids become safe file names: no path separators, no leading dots.
+    #[test]
+    fn safe_names() {
+        assert_eq!(safe_name("../etc/passwd"), "_etc_passwd");
+        assert_eq!(safe_name("stdin:3"), "stdin_3");
+        assert_eq!(safe_name(""), "item");
+    }
+}

@@ -1,0 +1,303 @@
+//! The `jsonl` source: one item per line of JSON-lines files or standard input.
+//!
+//! Lines are read with a hard length limit so one runaway record cannot exhaust memory; blank
+//! lines are skipped; a malformed line, or one that is not a JSON object, becomes a failed item
+//! naming its line number. The files source reuses `read_records` for `.jsonl` files.
+
+use std::fs::File;
+use std::io::{self, BufRead, BufReader};
+
+use anyhow::Context;
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+use super::{Input, Source};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::pipeline::item::Item;
+
+pub const KIND: ComponentKind<dyn Source> = ComponentKind {
+    name: "jsonl",
+    doc: "JSON-lines records, one item per line, from files or `-` (stdin).",
+    options: OPTIONS,
+    build,
+};
+
+const OPTIONS: &[OptionSpec] = &[ID_FIELD, MAX_LINE_BYTES];
+
+pub const ID_FIELD: OptionSpec = opt(
+    "id_field",
+    Ty::Str,
+    Default::Value("\"id\""),
+    "Record field used as the item id; records without it get `<file>:<line>`.",
+);
+
+pub const MAX_LINE_BYTES: OptionSpec = opt(
+    "max_line_bytes",
+    Ty::Int {
+        min: 1,
+        max: i64::MAX,
+    },
+    Default::Value("268435456"),
+    "Longest accepted line; a longer one fails as an item (memory stays bounded).",
+);
+
+/// How JSONL records are turned into items; shared with the files source.
+#[derive(Clone)]
+pub struct RecordReader {
+    pub id_field: String,
+    pub max_line_bytes: usize,
+}
+
+impl RecordReader {
+    pub fn from_options(options: &Options) -> Self {
+        RecordReader {
+            id_field: options.str("id_field"),
+            max_line_bytes: options.usize("max_line_bytes"),
+        }
+    }
+
+    /// Emits one item per non-blank line of `reader`; `name` is used in origins ("stdin:3").
+    /// Returns false if `emit` asked to stop.
+    pub fn read_records(
+        &self,
+        reader: &mut dyn BufRead,
+        name: &str,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> io::Result<bool> {
+        let mut line = Vec::new();
+        let mut number = 0u64;
+        loop {
+            number += 1;
+            let origin = format!("{name}:{number}");
+            let item = match read_line(reader, &mut line, self.max_line_bytes)? {
+                Line::End => return Ok(true),
+                Line::Complete => {
+                    if line.iter().all(u8::is_ascii_whitespace) {
+                        continue;
+                    }
+                    self.parse(&line, origin)
+                }
+                Line::TooLong { bytes, sha256 } => {
+                    let mut item = Item::failed(
+                        origin.clone(),
+                        origin,
+                        b"",
+                        format!(
+                            "line {number} is {bytes} bytes, longer than max_line_bytes ({}); raise `max_line_bytes` in [input] or split the record",
+                            self.max_line_bytes
+                        ),
+                    );
+                    item.input_sha256 = sha256;
+                    item
+                }
+            };
+            if !emit(item) {
+                return Ok(false);
+            }
+        }
+    }
+
+    fn parse(&self, line: &[u8], origin: String) -> Item {
+        let line_no = origin.rsplit(':').next().unwrap_or("?").to_string();
+        match serde_json::from_slice::<Value>(line) {
+            Ok(Value::Object(fields)) => {
+                let id = match fields.get(&self.id_field) {
+                    Some(Value::String(s)) if !s.is_empty() => s.clone(),
+                    Some(Value::Number(n)) => n.to_string(),
+                    _ => origin.clone(),
+                };
+                Item::new(id, origin, line, fields)
+            }
+            Ok(other) => Item::failed(
+                origin.clone(),
+                origin,
+                line,
+                format!(
+                    "line {line_no}: expected a JSON object like {{\"text\": \"...\"}}, found {}",
+                    kind_of(&other)
+                ),
+            ),
+            Err(e) => Item::failed(
+                origin.clone(),
+                origin,
+                line,
+                format!(
+                    "line {line_no}: not valid JSON ({} at column {}); fix or remove the line",
+                    describe(&e),
+                    e.column()
+                ),
+            ),
+        }
+    }
+}
+
+fn describe(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+fn kind_of(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+enum Line {
+    End,
+    Complete,
+    /// The line exceeded the limit; it was consumed and hashed but not kept.
+    TooLong {
+        bytes: u64,
+        sha256: String,
+    },
+}
+
+/// Reads one line (without its `\n` / `\r\n`) into `buf`, keeping at most `max` bytes.
+fn read_line(reader: &mut dyn BufRead, buf: &mut Vec<u8>, max: usize) -> io::Result<Line> {
+    buf.clear();
+    let mut overflow: Option<(u64, Sha256)> = None;
+    let mut saw_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e),
+        };
+        if available.is_empty() {
+            break;
+        }
+        saw_any = true;
+        let (chunk, done) = match memchr(available) {
+            Some(i) => (&available[..i], Some(i + 1)),
+            None => (available, None),
+        };
+        match &mut overflow {
+            Some((bytes, hasher)) => {
+                *bytes += chunk.len() as u64;
+                hasher.update(chunk);
+            }
+            None if buf.len() + chunk.len() > max => {
+                let mut hasher = Sha256::new();
+                hasher.update(&*buf);
+                hasher.update(chunk);
+                overflow = Some(((buf.len() + chunk.len()) as u64, hasher));
+                buf.clear();
+                buf.shrink_to(64 * 1024);
+            }
+            None => buf.extend_from_slice(chunk),
+        }
+        let consumed = done.unwrap_or(available.len());
+        reader.consume(consumed);
+        if done.is_some() {
+            break;
+        }
+    }
+    if let Some((bytes, hasher)) = overflow {
+        return Ok(Line::TooLong {
+            bytes,
+            sha256: hex::encode(hasher.finalize()),
+        });
+    }
+    if !saw_any {
+        return Ok(Line::End);
+    }
+    if buf.last() == Some(&b'\r') {
+        buf.pop();
+    }
+    Ok(Line::Complete)
+}
+
+fn memchr(bytes: &[u8]) -> Option<usize> {
+    bytes.iter().position(|&b| b == b'\n')
+}
+
+struct Jsonl {
+    reader: RecordReader,
+}
+
+fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
+    Some(Box::new(Jsonl {
+        reader: RecordReader::from_options(options),
+    }))
+}
+
+impl Source for Jsonl {
+    fn read(&self, inputs: &[Input], emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<()> {
+        for input in inputs {
+            let going = match input {
+                Input::Stdin => read_stdin(&self.reader, emit)?,
+                Input::Path(path) => {
+                    let file = File::open(path)
+                        .with_context(|| format!("cannot open {}", path.display()))?;
+                    let mut reader = BufReader::with_capacity(256 * 1024, file);
+                    self.reader
+                        .read_records(&mut reader, &path.display().to_string(), emit)
+                        .with_context(|| format!("reading {}", path.display()))?
+                }
+            };
+            if !going {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Reads JSONL records from standard input.
+pub fn read_stdin(reader: &RecordReader, emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<bool> {
+    let mut stdin = BufReader::with_capacity(256 * 1024, io::stdin());
+    reader
+        .read_records(&mut stdin, "stdin", emit)
+        .context("reading standard input")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn read(text: &[u8], max: usize) -> Vec<Item> {
+        let reader = RecordReader {
+            id_field: "id".into(),
+            max_line_bytes: max,
+        };
+        let mut items = Vec::new();
+        reader
+            .read_records(&mut &text[..], "t", &mut |i| {
+                items.push(i);
+                true
+            })
+            .unwrap();
+        items
+    }
+
+    // Good lines become items; bad ones become failed items naming their line; blanks are skipped.
+    #[test]
+    fn bad_lines_are_items() {
+        let items = read(b"{\"id\":7,\"text\":\"a\"}\n\n{oops\n[1]\n{\"text\":\"b\"}\r\n", 1024);
+        assert_eq!(items.len(), 4);
+        assert_eq!(items[0].id, "7");
+        assert!(items[1].failure.as_ref().unwrap().reason.starts_with("line 3: not valid JSON"));
+        assert!(items[2].failure.as_ref().unwrap().reason.contains("found an array"));
+        assert_eq!(items[3].id, "t:5");
+        assert!(items[3].failure.is_none());
+    }
+
+    // An over-long line fails alone, and the next line is still read.
+    #[test]
+    fn long_line_is_bounded() {
+        let mut text = vec![b'x'; 5000];
+        text.extend_from_slice(b"\n{\"text\":\"ok\"}");
+        let items = read(&text, 100);
+        assert!(items[0].failure.as_ref().unwrap().reason.contains("longer than max_line_bytes"));
+        assert!(items[1].failure.is_none());
+    }
+}

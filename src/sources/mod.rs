@@ -1,0 +1,36 @@
+//! Sources: where items come from. The registry slice `SOURCES` and the `Source` trait.
+//!
+//! A source runs on its own thread and hands items to `emit` one at a time, in a deterministic
+//! order; `emit` blocks while the pipeline is full (backpressure) and returns false when the run
+//! is stopping. A problem with one input (unreadable file, malformed line) becomes a failed item,
+//! never an error of the whole source; only an I/O failure of the stream itself (stdin breaks)
+//! ends the source with an error.
+
+pub mod files;
+pub mod jsonl;
+
+use std::path::PathBuf;
+
+use crate::config::ComponentKind;
+use crate::pipeline::item::Item;
+
+/// One command-line input.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// `-`: JSONL records on standard input.
+    Stdin,
+    Path(PathBuf),
+}
+
+pub trait Source: Send + Sync {
+    /// Reads every input in order, calling `emit` per item; stops early when `emit` says so.
+    fn read(&self, inputs: &[Input], emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<()>;
+
+    /// How many items `read` will produce, when that is cheap to know (for progress ETA).
+    fn count(&self, _inputs: &[Input]) -> Option<u64> {
+        None
+    }
+}
+
+/// Every source kind, selected by `[input] kind = "..."`.
+pub static SOURCES: &[ComponentKind<dyn Source>] = &[files::KIND, jsonl::KIND];

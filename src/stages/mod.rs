@@ -1,0 +1,59 @@
+//! Stage kinds: the registry slice `STAGES` and the traits every stage implements.
+//!
+//! Adding a stage means one file here, one line in `STAGES`, a pipeline in `pipelines/` and its
+//! tests; `lai stages` and `lai check` learn about it from the registry. A stage is built once
+//! per run (shared by `Arc`), and each worker thread calls `start` to get its own `Worker`, so
+//! per-thread engine state lives on the thread that uses it.
+
+pub mod redact;
+
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, OptionSpec, Ty, opt};
+use crate::pipeline::item::Item;
+
+/// A configured stage, shared by all of its workers.
+pub trait Stage: Send + Sync {
+    /// Creates one worker's state on the worker's own thread (an engine context, scratch
+    /// buffers). Errors here stop the run: the stage cannot work at all.
+    fn start(&self) -> anyhow::Result<Box<dyn Worker + '_>>;
+}
+
+/// One worker's view of a stage.
+pub trait Worker {
+    /// Processes a batch of healthy items in place; one result per item, in order. An `Err`
+    /// fails that item alone, with the message as its reason.
+    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>>;
+}
+
+/// Every stage kind lai knows, in the order `lai stages` lists them.
+pub static STAGES: &[ComponentKind<dyn Stage>] = &[redact::KIND];
+
+/// Options every stage has; each stage's spec starts with these, with its own defaults.
+pub const fn batch_size(default: &'static str) -> OptionSpec {
+    opt(
+        "batch_size",
+        Ty::Int {
+            min: 1,
+            max: 1_000_000,
+        },
+        Default::Value(default),
+        "Most items a worker takes at once.",
+    )
+}
+
+pub const MAX_WAIT: OptionSpec = opt(
+    "max_wait",
+    Ty::Duration,
+    Default::Value("\"20ms\""),
+    "Longest a partial batch waits for more items before it is processed.",
+);
+
+pub const WORKERS: OptionSpec = opt(
+    "workers",
+    Ty::Int {
+        min: 0,
+        max: 1024,
+    },
+    Default::Value("0"),
+    "Worker threads for this stage; 0 means one per `--jobs`.",
+);

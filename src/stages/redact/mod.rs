@@ -1,0 +1,403 @@
+//! The `redact` stage: finds PII in text fields with rule recognizers and replaces it.
+//!
+//! Recognizers (built-in entities, user regexes, deny-lists) propose spans; overlaps are resolved
+//! by one documented rule (earliest start wins, then the longest span, then the recognizer listed
+//! first); an operator (`tag`, `mask`, `hash`) rewrites each span. Each item gets a summary field
+//! with entity types, character offsets and counts, never the removed values. Nothing here logs
+//! item text.
+
+mod recognizers;
+
+use hmac::{Hmac, KeyInit, Mac};
+use serde_json::{Map, Value, json};
+use sha2::Sha256;
+
+use recognizers::{BUILTIN, Found, Recognizer};
+
+use super::{MAX_WAIT, Stage, WORKERS, Worker, batch_size};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::pipeline::item::Item;
+
+pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
+    name: "redact",
+    doc: "Replace personal data (emails, phones, cards, IBANs, SSNs, IPs, URLs, your own patterns and deny-lists) in text fields.",
+    options: OPTIONS,
+    build,
+};
+
+const OPERATORS: &[&str] = &["tag", "mask", "hash"];
+
+const OPTIONS: &[OptionSpec] = &[
+    batch_size("256"),
+    MAX_WAIT,
+    WORKERS,
+    opt(
+        "fields",
+        Ty::StrList,
+        Default::Value("[\"text\"]"),
+        "Text fields to redact.",
+    ),
+    opt(
+        "entities",
+        Ty::ChoiceList(BUILTIN),
+        Default::Value(
+            "[\"email\", \"phone\", \"credit_card\", \"iban\", \"ssn\", \"ip_address\", \"url\"]",
+        ),
+        "Built-in entity types to find.",
+    ),
+    opt(
+        "patterns",
+        Ty::StrTable,
+        Default::Value("{}"),
+        "Your own entities: `{ employee_id = 'EMP-\\d{6}' }` (Rust regex syntax).",
+    ),
+    opt(
+        "deny",
+        Ty::StrListTable,
+        Default::Value("{}"),
+        "Deny-lists, matched as whole words, any case: `{ project = [\"Apollo\"] }`.",
+    ),
+    opt(
+        "operator",
+        Ty::Choice(OPERATORS),
+        Default::Value("\"tag\""),
+        "tag: `[EMAIL]`; mask: `*` per character; hash: `[EMAIL_5f1c09ab3e]`, the same value gives the same pseudonym within a run.",
+    ),
+    opt(
+        "mask_char",
+        Ty::Str,
+        Default::Value("\"*\""),
+        "Character used by the mask operator.",
+    ),
+    opt(
+        "hash_key_env",
+        Ty::Str,
+        Default::Value("\"LAI_REDACT_KEY\""),
+        "Environment variable holding the hash operator's key; if unset, a random key per run.",
+    ),
+    opt(
+        "missing",
+        Ty::Choice(&["error", "skip"]),
+        Default::Value("\"error\""),
+        "A listed field absent from an item: fail the item (error) or leave it (skip).",
+    ),
+    opt(
+        "summary_field",
+        Ty::Str,
+        Default::Value("\"redactions\""),
+        "Field that receives the summary: counts by entity and character offsets, never values.",
+    ),
+];
+
+enum Operator {
+    Tag,
+    Mask(char),
+    /// HMAC-SHA256 keyed pseudonyms.
+    Hash(Vec<u8>),
+}
+
+struct Redact {
+    fields: Vec<String>,
+    recognizers: Vec<Recognizer>,
+    operator: Operator,
+    skip_missing: bool,
+    summary_field: String,
+}
+
+fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
+    let mut recognizers = Vec::new();
+    for entity in options.str_list("entities") {
+        recognizers.extend(recognizers::builtin(&entity));
+    }
+    let mut ok = true;
+    for pattern in options.str_table("patterns") {
+        match Recognizer::custom(&pattern.name, &pattern.value) {
+            Ok(r) => recognizers.push(r),
+            Err(e) => {
+                ok = false;
+                diag.error(
+                    &pattern.span,
+                    format!(
+                        "pattern `{}` in {} is not a valid regex: {}",
+                        pattern.name,
+                        options.context,
+                        first_line(&e.to_string())
+                    ),
+                );
+            }
+        }
+    }
+    for list in options.str_list_table("deny") {
+        match Recognizer::deny_list(&list.name, &list.value) {
+            Ok(r) => recognizers.push(r),
+            Err(e) => {
+                ok = false;
+                diag.error(
+                    &list.span,
+                    format!("deny-list `{}` in {}: {e}", list.name, options.context),
+                );
+            }
+        }
+    }
+    let operator = match options.str("operator").as_str() {
+        "mask" => {
+            let mask = options.str("mask_char");
+            let mut chars = mask.chars();
+            match (chars.next(), chars.next()) {
+                (Some(c), None) => Operator::Mask(c),
+                _ => {
+                    diag.error(
+                        &options.span_of("mask_char"),
+                        format!(
+                            "`mask_char` in {} must be exactly one character, e.g. \"*\"",
+                            options.context
+                        ),
+                    );
+                    return None;
+                }
+            }
+        }
+        "hash" => Operator::Hash(hash_key(&options.str("hash_key_env"))),
+        _ => Operator::Tag,
+    };
+    if !ok {
+        return None;
+    }
+    Some(Box::new(Redact {
+        fields: options.str_list("fields"),
+        recognizers,
+        operator,
+        skip_missing: options.str("missing") == "skip",
+        summary_field: options.str("summary_field"),
+    }))
+}
+
+fn first_line(s: &str) -> &str {
+    s.lines().last().unwrap_or(s).trim()
+}
+
+/// The key from the environment, or 32 random bytes (pseudonyms then hold within this run only).
+fn hash_key(env: &str) -> Vec<u8> {
+    if let Some(key) = std::env::var_os(env).filter(|k| !k.is_empty()) {
+        return key.into_encoded_bytes();
+    }
+    let mut key = vec![0u8; 32];
+    if getrandom::fill(&mut key).is_err() {
+        // No OS randomness: fall back to the clock, still unpredictable to a reader of outputs.
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_nanos();
+        key = nanos.to_le_bytes().to_vec();
+    }
+    key
+}
+
+impl Stage for Redact {
+    fn start(&self) -> anyhow::Result<Box<dyn Worker + '_>> {
+        Ok(Box::new(RedactWorker {
+            stage: self,
+            found: Vec::new(),
+        }))
+    }
+}
+
+struct RedactWorker<'a> {
+    stage: &'a Redact,
+    /// Reused between items to avoid an allocation per text.
+    found: Vec<Found>,
+}
+
+impl Worker for RedactWorker<'_> {
+    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
+        batch.iter_mut().map(|item| self.redact_item(item)).collect()
+    }
+}
+
+impl RedactWorker<'_> {
+    fn redact_item(&mut self, item: &mut Item) -> Result<(), String> {
+        let stage = self.stage;
+        let mut spans = Vec::new();
+        let mut counts: Map<String, Value> = Map::new();
+        for field in &stage.fields {
+            let text = match item.fields.get(field) {
+                Some(Value::String(text)) => text,
+                Some(other) => {
+                    return Err(format!(
+                        "field `{field}` is {}, not a string; list only text fields in `fields`",
+                        json_type(other)
+                    ));
+                }
+                None if stage.skip_missing => continue,
+                None => {
+                    return Err(format!(
+                        "field `{field}` is missing; add it to the input, change `fields`, or set `missing = \"skip\"`"
+                    ));
+                }
+            };
+            self.find(text);
+            if self.found.is_empty() {
+                continue;
+            }
+            let (redacted, char_spans) = self.rewrite(text);
+            for (entity, start, end) in char_spans {
+                let count = counts.entry(entity.clone()).or_insert(json!(0));
+                *count = json!(count.as_u64().unwrap_or(0) + 1);
+                spans.push(json!({ "field": field, "entity": entity, "start": start, "end": end }));
+            }
+            item.fields.insert(field.clone(), Value::String(redacted));
+        }
+        item.fields.insert(
+            stage.summary_field.clone(),
+            json!({ "count": spans.len(), "by_entity": counts, "spans": spans }),
+        );
+        Ok(())
+    }
+
+    /// Fills `self.found` with non-overlapping spans in text order.
+    ///
+    /// Overlaps: the span that starts first wins; at the same start the longer one; at equal
+    /// length the recognizer listed first (built-ins, then patterns, then deny-lists).
+    fn find(&mut self, text: &str) {
+        self.found.clear();
+        for (i, r) in self.stage.recognizers.iter().enumerate() {
+            r.find_into(text, i, &mut self.found);
+        }
+        self.found.sort_by(|a, b| {
+            a.span
+                .start
+                .cmp(&b.span.start)
+                .then(b.span.end.cmp(&a.span.end))
+                .then(a.entity.cmp(&b.entity))
+        });
+        let mut end = 0;
+        self.found.retain(|f| {
+            let keep = f.span.start >= end;
+            if keep {
+                end = f.span.end;
+            }
+            keep
+        });
+    }
+
+    /// The rewritten text and, per span, (entity, start, end) in characters of the original.
+    fn rewrite(&self, text: &str) -> (String, Vec<(String, usize, usize)>) {
+        let mut out = String::with_capacity(text.len());
+        let mut spans = Vec::with_capacity(self.found.len());
+        let (mut byte_pos, mut char_pos) = (0, 0);
+        for f in &self.found {
+            let entity = &self.stage.recognizers[f.entity].entity;
+            let before = &text[byte_pos..f.span.start];
+            out.push_str(before);
+            char_pos += before.chars().count();
+            let value = &text[f.span.clone()];
+            let value_chars = value.chars().count();
+            match &self.stage.operator {
+                Operator::Tag => {
+                    out.push('[');
+                    out.push_str(&entity.to_uppercase());
+                    out.push(']');
+                }
+                Operator::Mask(c) => out.extend(std::iter::repeat_n(*c, value_chars)),
+                Operator::Hash(key) => {
+                    out.push('[');
+                    out.push_str(&entity.to_uppercase());
+                    out.push('_');
+                    out.push_str(&pseudonym(key, entity, value));
+                    out.push(']');
+                }
+            }
+            spans.push((entity.clone(), char_pos, char_pos + value_chars));
+            char_pos += value_chars;
+            byte_pos = f.span.end;
+        }
+        out.push_str(&text[byte_pos..]);
+        (out, spans)
+    }
+}
+
+/// First 10 hex digits of HMAC-SHA256(key, entity NUL value).
+fn pseudonym(key: &[u8], entity: &str, value: &str) -> String {
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
+        .expect("HMAC accepts keys of any length. This is a bug.");
+    mac.update(entity.as_bytes());
+    mac.update(&[0]);
+    mac.update(value.as_bytes());
+    let digest = mac.finalize().into_bytes();
+    hex::encode(&digest[..5])
+}
+
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::schema::Options;
+
+    fn stage(operator: Operator) -> Redact {
+        let options = Options::defaults("test", OPTIONS);
+        let mut recognizers = Vec::new();
+        for entity in options.str_list("entities") {
+            recognizers.extend(recognizers::builtin(&entity));
+        }
+        Redact {
+            fields: vec!["text".into()],
+            recognizers,
+            operator,
+            skip_missing: false,
+            summary_field: "redactions".into(),
+        }
+    }
+
+    fn run(stage: &Redact, text: &str) -> Item {
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!(text));
+        let mut item = Item::new("t".into(), "t".into(), b"", fields);
+        let mut worker = stage.start().unwrap();
+        let results = worker.process(std::slice::from_mut(&mut item));
+        assert!(results[0].is_ok());
+        item
+    }
+
+    // Tags replace values; the summary has offsets and counts but no values.
+    #[test]
+    fn tags_and_summary() {
+        let item = run(
+            &stage(Operator::Tag),
+            "Mail bob@example.com or call +1 415 555 0100.",
+        );
+        assert_eq!(item.fields["text"], "Mail [EMAIL] or call [PHONE].");
+        let summary = item.fields["redactions"].to_string();
+        assert!(!summary.contains("bob@"));
+        assert_eq!(item.fields["redactions"]["spans"][0]["start"], 5);
+        assert_eq!(item.fields["redactions"]["by_entity"]["email"], 1);
+    }
+
+    // The same value hashes to the same pseudonym; different values differ.
+    #[test]
+    fn hash_is_consistent() {
+        let s = stage(Operator::Hash(b"k".to_vec()));
+        let a = run(&s, "a@x.org a@x.org b@x.org");
+        let words: Vec<&str> = a.fields["text"].as_str().unwrap().split(' ').collect();
+        assert_eq!(words[0], words[1]);
+        assert_ne!(words[1], words[2]);
+    }
+
+    // Masking keeps the length in characters, also for non-ASCII neighbours.
+    #[test]
+    fn mask_keeps_length() {
+        let item = run(&stage(Operator::Mask('#')), "é 10.0.0.1");
+        assert_eq!(item.fields["text"], "é ########");
+        assert_eq!(item.fields["redactions"]["spans"][0]["start"], 2);
+    }
+}

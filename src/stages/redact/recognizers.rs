@@ -1,0 +1,397 @@
+//! Rule-based PII recognizers: a regex finds candidates, a checksum or shape rule confirms them.
+//!
+//! Each built-in entity (email, phone, credit_card, iban, ssn, ip_address, url) is one or more
+//! `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the entity, the regex
+//! proposes a span, and the validator accepts, narrows or rejects it (Luhn for cards, mod-97 for
+//! IBANs, SSA rules for SSNs, `std::net` parsing for IPv6). This module finds spans; it never
+//! rewrites text.
+
+use std::ops::Range;
+
+use regex::Regex;
+
+/// The built-in entity names, as pipeline files spell them.
+pub const BUILTIN: &[&str] = &[
+    "email",
+    "phone",
+    "credit_card",
+    "iban",
+    "ssn",
+    "ip_address",
+    "url",
+];
+
+/// Confirms a regex match: returns the span to redact (possibly narrowed) or `None`.
+type Validator = fn(text: &str, span: Range<usize>) -> Option<Range<usize>>;
+
+/// Finds one entity kind in text.
+pub struct Recognizer {
+    pub entity: String,
+    regex: Regex,
+    /// Bytes of which at least one must occur in a text for a match to be possible.
+    needs_any: &'static [u8],
+    validate: Validator,
+}
+
+/// A found entity: byte range in the text and the recognizer's entity name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Found {
+    pub span: Range<usize>,
+    pub entity: usize,
+}
+
+impl Recognizer {
+    /// A recognizer for a user's own regex (no validator, no prefilter).
+    pub fn custom(entity: &str, pattern: &str) -> Result<Recognizer, regex::Error> {
+        Ok(Recognizer {
+            entity: entity.to_string(),
+            regex: Regex::new(pattern)?,
+            needs_any: &[],
+            validate: |_, span| (!span.is_empty()).then_some(span),
+        })
+    }
+
+    /// A recognizer for a deny-list: whole-word, case-insensitive matches of the given values.
+    pub fn deny_list(entity: &str, values: &[String]) -> Result<Recognizer, regex::Error> {
+        let mut values: Vec<&str> = values
+            .iter()
+            .map(|v| v.trim())
+            .filter(|v| !v.is_empty())
+            .collect();
+        // Longest first, so "Acme Bank" wins over "Acme" at the same position.
+        values.sort_by_key(|v| std::cmp::Reverse(v.len()));
+        let alternatives: Vec<String> = values.iter().map(|v| regex::escape(v)).collect();
+        let pattern = if alternatives.is_empty() {
+            // Matches nothing: an empty list is allowed and harmless.
+            r"[^\s\S]".to_string()
+        } else {
+            format!("(?i)(?:{})", alternatives.join("|"))
+        };
+        Ok(Recognizer {
+            entity: entity.to_string(),
+            regex: Regex::new(&pattern)?,
+            needs_any: &[],
+            validate: |text, span| standalone(text, &span).then_some(span),
+        })
+    }
+
+    /// Appends every confirmed match in `text` to `out`, tagged with `entity_index`.
+    pub fn find_into(&self, text: &str, entity_index: usize, out: &mut Vec<Found>) {
+        if !self.needs_any.is_empty() && !text.bytes().any(|b| self.needs_any.contains(&b)) {
+            return;
+        }
+        for m in self.regex.find_iter(text) {
+            if let Some(span) = (self.validate)(text, m.range()) {
+                out.push(Found {
+                    span,
+                    entity: entity_index,
+                });
+            }
+        }
+    }
+}
+
+/// Recognizers for one built-in entity name.
+pub fn builtin(entity: &str) -> Vec<Recognizer> {
+    let make = |pattern: &str, needs_any: &'static [u8], validate: Validator| Recognizer {
+        entity: entity.to_string(),
+        regex: Regex::new(pattern).expect("built-in patterns compile. This is a bug."),
+        needs_any,
+        validate,
+    };
+    const DIGITS: &[u8] = b"0123456789";
+    match entity {
+        "email" => vec![make(
+            r"(?i)[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}\b",
+            b"@",
+            |_, span| Some(span),
+        )],
+        "url" => vec![make(
+            r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'`{}|\\^\[\]]+"#,
+            b":w",
+            trim_url,
+        )],
+        "ip_address" => vec![
+            make(
+                r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
+                b".",
+                ipv4_standalone,
+            ),
+            make(r"(?i)[0-9a-f.:]*:[0-9a-f.:]*:[0-9a-f.:]*", b":", ipv6),
+        ],
+        "credit_card" => vec![make(
+            r"\b\d{3,19}(?:[ \-]\d{3,19}){0,5}\b",
+            DIGITS,
+            credit_card,
+        )],
+        "iban" => vec![make(
+            r"(?i)\b[a-z]{2}\d{2}(?: ?[a-z0-9]{1,4}){3,8}\b",
+            DIGITS,
+            iban,
+        )],
+        "ssn" => vec![make(r"\b\d{3}([\- ])\d{2}([\- ])\d{4}\b", DIGITS, ssn)],
+        "phone" => vec![
+            // International: +CC then groups.
+            make(
+                r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b",
+                b"+",
+                |text, span| phone_digits(text, span, 8, 15),
+            ),
+            // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
+            make(
+                r"(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
+                DIGITS,
+                |text, span| phone_digits(text, span, 10, 11),
+            ),
+            // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89.
+            make(
+                r"\b0\d{1,4}(?:/|[ \-])?\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
+                DIGITS,
+                |text, span| phone_digits(text, span, 9, 12),
+            ),
+        ],
+        other => panic!("`{other}` is not a built-in entity. This is a bug."),
+    }
+}
+
+/// True if the span is not glued to letters or digits on either side.
+fn standalone(text: &str, span: &Range<usize>) -> bool {
+    let before = text[..span.start].chars().next_back();
+    let after = text[span.end..].chars().next();
+    !before.is_some_and(|c| c.is_alphanumeric() || c == '_')
+        && !after.is_some_and(|c| c.is_alphanumeric() || c == '_')
+}
+
+fn trim_url(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let mut url = &text[span.clone()];
+    loop {
+        let trimmed = url.trim_end_matches(['.', ',', ';', ':', '!', '?', '\'', '"']);
+        let trimmed = if trimmed.ends_with(')') && !trimmed.contains('(') {
+            &trimmed[..trimmed.len() - 1]
+        } else {
+            trimmed
+        };
+        if trimmed.len() == url.len() {
+            break;
+        }
+        url = trimmed;
+    }
+    (url.len() > 4).then(|| span.start..span.start + url.len())
+}
+
+/// Rejects version-like runs such as 1.2.3.4.5 where the match is part of a longer dotted number.
+fn ipv4_standalone(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let before = text[..span.start].as_bytes();
+    let after = text[span.end..].as_bytes();
+    let dotted_before = before.len() >= 2
+        && before[before.len() - 1] == b'.'
+        && before[before.len() - 2].is_ascii_digit();
+    let dotted_after = after.len() >= 2 && after[0] == b'.' && after[1].is_ascii_digit();
+    (!dotted_before && !dotted_after).then_some(span)
+}
+
+fn ipv6(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let candidate = text[span.clone()].trim_end_matches('.');
+    let end = span.start + candidate.len();
+    let span = span.start..end;
+    if !candidate.bytes().any(|b| b.is_ascii_hexdigit()) || !standalone(text, &span) {
+        return None;
+    }
+    candidate.parse::<std::net::Ipv6Addr>().ok().map(|_| span)
+}
+
+/// Finds the longest run of digit groups inside the match that is 13-19 digits and passes
+/// Luhn, so "order 12 4111 1111 1111 1111" still yields the card.
+fn credit_card(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let groups = digit_groups(text, &span);
+    let mut best: Option<Range<usize>> = None;
+    for first in 0..groups.len() {
+        for last in first..groups.len() {
+            let digits: String = groups[first..=last]
+                .iter()
+                .map(|g| &text[g.clone()])
+                .collect();
+            if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+                continue;
+            }
+            let candidate = groups[first].start..groups[last].end;
+            if best.as_ref().is_none_or(|b| candidate.len() > b.len()) {
+                best = Some(candidate);
+            }
+        }
+    }
+    best
+}
+
+/// Byte ranges of the maximal digit runs inside `span`.
+fn digit_groups(text: &str, span: &Range<usize>) -> Vec<Range<usize>> {
+    let bytes = text.as_bytes();
+    let mut groups = Vec::new();
+    let mut i = span.start;
+    while i < span.end {
+        if bytes[i].is_ascii_digit() {
+            let start = i;
+            while i < span.end && bytes[i].is_ascii_digit() {
+                i += 1;
+            }
+            groups.push(start..i);
+        } else {
+            i += 1;
+        }
+    }
+    groups
+}
+
+pub fn luhn(digits: &str) -> bool {
+    let mut sum = 0;
+    for (i, b) in digits.bytes().rev().enumerate() {
+        let mut d = u32::from(b - b'0');
+        if i % 2 == 1 {
+            d *= 2;
+            if d > 9 {
+                d -= 9;
+            }
+        }
+        sum += d;
+    }
+    sum % 10 == 0
+}
+
+/// Accepts the longest prefix of space-separated groups that is a valid IBAN, so words after
+/// an IBAN ("... 00 BANK") do not hide it.
+fn iban(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let matched = &text[span.clone()];
+    let mut ends: Vec<usize> = matched.match_indices(' ').map(|(i, _)| i).collect();
+    ends.push(matched.len());
+    ends.into_iter().rev().find_map(|end| {
+        let compact: String = matched[..end].chars().filter(|c| *c != ' ').collect();
+        iban_valid(&compact).then(|| span.start..span.start + end)
+    })
+}
+
+pub fn iban_valid(compact: &str) -> bool {
+    if !(15..=34).contains(&compact.len()) || !compact.is_ascii() {
+        return false;
+    }
+    let upper = compact.to_ascii_uppercase();
+    let (head, tail) = upper.split_at(4);
+    let mut remainder: u32 = 0;
+    for c in tail.chars().chain(head.chars()) {
+        let value = match c {
+            '0'..='9' => c as u32 - '0' as u32,
+            'A'..='Z' => c as u32 - 'A' as u32 + 10,
+            _ => return false,
+        };
+        let width = if value >= 10 { 100 } else { 10 };
+        remainder = (remainder * width + value) % 97;
+    }
+    remainder == 1
+}
+
+/// US SSN: AAA-GG-SSSS with one separator kind, area not 000/666/9xx, group and serial not 0.
+fn ssn(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = &text[span.clone()];
+    let digits: String = s.chars().filter(char::is_ascii_digit).collect();
+    let separators: Vec<char> = s.chars().filter(|c| !c.is_ascii_digit()).collect();
+    let (area, rest) = digits.split_at(3);
+    let (group, serial) = rest.split_at(2);
+    let valid = separators.windows(2).all(|w| w[0] == w[1])
+        && area != "000"
+        && area != "666"
+        && !area.starts_with('9')
+        && group != "00"
+        && serial != "0000";
+    valid.then_some(span)
+}
+
+fn phone_digits(text: &str, span: Range<usize>, min: usize, max: usize) -> Option<Range<usize>> {
+    let s = &text[span.clone()];
+    let digits = s.bytes().filter(u8::is_ascii_digit).count();
+    // A trailing ')' from "(0) 20" style is kept, an unmatched one is not part of the number.
+    (min..=max).contains(&digits).then_some(span)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn find(entity: &str, text: &str) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in builtin(entity) {
+            r.find_into(text, 0, &mut out);
+        }
+        out.iter().map(|f| text[f.span.clone()].to_string()).collect()
+    }
+
+    // Checksums: known-good values pass, one changed digit fails.
+    #[test]
+    fn checksums() {
+        assert!(luhn("4111111111111111"));
+        assert!(!luhn("4111111111111112"));
+        assert!(iban_valid("DE89370400440532013000"));
+        assert!(iban_valid("GB82WEST12345698765432"));
+        assert!(!iban_valid("DE89370400440532013001"));
+    }
+
+    // Cards are found in the usual layouts and only when Luhn holds.
+    #[test]
+    fn credit_cards() {
+        assert_eq!(find("credit_card", "card 4111 1111 1111 1111."), ["4111 1111 1111 1111"]);
+        assert_eq!(find("credit_card", "amex 3782-822463-10005 ok"), ["3782-822463-10005"]);
+        assert_eq!(find("credit_card", "ref 12 4111111111111111"), ["4111111111111111"]);
+        assert!(find("credit_card", "4111 1111 1111 1112").is_empty());
+    }
+
+    // IBANs with and without spaces, followed by other words.
+    #[test]
+    fn ibans() {
+        assert_eq!(
+            find("iban", "pay DE89 3704 0044 0532 0130 00 BANK now"),
+            ["DE89 3704 0044 0532 0130 00"]
+        );
+        assert_eq!(find("iban", "GB82WEST12345698765432."), ["GB82WEST12345698765432"]);
+        assert!(find("iban", "DE89 3704 0044 0532 0130 01").is_empty());
+    }
+
+    // SSNs follow SSA rules; dates and invalid areas are not SSNs.
+    #[test]
+    fn ssns() {
+        assert_eq!(find("ssn", "ssn 123-45-6789"), ["123-45-6789"]);
+        assert!(find("ssn", "000-12-3456 and 666-12-3456 and 123-45 6789").is_empty());
+    }
+
+    // IPv4 and IPv6, but not times, versions or C++ paths.
+    #[test]
+    fn ip_addresses() {
+        assert_eq!(find("ip_address", "from 192.168.1.20."), ["192.168.1.20"]);
+        assert_eq!(find("ip_address", "host 2001:db8::8a2e:370:7334, ok"), ["2001:db8::8a2e:370:7334"]);
+        assert_eq!(find("ip_address", "lo ::1 up"), ["::1"]);
+        assert!(find("ip_address", "at 10:30:00, v1.2.3.4.5, std::vector").is_empty());
+    }
+
+    // Phones in international and national formats; dates are not phones.
+    #[test]
+    fn phones() {
+        assert_eq!(find("phone", "call +44 20 7946 0958 now"), ["+44 20 7946 0958"]);
+        assert_eq!(find("phone", "call (555) 123-4567 now"), ["(555) 123-4567"]);
+        assert_eq!(find("phone", "mobile 07700 900123"), ["07700 900123"]);
+        assert!(find("phone", "on 2024-01-15 and 03/15/2024 12").is_empty());
+    }
+
+    // Emails and URLs, with trailing punctuation left out.
+    #[test]
+    fn emails_and_urls() {
+        assert_eq!(find("email", "mail jane.doe+x@mail.example.co.uk."), ["jane.doe+x@mail.example.co.uk"]);
+        assert_eq!(find("url", "see (https://example.com/a?b=1)."), ["https://example.com/a?b=1"]);
+    }
+
+    // Deny lists match whole words, case-insensitively.
+    #[test]
+    fn deny_lists() {
+        let r = Recognizer::deny_list("project", &["Apollo".into()]).unwrap();
+        let mut out = Vec::new();
+        r.find_into("apollo and Apollonia", 0, &mut out);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].span, 0..6);
+    }
+}
