@@ -1,7 +1,8 @@
 //! Turns a parsed command into work: loads the pipeline, opens outputs, runs, reports, and
 //! decides the exit code. The only place that knows about exit codes and the terminal.
 
-use std::io::IsTerminal;
+use std::fmt::Write as _;
+use std::io::{IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -68,14 +69,14 @@ fn check(paths: &[PathBuf]) -> ExitCode {
         match load_or_report(path) {
             Some(p) => {
                 let stages: Vec<&str> = p.stages.iter().map(|s| s.label.as_str()).collect();
-                println!(
-                    "ok: {} ({}: {} -> {} output{})",
+                print_out(&format!(
+                    "ok: {} ({}: {} -> {} output{})\n",
                     path.display(),
                     p.name,
                     stages.join(" -> "),
                     p.outputs.len(),
                     if p.outputs.len() == 1 { "" } else { "s" }
-                );
+                ));
             }
             None => ok = false,
         }
@@ -91,11 +92,15 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let from_stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
     // A filter: `-` in, records out on stdout, nothing written to files.
     let filter = from_stdin && args.out.is_none();
-    let out_dir = args.out.clone().unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     let ctx = OpenContext {
         out_dir: out_dir.clone(),
     };
-    let (outputs, dead_letters): (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>) = if filter {
+    type Outputs = (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>);
+    let (outputs, dead_letters): Outputs = if filter {
         let stdout = sinks::jsonl::stdout(Item::record);
         (vec![Box::new(stdout)], None)
     } else {
@@ -172,7 +177,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
         jobs,
         ordered,
-        inputs: args.inputs.iter().map(|p| p.display().to_string()).collect(),
+        peak_rss_bytes: report::peak_rss_bytes(),
+        inputs: args
+            .inputs
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect(),
         items: ItemCounts::from(&outcome),
         stages: report::stage_reports(&outcome),
         outputs: targets,
@@ -186,7 +196,9 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     if !args.quiet {
         if outcome.read == 0 && outcome.fatal.is_none() && !outcome.interrupted {
-            eprintln!("warning: no items found in the inputs; check the paths and `glob` in [input]");
+            eprintln!(
+                "warning: no items found in the inputs; check the paths and `glob` in [input]"
+            );
         }
         eprintln!("{}", report.summary_table());
     }
@@ -207,7 +219,10 @@ fn inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             } else if p.exists() {
                 Ok(Input::Path(p.clone()))
             } else {
-                bail!("input not found: {}; give existing files or folders, or `-` for stdin", p.display())
+                bail!(
+                    "input not found: {}; give existing files or folders, or `-` for stdin",
+                    p.display()
+                )
             }
         })
         .collect()
@@ -250,31 +265,40 @@ fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
 }
 
 fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
-    let sections: [(&str, Vec<(&str, &str, &[OptionSpec])>); 3] = [
+    let sections: [(&str, Vec<KindDoc>); 3] = [
         ("Stages ([[stage]] use = \"...\")", describe(STAGES)),
         ("Inputs ([input] kind = \"...\")", describe(SOURCES)),
         ("Outputs ([[output]] kind = \"...\")", describe(SINKS)),
     ];
     let mut shown = 0;
+    let mut out = String::new();
     for (title, kinds) in &sections {
-        let kinds: Vec<_> = kinds.iter().filter(|k| name.is_none_or(|n| n == k.0)).collect();
+        let kinds: Vec<_> = kinds
+            .iter()
+            .filter(|k| name.is_none_or(|n| n == k.0))
+            .collect();
         if kinds.is_empty() {
             continue;
         }
-        println!("{title}\n");
+        let _ = writeln!(out, "{title}\n");
         for (kind, doc, options) in kinds {
             shown += 1;
-            println!("{kind}\n    {doc}\n");
+            let _ = writeln!(out, "{kind}\n    {doc}\n");
             for o in *options {
                 let default = match o.default {
                     Default::Required => "(required)".to_string(),
                     Default::Unset => "(unset)".to_string(),
                     Default::Value(v) => v.to_string(),
                 };
-                println!("    {:<16} {}\n    {:<16} default: {default}\n    {:<16} {}\n", o.name, o.ty, "", "", o.doc);
+                let _ = writeln!(
+                    out,
+                    "    {:<16} {}\n    {:<16} default: {default}\n    {:<16} {}\n",
+                    o.name, o.ty, "", "", o.doc
+                );
             }
         }
     }
+    print_out(&out);
     if shown == 0 {
         bail!(
             "no stage, input or output kind named `{}`; run `lai stages` for the list",
@@ -284,6 +308,14 @@ fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::from(EXIT_OK))
 }
 
-fn describe<T: ?Sized>(kinds: &'static [ComponentKind<T>]) -> Vec<(&'static str, &'static str, &'static [OptionSpec])> {
+/// Writes to stdout; a closed pipe (`lai stages | head`) is a normal end, not an error.
+fn print_out(text: &str) {
+    let _ = std::io::stdout().lock().write_all(text.as_bytes());
+}
+
+/// A component kind's name, docs and options, for `lai stages`.
+type KindDoc = (&'static str, &'static str, &'static [OptionSpec]);
+
+fn describe<T: ?Sized>(kinds: &'static [ComponentKind<T>]) -> Vec<KindDoc> {
     kinds.iter().map(|k| (k.name, k.doc, k.options)).collect()
 }

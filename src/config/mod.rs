@@ -33,8 +33,18 @@ pub struct ComponentKind<T: ?Sized + 'static> {
 
 /// Top-level keys of a pipeline file besides `input`, `stage` and `output`.
 const TOP_LEVEL: &[OptionSpec] = &[
-    opt("name", Ty::Str, Default::Unset, "Pipeline name; defaults to the file name."),
-    opt("description", Ty::Str, Default::Value("\"\""), "What the pipeline does, for humans."),
+    opt(
+        "name",
+        Ty::Str,
+        Default::Unset,
+        "Pipeline name; defaults to the file name.",
+    ),
+    opt(
+        "description",
+        Ty::Str,
+        Default::Value("\"\""),
+        "What the pipeline does, for humans.",
+    ),
     opt(
         "dead_letter",
         Ty::Str,
@@ -118,6 +128,7 @@ pub fn load(path: &Path) -> Result<Pipeline, LoadError> {
         }
     };
     let pipeline = build(path, &bytes, &doc, &mut diag);
+    diag.problems.sort_by_key(|p| (p.line, p.column));
     match pipeline {
         Some(p) if diag.is_empty() => Ok(p),
         _ => Err(LoadError::Invalid(diag.problems)),
@@ -159,15 +170,19 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
         Some(entry) => array_of_tables(entry, "[[stage]]", diag)
             .into_iter()
             .enumerate()
-            .filter_map(|(i, table)| {
-                stage_plan(table, i + 1, diag).map(|(kind, options, stage)| (kind, options, stage))
-            })
+            .filter_map(|(i, table)| stage_plan(table, i + 1, diag))
             .collect(),
     };
     let stages = label_stages(stages);
 
     let outputs: Vec<Box<dyn SinkSpec>> = match find(entries, "output") {
-        None => Vec::new(),
+        None => {
+            diag.error(
+                &(0..0),
+                "missing [[output]]; add one, e.g. `[[output]]` with `kind = \"jsonl\"` and `path = \"{out}/records.jsonl\"`",
+            );
+            Vec::new()
+        }
         Some(entry) => array_of_tables(entry, "[[output]]", diag)
             .into_iter()
             .enumerate()
@@ -313,6 +328,7 @@ fn kind_and_options<T: ?Sized>(
         return None;
     };
     let context = format!("{context} ({name})");
+    let before = diag.problems.len();
     let options = Options::validate(
         context,
         node.span.clone(),
@@ -321,7 +337,8 @@ fn kind_and_options<T: ?Sized>(
         &[selector],
         diag,
     );
-    Some((kind, options))
+    // Building from options that failed validation would only repeat those problems.
+    (diag.problems.len() == before).then_some((kind, options))
 }
 
 /// Lets `component` take either a table node or the entry holding it (`[input]`).

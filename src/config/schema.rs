@@ -167,7 +167,11 @@ impl Options {
                 continue;
             }
             let Some(option) = spec.iter().find(|o| o.name == entry.key) else {
-                let known: Vec<&str> = spec.iter().map(|o| o.name).chain(reserved.iter().copied()).collect();
+                let known: Vec<&str> = spec
+                    .iter()
+                    .map(|o| o.name)
+                    .chain(reserved.iter().copied())
+                    .collect();
                 diag.error(
                     &entry.key_span,
                     format!(
@@ -286,7 +290,7 @@ impl Options {
 
     /// Entries of a table-valued option whose values are strings.
     pub fn str_table(&self, key: &str) -> Vec<Named<String>> {
-        self.table(key, |n| as_str(n))
+        self.table(key, as_str)
     }
 
     /// Entries of a table-valued option whose values are lists of strings.
@@ -339,7 +343,12 @@ pub fn parse_duration(text: &str) -> Option<Duration> {
 
 /// Checks one value against a type; on failure, the span to blame and what was found.
 fn check_type(node: &Node, ty: Ty) -> Result<(), (Range<usize>, String)> {
-    let found = || (node.span.clone(), format!("found {}", node.value.type_name()));
+    let found = || {
+        (
+            node.span.clone(),
+            format!("found {}", node.value.type_name()),
+        )
+    };
     match (ty, &node.value) {
         (Ty::Str, Value::Str(_)) | (Ty::Bool, Value::Bool(_)) => Ok(()),
         (Ty::Choice(choices), Value::Str(s)) => check_choice(node, s, choices),
@@ -352,7 +361,10 @@ fn check_type(node: &Node, ty: Ty) -> Result<(), (Range<usize>, String)> {
         }
         (Ty::Duration, Value::Str(s)) => match parse_duration(s) {
             Some(_) => Ok(()),
-            None => Err((node.span.clone(), format!("cannot read \"{s}\" as a duration"))),
+            None => Err((
+                node.span.clone(),
+                format!("cannot read \"{s}\" as a duration"),
+            )),
         },
         (Ty::StrList, Value::Array(items)) => items.iter().try_for_each(|n| check_type(n, Ty::Str)),
         (Ty::ChoiceList(choices), Value::Array(items)) => items

@@ -119,7 +119,13 @@ pub fn run(
     let workers: Vec<usize> = pipeline
         .stages
         .iter()
-        .map(|s| if s.workers == 0 { options.jobs.max(1) } else { s.workers })
+        .map(|s| {
+            if s.workers == 0 {
+                options.jobs.max(1)
+            } else {
+                s.workers
+            }
+        })
         .collect();
     let in_flight = pipeline
         .stages
@@ -283,14 +289,28 @@ fn work(
             batch.into_iter().partition(|i| i.failure.is_none());
         if !healthy.is_empty() {
             let started = Instant::now();
-            let results = std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
+            let results =
+                std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
             counters
                 .busy_ns
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
             let results = match results {
                 Ok(r) if r.len() == healthy.len() => r,
-                Ok(_) => vec![Err(format!("stage `{}` returned the wrong number of results. This is a bug.", plan.label)); healthy.len()],
-                Err(panic) => vec![Err(format!("stage `{}` crashed on this batch: {}. This is a bug.", plan.label, panic_message(&panic))); healthy.len()],
+                Ok(_) => vec![
+                    Err(format!(
+                        "stage `{}` returned the wrong number of results. This is a bug.",
+                        plan.label
+                    ));
+                    healthy.len()
+                ],
+                Err(panic) => vec![
+                    Err(format!(
+                        "stage `{}` crashed on this batch: {}. This is a bug.",
+                        plan.label,
+                        panic_message(&panic)
+                    ));
+                    healthy.len()
+                ],
             };
             let mut failures = 0;
             for (item, result) in healthy.iter_mut().zip(results) {
@@ -299,7 +319,9 @@ fn work(
                     failures += 1;
                 }
             }
-            counters.items.fetch_add(healthy.len() as u64, Ordering::Relaxed);
+            counters
+                .items
+                .fetch_add(healthy.len() as u64, Ordering::Relaxed);
             counters.failed.fetch_add(failures, Ordering::Relaxed);
             bar.inc(healthy.len() as u64);
         }

@@ -21,6 +21,8 @@ pub struct RunReport {
     pub fatal_error: Option<String>,
     pub jobs: usize,
     pub ordered: bool,
+    /// Peak resident memory of the process (Linux), to show memory stays flat.
+    pub peak_rss_bytes: Option<u64>,
     pub inputs: Vec<String>,
     pub items: ItemCounts,
     pub stages: Vec<StageReport>,
@@ -102,7 +104,11 @@ impl RunReport {
         let _ = writeln!(
             out,
             "{:<14} {:>10} {:>8} {:>12.1} {:>6}",
-            "read", self.items.read, self.items.failed_at_input, rate(self.items.read), ""
+            "read",
+            self.items.read,
+            self.items.failed_at_input,
+            rate(self.items.read),
+            ""
         );
         for s in &self.stages {
             let _ = writeln!(
@@ -114,7 +120,11 @@ impl RunReport {
         let _ = writeln!(
             out,
             "{:<14} {:>10} {:>8} {:>12.1} {:>6}",
-            "written", self.items.written, self.items.failed, rate(self.items.written), ""
+            "written",
+            self.items.written,
+            self.items.failed,
+            rate(self.items.written),
+            ""
         );
         let _ = write!(
             out,
@@ -123,15 +133,30 @@ impl RunReport {
             self.elapsed_s,
             self.items.written,
             self.items.failed,
-            if self.interrupted { " (interrupted)" } else { "" }
+            if self.interrupted {
+                " (interrupted)"
+            } else {
+                ""
+            }
         );
         out
     }
 }
 
+/// The process's peak resident set size, from /proc (Linux only).
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
 /// Seconds since the epoch as an RFC 3339 UTC timestamp.
 pub fn timestamp(time: SystemTime) -> String {
-    let secs = time.duration_since(UNIX_EPOCH).unwrap_or_default().as_secs() as i64;
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
     let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
     // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
     let z = days + 719_468;

@@ -42,7 +42,10 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>>
     if columns.is_empty() {
         diag.error(
             &options.span_of("columns"),
-            format!("`columns` in {} must name at least one field", options.context),
+            format!(
+                "`columns` in {} must name at least one field",
+                options.context
+            ),
         );
         return None;
     }
@@ -56,7 +59,8 @@ impl SinkSpec for CsvSpec {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
         let path = ctx.resolve(&self.path);
         create_parent(&path)?;
-        let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+        let file =
+            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
         let mut writer = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file));
         writer.write_record(&self.columns)?;
         Ok(Box::new(CsvSink {

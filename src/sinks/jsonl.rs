@@ -58,7 +58,10 @@ impl SinkSpec for JsonlSpec {
         if self.path == "-" {
             return Ok(Box::new(stdout(render)));
         }
-        Ok(Box::new(JsonlSink::create(&ctx.resolve(&self.path).display().to_string(), render)?))
+        Ok(Box::new(JsonlSink::create(
+            &ctx.resolve(&self.path).display().to_string(),
+            render,
+        )?))
     }
 }
 

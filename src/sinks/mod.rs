@@ -45,9 +45,8 @@ pub static SINKS: &[ComponentKind<dyn SinkSpec>] = &[jsonl::KIND, csv::KIND, tex
 /// Creates the parent folder of a file about to be written.
 pub fn create_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-        std::fs::create_dir_all(parent).map_err(|e| {
-            anyhow::anyhow!("cannot create folder {}: {e}", parent.display())
-        })?;
+        std::fs::create_dir_all(parent)
+            .map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", parent.display()))?;
     }
     Ok(())
 }

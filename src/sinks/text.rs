@@ -25,7 +25,12 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("\"{out}/text\""),
         "Folder to write into (`{out}` is the --out folder).",
     ),
-    opt("field", Ty::Str, Default::Value("\"text\""), "Field to write."),
+    opt(
+        "field",
+        Ty::Str,
+        Default::Value("\"text\""),
+        "Field to write.",
+    ),
     opt(
         "extension",
         Ty::Str,
@@ -81,11 +86,21 @@ impl TextSink {
 fn safe_name(id: &str) -> String {
     let name: String = id
         .chars()
-        .map(|c| if c.is_ascii_alphanumeric() || "._-".contains(c) { c } else { '_' })
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "._-".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
         .take(150)
         .collect();
     let name = name.trim_start_matches('.');
-    if name.is_empty() { "item".into() } else { name.to_string() }
+    if name.is_empty() {
+        "item".into()
+    } else {
+        name.to_string()
+    }
 }
 
 fn write_atomically(path: &Path, text: &str) -> io::Result<()> {

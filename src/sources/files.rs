@@ -87,7 +87,11 @@ fn glob_set(options: &Options, key: &str, diag: &mut Diagnostics) -> Option<Glob
                 ok = false;
                 diag.error(
                     &options.span_of(key),
-                    format!("bad pattern \"{pattern}\" in `{key}` of {}: {}", options.context, e.kind()),
+                    format!(
+                        "bad pattern \"{pattern}\" in `{key}` of {}: {}",
+                        options.context,
+                        e.kind()
+                    ),
                 );
             }
         }
@@ -113,7 +117,11 @@ impl Files {
             let Input::Path(root) = input else { continue };
             if !root.is_dir() {
                 let below = PathBuf::from(root.file_name().unwrap_or(root.as_os_str()));
-                if !visit(Found { path: root.clone(), id: display(root), below }) {
+                if !visit(Found {
+                    path: root.clone(),
+                    id: display(root),
+                    below,
+                }) {
                     return Ok(false);
                 }
                 continue;
@@ -206,7 +214,10 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
 
 fn display(path: &Path) -> String {
     let shown = path.display().to_string();
-    shown.strip_prefix("./").map(str::to_string).unwrap_or(shown)
+    shown
+        .strip_prefix("./")
+        .map(str::to_string)
+        .unwrap_or(shown)
 }
 
 /// Decodes a text file, or says clearly why it is not one.

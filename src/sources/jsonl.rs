@@ -253,7 +253,10 @@ impl Source for Jsonl {
 }
 
 /// Reads JSONL records from standard input.
-pub fn read_stdin(reader: &RecordReader, emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<bool> {
+pub fn read_stdin(
+    reader: &RecordReader,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> anyhow::Result<bool> {
     let mut stdin = BufReader::with_capacity(256 * 1024, io::stdin());
     reader
         .read_records(&mut stdin, "stdin", emit)
@@ -282,11 +285,28 @@ mod tests {
     // Good lines become items; bad ones become failed items naming their line; blanks are skipped.
     #[test]
     fn bad_lines_are_items() {
-        let items = read(b"{\"id\":7,\"text\":\"a\"}\n\n{oops\n[1]\n{\"text\":\"b\"}\r\n", 1024);
+        let items = read(
+            b"{\"id\":7,\"text\":\"a\"}\n\n{oops\n[1]\n{\"text\":\"b\"}\r\n",
+            1024,
+        );
         assert_eq!(items.len(), 4);
         assert_eq!(items[0].id, "7");
-        assert!(items[1].failure.as_ref().unwrap().reason.starts_with("line 3: not valid JSON"));
-        assert!(items[2].failure.as_ref().unwrap().reason.contains("found an array"));
+        assert!(
+            items[1]
+                .failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .starts_with("line 3: not valid JSON")
+        );
+        assert!(
+            items[2]
+                .failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .contains("found an array")
+        );
         assert_eq!(items[3].id, "t:5");
         assert!(items[3].failure.is_none());
     }
@@ -297,7 +317,14 @@ mod tests {
         let mut text = vec![b'x'; 5000];
         text.extend_from_slice(b"\n{\"text\":\"ok\"}");
         let items = read(&text, 100);
-        assert!(items[0].failure.as_ref().unwrap().reason.contains("longer than max_line_bytes"));
+        assert!(
+            items[0]
+                .failure
+                .as_ref()
+                .unwrap()
+                .reason
+                .contains("longer than max_line_bytes")
+        );
         assert!(items[1].failure.is_none());
     }
 }

@@ -50,10 +50,7 @@ pub const MAX_WAIT: OptionSpec = opt(
 
 pub const WORKERS: OptionSpec = opt(
     "workers",
-    Ty::Int {
-        min: 0,
-        max: 1024,
-    },
+    Ty::Int { min: 0, max: 1024 },
     Default::Value("0"),
     "Worker threads for this stage; 0 means one per `--jobs`.",
 );

@@ -211,7 +211,10 @@ struct RedactWorker<'a> {
 
 impl Worker for RedactWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
-        batch.iter_mut().map(|item| self.redact_item(item)).collect()
+        batch
+            .iter_mut()
+            .map(|item| self.redact_item(item))
+            .collect()
     }
 }
 

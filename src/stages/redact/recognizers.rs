@@ -181,8 +181,8 @@ fn trim_url(text: &str, span: Range<usize>) -> Option<Range<usize>> {
 
 /// Rejects version-like runs such as 1.2.3.4.5 where the match is part of a longer dotted number.
 fn ipv4_standalone(text: &str, span: Range<usize>) -> Option<Range<usize>> {
-    let before = text[..span.start].as_bytes();
-    let after = text[span.end..].as_bytes();
+    let before = &text.as_bytes()[..span.start];
+    let after = &text.as_bytes()[span.end..];
     let dotted_before = before.len() >= 2
         && before[before.len() - 1] == b'.'
         && before[before.len() - 2].is_ascii_digit();
@@ -320,7 +320,9 @@ mod tests {
         for r in builtin(entity) {
             r.find_into(text, 0, &mut out);
         }
-        out.iter().map(|f| text[f.span.clone()].to_string()).collect()
+        out.iter()
+            .map(|f| text[f.span.clone()].to_string())
+            .collect()
     }
 
     // Checksums: known-good values pass, one changed digit fails.
@@ -336,9 +338,18 @@ mod tests {
     // Cards are found in the usual layouts and only when Luhn holds.
     #[test]
     fn credit_cards() {
-        assert_eq!(find("credit_card", "card 4111 1111 1111 1111."), ["4111 1111 1111 1111"]);
-        assert_eq!(find("credit_card", "amex 3782-822463-10005 ok"), ["3782-822463-10005"]);
-        assert_eq!(find("credit_card", "ref 12 4111111111111111"), ["4111111111111111"]);
+        assert_eq!(
+            find("credit_card", "card 4111 1111 1111 1111."),
+            ["4111 1111 1111 1111"]
+        );
+        assert_eq!(
+            find("credit_card", "amex 3782-822463-10005 ok"),
+            ["3782-822463-10005"]
+        );
+        assert_eq!(
+            find("credit_card", "ref 12 4111111111111111"),
+            ["4111111111111111"]
+        );
         assert!(find("credit_card", "4111 1111 1111 1112").is_empty());
     }
 
@@ -349,7 +360,10 @@ mod tests {
             find("iban", "pay DE89 3704 0044 0532 0130 00 BANK now"),
             ["DE89 3704 0044 0532 0130 00"]
         );
-        assert_eq!(find("iban", "GB82WEST12345698765432."), ["GB82WEST12345698765432"]);
+        assert_eq!(
+            find("iban", "GB82WEST12345698765432."),
+            ["GB82WEST12345698765432"]
+        );
         assert!(find("iban", "DE89 3704 0044 0532 0130 01").is_empty());
     }
 
@@ -364,7 +378,10 @@ mod tests {
     #[test]
     fn ip_addresses() {
         assert_eq!(find("ip_address", "from 192.168.1.20."), ["192.168.1.20"]);
-        assert_eq!(find("ip_address", "host 2001:db8::8a2e:370:7334, ok"), ["2001:db8::8a2e:370:7334"]);
+        assert_eq!(
+            find("ip_address", "host 2001:db8::8a2e:370:7334, ok"),
+            ["2001:db8::8a2e:370:7334"]
+        );
         assert_eq!(find("ip_address", "lo ::1 up"), ["::1"]);
         assert!(find("ip_address", "at 10:30:00, v1.2.3.4.5, std::vector").is_empty());
     }
@@ -372,7 +389,10 @@ mod tests {
     // Phones in international and national formats; dates are not phones.
     #[test]
     fn phones() {
-        assert_eq!(find("phone", "call +44 20 7946 0958 now"), ["+44 20 7946 0958"]);
+        assert_eq!(
+            find("phone", "call +44 20 7946 0958 now"),
+            ["+44 20 7946 0958"]
+        );
         assert_eq!(find("phone", "call (555) 123-4567 now"), ["(555) 123-4567"]);
         assert_eq!(find("phone", "mobile 07700 900123"), ["07700 900123"]);
         assert!(find("phone", "on 2024-01-15 and 03/15/2024 12").is_empty());
@@ -381,8 +401,14 @@ mod tests {
     // Emails and URLs, with trailing punctuation left out.
     #[test]
     fn emails_and_urls() {
-        assert_eq!(find("email", "mail jane.doe+x@mail.example.co.uk."), ["jane.doe+x@mail.example.co.uk"]);
-        assert_eq!(find("url", "see (https://example.com/a?b=1)."), ["https://example.com/a?b=1"]);
+        assert_eq!(
+            find("email", "mail jane.doe+x@mail.example.co.uk."),
+            ["jane.doe+x@mail.example.co.uk"]
+        );
+        assert_eq!(
+            find("url", "see (https://example.com/a?b=1)."),
+            ["https://example.com/a?b=1"]
+        );
     }
 
     // Deny lists match whole words, case-insensitively.

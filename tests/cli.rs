@@ -1,0 +1,388 @@
+//! Tests that run the real `lai` binary on real files: exit codes, pipes, bad inputs, reports.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command as StdCommand, Stdio};
+use std::time::{Duration, Instant};
+
+use assert_cmd::Command;
+use predicates::prelude::*;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn lai() -> Command {
+    Command::cargo_bin("lai").expect("the lai binary is built")
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+/// A minimal pipeline: the given [input] extras, a redact stage, JSONL and CSV outputs.
+fn write_pipeline(dir: &Path, input_extra: &str) -> PathBuf {
+    let path = dir.join("p.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[input]\nkind = \"files\"\n{input_extra}\n\n[[stage]]\nuse = \"redact\"\n\n\
+             [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/out.jsonl\"\n\n\
+             [[output]]\nkind = \"csv\"\npath = \"{{out}}/out.csv\"\ncolumns = [\"id\", \"text\"]\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+// The shipped pipeline redacts the shipped samples: every planted value is gone, outputs exist.
+#[test]
+fn redact_pipeline_on_samples() {
+    let out = tempfile::tempdir().unwrap();
+    lai()
+        .args(["run", "--progress", "never"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg(repo("samples/docs"))
+        .arg("-o")
+        .arg(out.path())
+        .assert()
+        .code(0);
+    let text = std::fs::read_to_string(out.path().join("redacted.jsonl")).unwrap();
+    for secret in [
+        "maria.gonzalez@example.org",
+        "7946 0958",
+        "DE89 3704",
+        "EMP-204817",
+        "CASE-2024-00817",
+        "203.0.113.42",
+        "2001:db8::",
+        "4111 1111",
+        "123-45-6789",
+        "867-5309",
+        "5500-0000",
+        "portal.example.com",
+        "Project Bluebird",
+    ] {
+        assert!(!text.contains(secret), "{secret} was not redacted");
+    }
+    assert!(text.contains("[IBAN]") && text.contains("[EMPLOYEE_ID]"));
+    // Dates, times and version numbers are not PII.
+    assert!(text.contains("2024-03-15 at 10:30:00") && text.contains("3.2.1"));
+    // Per-item text files mirror the input tree below the input folder.
+    let letter = std::fs::read_to_string(out.path().join("redacted/claim-letter.txt")).unwrap();
+    assert!(letter.contains("[EMAIL]") && !letter.contains("maria"));
+    let csv = std::fs::read_to_string(out.path().join("redactions.csv")).unwrap();
+    assert!(csv.starts_with("id,redactions\n"));
+    assert_eq!(jsonl(&out.path().join("errors.jsonl")).len(), 0);
+}
+
+// stdin to stdout: records come back in input order, redacted, and exit code 0.
+#[test]
+fn stdin_filter_preserves_order() {
+    let input: String = (0..3000)
+        .map(|i| format!("{{\"id\":\"r{i}\",\"text\":\"user{i}@example.com wrote {i}\"}}\n"))
+        .collect();
+    let output = lai()
+        .args(["run", "--jobs", "4"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg("-")
+        .write_stdin(input)
+        .assert()
+        .code(0)
+        .get_output()
+        .stdout
+        .clone();
+    let records: Vec<Value> = String::from_utf8(output)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(records.len(), 3000);
+    for (i, r) in records.iter().enumerate() {
+        assert_eq!(r["id"], format!("r{i}"));
+        assert_eq!(r["text"], format!("[EMAIL] wrote {i}"));
+    }
+}
+
+// Bad JSONL lines become dead letters naming their line; good lines are all written; exit 1.
+#[test]
+fn bad_lines_fail_alone() {
+    let out = tempfile::tempdir().unwrap();
+    let input = "{\"id\":\"a\",\"text\":\"call +1 415 555 0100\"}\n{broken\n\"just a string\"\n{\"id\":\"b\",\"text\":\"ok\"}\n";
+    lai()
+        .args(["run", "-q"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg("-")
+        .arg("-o")
+        .arg(out.path())
+        .write_stdin(input)
+        .assert()
+        .code(1)
+        .stdout("")
+        .stderr(predicate::str::contains("stdin:2").and(predicate::str::contains("line 3")));
+    let good = jsonl(&out.path().join("redacted.jsonl"));
+    assert_eq!(good.len(), 2);
+    assert_eq!(good[0]["text"], "call [PHONE]");
+    let dead = jsonl(&out.path().join("errors.jsonl"));
+    assert_eq!(dead.len(), 2);
+    assert_eq!(dead[0]["origin"], "stdin:2");
+    assert!(
+        dead[1]["error"]
+            .as_str()
+            .unwrap()
+            .contains("found a string")
+    );
+}
+
+// Binary, non-UTF-8 and empty files each fail with their own message; the good file is written.
+#[test]
+fn nasty_files_fail_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let docs = dir.path().join("docs");
+    std::fs::create_dir(&docs).unwrap();
+    std::fs::write(docs.join("a-good.txt"), "mail me at x@y.org").unwrap();
+    std::fs::write(docs.join("b-binary.txt"), b"\x7fELF\x02\x01\x01\0\0\0\0").unwrap();
+    std::fs::write(docs.join("c-latin1.txt"), b"caf\xe9 cr\xe8me").unwrap();
+    std::fs::write(docs.join("d-empty.txt"), b"").unwrap();
+    let pipeline = write_pipeline(dir.path(), "");
+    let out = dir.path().join("out");
+    lai()
+        .arg("run")
+        .arg(&pipeline)
+        .arg(&docs)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(
+            predicate::str::contains("binary file")
+                .and(predicate::str::contains("not valid UTF-8"))
+                .and(predicate::str::contains("empty")),
+        );
+    let good = jsonl(&out.join("out.jsonl"));
+    assert_eq!(good.len(), 1);
+    assert_eq!(good[0]["text"], "mail me at [EMAIL]");
+    let dead = jsonl(&out.join("errors.jsonl"));
+    assert_eq!(dead.len(), 3);
+    // Dead letters never carry content.
+    assert!(
+        !std::fs::read_to_string(out.join("errors.jsonl"))
+            .unwrap()
+            .contains("caf")
+    );
+}
+
+// `lai check` prints every problem with file:line:column and a fix, and exits 2.
+#[test]
+fn check_reports_every_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[input]\nkind = \"files\"\n\n[[stage]]\nuse = \"redact\"\n\n[[stage]]\nuse = \"redact\"\nbach_size = 10\nworkers = \"two\"\noperator = \"tagg\"\n\n[[output]]\nkind = \"jsonl\"\n",
+    )
+    .unwrap();
+    lai()
+        .arg("check")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("bad.toml:9:1: unknown key `bach_size` in [[stage]] 2 (redact); did you mean `batch_size`?")
+                .and(predicate::str::contains("bad.toml:10:11: `workers`"))
+                .and(predicate::str::contains("bad.toml:11:12: `operator`"))
+                .and(predicate::str::contains("3 problems")),
+        );
+    // Malformed TOML is a config error too, with its location.
+    std::fs::write(&path, "[input\nkind = 1\n").unwrap();
+    lai().arg("check").arg(&path).assert().code(2).stderr(
+        predicate::str::contains("bad.toml:1:").and(predicate::str::contains("TOML syntax error")),
+    );
+    // A valid file passes.
+    lai()
+        .arg("check")
+        .arg(repo("pipelines/redact.toml"))
+        .assert()
+        .code(0)
+        .stdout(predicate::str::starts_with("ok:"));
+}
+
+// Every pipeline shipped in pipelines/ validates.
+#[test]
+fn shipped_pipelines_are_valid() {
+    for entry in std::fs::read_dir(repo("pipelines")).unwrap() {
+        let path = entry.unwrap().path();
+        lai().arg("check").arg(&path).assert().code(0);
+    }
+}
+
+// `lai run` with a bad pipeline or a missing input exits 2 before doing anything.
+#[test]
+fn usage_errors_exit_2() {
+    let out = tempfile::tempdir().unwrap();
+    lai()
+        .arg("run")
+        .arg(repo("pipelines/redact.toml"))
+        .arg("/no/such/folder")
+        .arg("-o")
+        .arg(out.path())
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("input not found: /no/such/folder"));
+    lai().args(["run", "--jobs"]).assert().code(2);
+}
+
+// `lai stages` is generated from the registry: every kind and option appears.
+#[test]
+fn stages_lists_registry() {
+    lai().arg("stages").assert().code(0).stdout(
+        predicate::str::contains("redact")
+            .and(predicate::str::contains("batch_size"))
+            .and(predicate::str::contains("operator"))
+            .and(predicate::str::contains("one of tag | mask | hash"))
+            .and(predicate::str::contains("Inputs ([input]"))
+            .and(predicate::str::contains("columns")),
+    );
+    lai().args(["stages", "nope"]).assert().code(2);
+}
+
+// A 50 MB single-line record is processed (not truncated, no crash); a line over
+// `max_line_bytes` fails alone and the next line is still processed.
+#[test]
+fn huge_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let big = format!(
+        "{{\"id\":\"big\",\"text\":\"{}a@b.org\"}}\n{{\"id\":\"next\",\"text\":\"c@d.org\"}}\n",
+        "lorem ipsum ".repeat(50 * 1024 * 1024 / 12)
+    );
+    let input = dir.path().join("big.jsonl");
+    std::fs::write(&input, &big).unwrap();
+    let out = dir.path().join("out");
+    lai()
+        .args(["run", "-q"])
+        .arg(write_pipeline(dir.path(), ""))
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(0);
+    let records = jsonl(&out.join("out.jsonl"));
+    assert_eq!(records.len(), 2);
+    assert!(records[0]["text"].as_str().unwrap().ends_with("[EMAIL]"));
+
+    let out = dir.path().join("out2");
+    lai()
+        .args(["run", "-q"])
+        .arg(write_pipeline(dir.path(), "max_line_bytes = 1000000"))
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains("longer than max_line_bytes"));
+    let records = jsonl(&out.join("out.jsonl"));
+    assert_eq!(records.len(), 1);
+    assert_eq!(records[0]["id"], "next");
+}
+
+// The run report is JSON with counts, stage stats and the pipeline's hash.
+#[test]
+fn run_report() {
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("report.json");
+    lai()
+        .args(["run", "-q"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg(repo("samples/tickets.jsonl"))
+        .arg("-o")
+        .arg(out.path())
+        .arg("--report")
+        .arg(&report)
+        .assert()
+        .code(0)
+        .stderr("");
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(report["items"]["read"], 5);
+    assert_eq!(report["items"]["written"], 5);
+    assert_eq!(report["exit_code"], 0);
+    assert_eq!(report["stages"][0]["stage"], "redact");
+    assert_eq!(report["pipeline"]["sha256"].as_str().unwrap().len(), 64);
+}
+
+// Memory stays flat: ten times the input does not raise peak RSS much.
+#[test]
+fn memory_is_flat() {
+    let dir = tempfile::tempdir().unwrap();
+    let peak = |lines: usize| {
+        let input = dir.path().join(format!("in-{lines}.jsonl"));
+        let mut f = std::io::BufWriter::new(std::fs::File::create(&input).unwrap());
+        for i in 0..lines {
+            writeln!(f, "{{\"id\":{i},\"text\":\"Ticket {i}: contact jo{i}@example.com, card 4111 1111 1111 1111, from 10.0.{}.{}\"}}", i % 250, i % 200).unwrap();
+        }
+        drop(f);
+        let report = dir.path().join(format!("r-{lines}.json"));
+        lai()
+            .args(["run", "-q"])
+            .arg(write_pipeline(dir.path(), ""))
+            .arg(&input)
+            .arg("-o")
+            .arg(dir.path().join(format!("out-{lines}")))
+            .arg("--report")
+            .arg(&report)
+            .assert()
+            .code(0);
+        let report: Value =
+            serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+        report["peak_rss_bytes"].as_u64().unwrap()
+    };
+    let small = peak(20_000);
+    let large = peak(200_000);
+    assert!(
+        (large as f64) < small as f64 * 1.5 + 8e6,
+        "peak RSS grew from {small} to {large} bytes"
+    );
+}
+
+// SIGINT stops intake, flushes what finished, and exits 130, even while stdin stays open.
+#[test]
+fn interrupt_flushes_and_exits_130() {
+    let out = tempfile::tempdir().unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lai"))
+        .args(["run", "-q"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg("-")
+        .arg("-o")
+        .arg(out.path())
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdin = child.stdin.take().unwrap();
+    for i in 0..10 {
+        writeln!(stdin, "{{\"id\":{i},\"text\":\"n{i}@example.com\"}}").unwrap();
+    }
+    stdin.flush().unwrap();
+    // Wait until the records are written (flushed when the queue runs dry).
+    let path = out.path().join("redacted.jsonl");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) < 10 {
+        assert!(
+            Instant::now() < deadline,
+            "records were not flushed while running"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    StdCommand::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let status = child.wait().unwrap();
+    drop(stdin);
+    assert_eq!(status.code(), Some(130));
+    assert_eq!(jsonl(&path).len(), 10);
+}
