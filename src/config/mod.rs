@@ -357,3 +357,40 @@ impl AsNode for &Entry {
         &self.node
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    // Every default in every registry is valid TOML of the option's own type.
+    #[test]
+    fn registry_defaults_are_valid() {
+        let specs: Vec<(&str, &'static [OptionSpec])> = STAGES
+            .iter()
+            .map(|k| (k.name, k.options))
+            .chain(SOURCES.iter().map(|k| (k.name, k.options)))
+            .chain(SINKS.iter().map(|k| (k.name, k.options)))
+            .collect();
+        for (kind, spec) in specs {
+            let entries: Vec<Entry> = spec
+                .iter()
+                .filter_map(|o| match o.default {
+                    Default::Value(literal) => Some(Entry {
+                        key: o.name.to_string(),
+                        key_span: 0..0,
+                        node: tree::parse_value(literal)
+                            .unwrap_or_else(|| panic!("{kind}.{}: default is not TOML", o.name)),
+                    }),
+                    _ => None,
+                })
+                .collect();
+            let mut diag = Diagnostics::new("defaults", "");
+            Options::validate(kind.into(), 0..0, &entries, spec, &[], &mut diag);
+            let required = spec
+                .iter()
+                .filter(|o| matches!(o.default, Default::Required))
+                .count();
+            assert_eq!(diag.problems.len(), required, "{kind}: {:?}", diag.problems);
+        }
+    }
+}

@@ -1,8 +1,8 @@
 //! The `redact` stage: finds PII in text fields with rule recognizers and replaces it.
 //!
-//! Recognizers (built-in entities, user regexes, deny-lists) propose spans; overlaps are resolved
-//! by one documented rule (earliest start wins, then the longest span, then the recognizer listed
-//! first); an operator (`tag`, `mask`, `hash`) rewrites each span. Each item gets a summary field
+//! Recognizers (user regexes, deny-lists, built-in entities) propose spans; overlaps are resolved
+//! by one documented rule (earliest start wins, then the longest span, then the more specific
+//! recognizer: your patterns, then deny-lists, then built-ins in `BUILTIN` order); an operator (`tag`, `mask`, `hash`) rewrites each span. Each item gets a summary field
 //! with entity types, character offsets and counts, never the removed values. Nothing here logs
 //! item text.
 
@@ -42,7 +42,7 @@ const OPTIONS: &[OptionSpec] = &[
         "entities",
         Ty::ChoiceList(BUILTIN),
         Default::Value(
-            "[\"email\", \"phone\", \"credit_card\", \"iban\", \"ssn\", \"ip_address\", \"url\"]",
+            "[\"email\", \"url\", \"credit_card\", \"iban\", \"ssn\", \"ip_address\", \"phone\"]",
         ),
         "Built-in entity types to find.",
     ),
@@ -106,10 +106,8 @@ struct Redact {
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
+    // Built in priority order: the index of a recognizer breaks ties between equal spans.
     let mut recognizers = Vec::new();
-    for entity in options.str_list("entities") {
-        recognizers.extend(recognizers::builtin(&entity));
-    }
     let mut ok = true;
     for pattern in options.str_table("patterns") {
         match Recognizer::custom(&pattern.name, &pattern.value) {
@@ -139,6 +137,10 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
                 );
             }
         }
+    }
+    let entities = options.str_list("entities");
+    for entity in BUILTIN.iter().filter(|e| entities.iter().any(|x| x == *e)) {
+        recognizers.extend(recognizers::builtin(entity));
     }
     let operator = match options.str("operator").as_str() {
         "mask" => {
@@ -261,7 +263,7 @@ impl RedactWorker<'_> {
     /// Fills `self.found` with non-overlapping spans in text order.
     ///
     /// Overlaps: the span that starts first wins; at the same start the longer one; at equal
-    /// length the recognizer listed first (built-ins, then patterns, then deny-lists).
+    /// length the more specific recognizer (the lower index, see `build`).
     fn find(&mut self, text: &str) {
         self.found.clear();
         for (i, r) in self.stage.recognizers.iter().enumerate() {

@@ -10,15 +10,16 @@ use std::ops::Range;
 
 use regex::Regex;
 
-/// The built-in entity names, as pipeline files spell them.
+/// The built-in entity names, as pipeline files spell them, from most to least specific: on a
+/// tie for the same text the earlier one wins (an SSN-shaped number is an SSN, not a phone).
 pub const BUILTIN: &[&str] = &[
     "email",
-    "phone",
+    "url",
     "credit_card",
     "iban",
     "ssn",
     "ip_address",
-    "url",
+    "phone",
 ];
 
 /// Confirms a regex match: returns the span to redact (possibly narrowed) or `None`.
