@@ -101,7 +101,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     type Outputs = (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>);
     let (outputs, dead_letters): Outputs = if filter {
-        let stdout = sinks::jsonl::stdout(Item::record);
+        let stdout = sinks::jsonl::stdout(sinks::jsonl::Writes::Records(Vec::new()));
         (vec![Box::new(stdout)], None)
     } else {
         let outputs = pipeline

@@ -4,6 +4,7 @@
 //! object of fields that stages read and write. A failed item keeps flowing (stages skip it) so
 //! the writer sees every item in input order and can route failures to the dead letters.
 
+use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
 
@@ -57,18 +58,10 @@ impl Item {
         });
     }
 
-    /// The record written to JSONL outputs: `id` first, then the fields, then provenance.
-    pub fn record(&self) -> Value {
-        let mut record = Map::with_capacity(self.fields.len() + 2);
-        if !self.fields.contains_key("id") {
-            record.insert("id".into(), Value::String(self.id.clone()));
-        }
-        record.extend(self.fields.iter().map(|(k, v)| (k.clone(), v.clone())));
-        record.insert(
-            "_lai".into(),
-            json!({ "origin": self.origin, "input_sha256": self.input_sha256 }),
-        );
-        Value::Object(record)
+    /// The record written to JSONL outputs: `id` first, then the fields (all, or those in
+    /// `only`), then provenance under `_lai`. Serialized straight from the item, no copy.
+    pub fn record<'a>(&'a self, only: &'a [String]) -> Record<'a> {
+        Record { item: self, only }
     }
 
     /// The dead-letter record: identity and error only, never the item's content.
@@ -97,6 +90,41 @@ impl Item {
     }
 }
 
+/// A borrowed view of an item as an output record; see `Item::record`.
+pub struct Record<'a> {
+    item: &'a Item,
+    only: &'a [String],
+}
+
+impl Serialize for Record<'_> {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        let item = self.item;
+        let mut map = serializer.serialize_map(None)?;
+        if !item.fields.contains_key("id") {
+            map.serialize_entry("id", &item.id)?;
+        }
+        for (key, value) in &item.fields {
+            if key == "id" || self.only.is_empty() || self.only.iter().any(|f| f == key) {
+                map.serialize_entry(key, value)?;
+            }
+        }
+        map.serialize_entry(
+            "_lai",
+            &Provenance {
+                origin: &item.origin,
+                input_sha256: &item.input_sha256,
+            },
+        )?;
+        map.end()
+    }
+}
+
+#[derive(serde::Serialize)]
+struct Provenance<'a> {
+    origin: &'a str,
+    input_sha256: &'a str,
+}
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
@@ -119,8 +147,18 @@ mod tests {
     // A record's id comes first and provenance is attached.
     #[test]
     fn record_shape() {
-        let item = Item::new("doc-1".into(), "stdin:1".into(), b"{}", Map::new());
-        let record = item.record();
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!("hi"));
+        fields.insert("extra".into(), json!(1));
+        let item = Item::new("doc-1".into(), "stdin:1".into(), b"{}", fields);
+        let record = serde_json::to_value(item.record(&[])).unwrap();
+        assert_eq!(
+            record.to_string(),
+            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}}"#
+        );
+        let only = ["text".to_string()];
+        let record = serde_json::to_value(item.record(&only)).unwrap();
+        assert!(record.get("extra").is_none());
         assert_eq!(record["id"], "doc-1");
         assert_eq!(record["_lai"]["origin"], "stdin:1");
     }

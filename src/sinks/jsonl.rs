@@ -4,7 +4,6 @@ use std::fs::File;
 use std::io::{self, BufWriter, Write};
 
 use anyhow::Context;
-use serde_json::Value;
 
 use super::{OpenContext, Sink, SinkSpec, create_parent};
 use crate::config::ComponentKind;
@@ -47,62 +46,63 @@ fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>
 
 impl SinkSpec for JsonlSpec {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
-        let fields = self.fields.clone();
-        let render = move |item: &Item| {
-            let mut record = item.record();
-            if let (false, Value::Object(map)) = (fields.is_empty(), &mut record) {
-                map.retain(|k, _| k == "id" || k == "_lai" || fields.iter().any(|f| f == k));
-            }
-            record
-        };
+        let what = Writes::Records(self.fields.clone());
         if self.path == "-" {
-            return Ok(Box::new(stdout(render)));
+            return Ok(Box::new(stdout(what)));
         }
-        Ok(Box::new(JsonlSink::create(
-            &ctx.resolve(&self.path).display().to_string(),
-            render,
-        )?))
+        let path = ctx.resolve(&self.path).display().to_string();
+        Ok(Box::new(JsonlSink::create(&path, what)?))
     }
 }
 
-/// Writes one rendered JSON value per item.
-pub struct JsonlSink<F> {
-    out: BufWriter<Box<dyn Write + Send>>,
-    target: String,
-    render: F,
+/// What a JSONL sink writes per item.
+pub enum Writes {
+    /// The output record, with all fields (empty list) or only those listed.
+    Records(Vec<String>),
+    /// The dead-letter record: identity and error, never content.
+    Errors,
 }
 
-impl<F: Fn(&Item) -> Value + Send> JsonlSink<F> {
+pub struct JsonlSink {
+    out: BufWriter<Box<dyn Write + Send>>,
+    target: String,
+    what: Writes,
+}
+
+impl JsonlSink {
     /// Creates (truncates) the file at `path`.
-    pub fn create(path: &str, render: F) -> anyhow::Result<Self> {
+    pub fn create(path: &str, what: Writes) -> anyhow::Result<Self> {
         let path_buf = std::path::PathBuf::from(path);
         create_parent(&path_buf)?;
         let file = File::create(&path_buf).with_context(|| format!("cannot create {path}"))?;
         Ok(JsonlSink {
             out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
             target: path.to_string(),
-            render,
+            what,
         })
     }
 }
 
 /// Records to standard output (filter mode, or `path = "-"`).
-pub fn stdout<F: Fn(&Item) -> Value + Send>(render: F) -> JsonlSink<F> {
+pub fn stdout(what: Writes) -> JsonlSink {
     JsonlSink {
         out: BufWriter::with_capacity(256 * 1024, Box::new(io::stdout())),
         target: "stdout".into(),
-        render,
+        what,
     }
 }
 
 /// The dead letters: one error record per failed item, never its content.
 pub fn dead_letters(path: &str) -> anyhow::Result<Box<dyn Sink>> {
-    Ok(Box::new(JsonlSink::create(path, Item::error_record)?))
+    Ok(Box::new(JsonlSink::create(path, Writes::Errors)?))
 }
 
-impl<F: Fn(&Item) -> Value + Send> Sink for JsonlSink<F> {
+impl Sink for JsonlSink {
     fn write(&mut self, item: &Item) -> io::Result<()> {
-        serde_json::to_writer(&mut self.out, &(self.render)(item))?;
+        match &self.what {
+            Writes::Records(only) => serde_json::to_writer(&mut self.out, &item.record(only))?,
+            Writes::Errors => serde_json::to_writer(&mut self.out, &item.error_record())?,
+        }
         self.out.write_all(b"\n")
     }
 

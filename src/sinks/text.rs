@@ -112,7 +112,6 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
     let tmp = PathBuf::from(tmp);
     let mut file = std::fs::File::create(&tmp)?;
     file.write_all(text.as_bytes())?;
-    file.sync_data()?;
     std::fs::rename(&tmp, path)
 }
 

@@ -12,7 +12,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use recognizers::{BUILTIN, Found, Recognizer};
+use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
 use super::{MAX_WAIT, Stage, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
@@ -266,8 +266,9 @@ impl RedactWorker<'_> {
     /// length the more specific recognizer (the lower index, see `build`).
     fn find(&mut self, text: &str) {
         self.found.clear();
+        let present = BytesPresent::of(text);
         for (i, r) in self.stage.recognizers.iter().enumerate() {
-            r.find_into(text, i, &mut self.found);
+            r.find_into(text, &present, i, &mut self.found);
         }
         self.found.sort_by(|a, b| {
             a.span

@@ -29,9 +29,32 @@ type Validator = fn(text: &str, span: Range<usize>) -> Option<Range<usize>>;
 pub struct Recognizer {
     pub entity: String,
     regex: Regex,
-    /// Bytes of which at least one must occur in a text for a match to be possible.
-    needs_any: &'static [u8],
+    /// What a text must contain for a match to be possible; lets most texts skip the regex.
+    needs: Needs,
     validate: Validator,
+}
+
+/// A recognizer's prefilter.
+#[derive(Clone, Copy)]
+enum Needs {
+    Nothing,
+    /// At least one of these bytes.
+    AnyByte(&'static [u8]),
+    /// At least one of these substrings.
+    AnyOf(&'static [&'static str]),
+}
+
+/// Which byte values occur in a text; computed once per text and shared by all recognizers.
+pub struct BytesPresent([bool; 256]);
+
+impl BytesPresent {
+    pub fn of(text: &str) -> Self {
+        let mut present = [false; 256];
+        for &b in text.as_bytes() {
+            present[usize::from(b)] = true;
+        }
+        BytesPresent(present)
+    }
 }
 
 /// A found entity: byte range in the text and the recognizer's entity name.
@@ -47,7 +70,7 @@ impl Recognizer {
         Ok(Recognizer {
             entity: entity.to_string(),
             regex: Regex::new(pattern)?,
-            needs_any: &[],
+            needs: Needs::Nothing,
             validate: |_, span| (!span.is_empty()).then_some(span),
         })
     }
@@ -71,14 +94,25 @@ impl Recognizer {
         Ok(Recognizer {
             entity: entity.to_string(),
             regex: Regex::new(&pattern)?,
-            needs_any: &[],
+            needs: Needs::Nothing,
             validate: |text, span| standalone(text, &span).then_some(span),
         })
     }
 
     /// Appends every confirmed match in `text` to `out`, tagged with `entity_index`.
-    pub fn find_into(&self, text: &str, entity_index: usize, out: &mut Vec<Found>) {
-        if !self.needs_any.is_empty() && !text.bytes().any(|b| self.needs_any.contains(&b)) {
+    pub fn find_into(
+        &self,
+        text: &str,
+        present: &BytesPresent,
+        entity_index: usize,
+        out: &mut Vec<Found>,
+    ) {
+        let possible = match self.needs {
+            Needs::Nothing => true,
+            Needs::AnyByte(bytes) => bytes.iter().any(|&b| present.0[usize::from(b)]),
+            Needs::AnyOf(needles) => needles.iter().any(|n| text.contains(n)),
+        };
+        if !possible {
             return;
         }
         for m in self.regex.find_iter(text) {
@@ -94,31 +128,35 @@ impl Recognizer {
 
 /// Recognizers for one built-in entity name.
 pub fn builtin(entity: &str) -> Vec<Recognizer> {
-    let make = |pattern: &str, needs_any: &'static [u8], validate: Validator| Recognizer {
+    let make = |pattern: &str, needs: Needs, validate: Validator| Recognizer {
         entity: entity.to_string(),
         regex: Regex::new(pattern).expect("built-in patterns compile. This is a bug."),
-        needs_any,
+        needs,
         validate,
     };
-    const DIGITS: &[u8] = b"0123456789";
+    const DIGITS: Needs = Needs::AnyByte(b"0123456789");
     match entity {
         "email" => vec![make(
             r"(?i)[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}\b",
-            b"@",
+            Needs::AnyByte(b"@"),
             |_, span| Some(span),
         )],
         "url" => vec![make(
             r#"(?i)\b(?:https?://|ftp://|www\.)[^\s<>"'`{}|\\^\[\]]+"#,
-            b":w",
+            Needs::AnyOf(&["://", "www.", "WWW."]),
             trim_url,
         )],
         "ip_address" => vec![
             make(
                 r"\b(?:(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\.){3}(?:25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)\b",
-                b".",
+                Needs::AnyByte(b"."),
                 ipv4_standalone,
             ),
-            make(r"(?i)[0-9a-f.:]*:[0-9a-f.:]*:[0-9a-f.:]*", b":", ipv6),
+            make(
+                r"(?i)[0-9a-f.:]*:[0-9a-f.:]*:[0-9a-f.:]*",
+                Needs::AnyByte(b":"),
+                ipv6,
+            ),
         ],
         "credit_card" => vec![make(
             r"\b\d{3,19}(?:[ \-]\d{3,19}){0,5}\b",
@@ -135,7 +173,7 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             // International: +CC then groups.
             make(
                 r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b",
-                b"+",
+                Needs::AnyByte(b"+"),
                 |text, span| phone_digits(text, span, 8, 15),
             ),
             // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
@@ -319,7 +357,7 @@ mod tests {
     fn find(entity: &str, text: &str) -> Vec<String> {
         let mut out = Vec::new();
         for r in builtin(entity) {
-            r.find_into(text, 0, &mut out);
+            r.find_into(text, &BytesPresent::of(text), 0, &mut out);
         }
         out.iter()
             .map(|f| text[f.span.clone()].to_string())
@@ -417,7 +455,8 @@ mod tests {
     fn deny_lists() {
         let r = Recognizer::deny_list("project", &["Apollo".into()]).unwrap();
         let mut out = Vec::new();
-        r.find_into("apollo and Apollonia", 0, &mut out);
+        let text = "apollo and Apollonia";
+        r.find_into(text, &BytesPresent::of(text), 0, &mut out);
         assert_eq!(out.len(), 1);
         assert_eq!(out[0].span, 0..6);
     }
