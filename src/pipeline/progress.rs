@@ -5,7 +5,7 @@
 
 use std::time::Duration;
 
-use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
+use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressState, ProgressStyle};
 
 #[derive(Clone)]
 pub struct Progress {
@@ -15,8 +15,8 @@ pub struct Progress {
     written: ProgressBar,
 }
 
-const COUNTING: &str = "{prefix:>12} {spinner} {human_pos} items  {per_sec}  {elapsed}";
-const KNOWN: &str = "{prefix:>12} [{bar:30}] {human_pos}/{human_len}  {per_sec}  eta {eta}";
+const COUNTING: &str = "{prefix:>12} {spinner} {human_pos} items  {rate}  {elapsed}";
+const KNOWN: &str = "{prefix:>12} [{bar:30}] {human_pos}/{human_len}  {rate}  eta {eta}";
 
 impl Progress {
     pub fn new(enabled: bool, stage_labels: &[String]) -> Progress {
@@ -80,5 +80,11 @@ impl Progress {
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("progress templates are valid. This is a bug.")
+        .with_key(
+            "rate",
+            |state: &ProgressState, w: &mut dyn std::fmt::Write| {
+                let _ = write!(w, "{:.0} items/s", state.per_sec());
+            },
+        )
         .progress_chars("=> ")
 }
