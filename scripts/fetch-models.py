@@ -73,7 +73,8 @@ def download(requirement, cache):
     base = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache)]
     # A wheel for a fixed platform, so the same bytes arrive whatever Python runs this script.
     wheel = ["--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
-    if subprocess.run(base + wheel + [requirement]).returncode != 0:
+    # Packages published only as source archives (openai-whisper) fail the wheel query quietly.
+    if subprocess.run(base + wheel + [requirement], stderr=subprocess.DEVNULL).returncode != 0:
         if subprocess.run(base + ["--no-binary", ":all:", requirement]).returncode != 0:
             sys.exit(f"error: pip could not download {requirement}; check the package index settings")
     return download(requirement, cache)

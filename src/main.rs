@@ -3,12 +3,14 @@
 //! # Layout
 //! - `cli`: command-line syntax; `app`: turns a command into work and an exit code.
 //! - `config`: pipeline files: parse, validate every key with locations, build components.
+//! - `models`: the model catalog, the models directory, verification and downloads.
 //! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
 //! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
 
 mod app;
 mod cli;
 mod config;
+mod models;
 mod pipeline;
 mod sinks;
 mod sources;

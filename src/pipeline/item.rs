@@ -60,8 +60,12 @@ impl Item {
 
     /// The record written to JSONL outputs: `id` first, then the fields (all, or those in
     /// `only`), then provenance under `_lai`. Serialized straight from the item, no copy.
-    pub fn record<'a>(&'a self, only: &'a [String]) -> Record<'a> {
-        Record { item: self, only }
+    pub fn record<'a>(&'a self, only: &'a [String], run: &'a Provenance) -> Record<'a> {
+        Record {
+            item: self,
+            only,
+            run,
+        }
     }
 
     /// The dead-letter record: identity and error only, never the item's content.
@@ -94,6 +98,18 @@ impl Item {
 pub struct Record<'a> {
     item: &'a Item,
     only: &'a [String],
+    run: &'a Provenance,
+}
+
+/// How a run's records were made: the same for every record of a run.
+#[derive(Debug, serde::Serialize)]
+pub struct Provenance {
+    pub lai_version: &'static str,
+    pub run_id: String,
+    pub pipeline_sha256: String,
+    /// Model name -> sha256 of each model file the pipeline uses.
+    #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub models: std::collections::BTreeMap<String, String>,
 }
 
 impl Serialize for Record<'_> {
@@ -110,9 +126,10 @@ impl Serialize for Record<'_> {
         }
         map.serialize_entry(
             "_lai",
-            &Provenance {
+            &RecordProvenance {
                 origin: &item.origin,
                 input_sha256: &item.input_sha256,
+                run: self.run,
             },
         )?;
         map.end()
@@ -120,9 +137,11 @@ impl Serialize for Record<'_> {
 }
 
 #[derive(serde::Serialize)]
-struct Provenance<'a> {
+struct RecordProvenance<'a> {
     origin: &'a str,
     input_sha256: &'a str,
+    #[serde(flatten)]
+    run: &'a Provenance,
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -151,13 +170,19 @@ mod tests {
         fields.insert("text".into(), json!("hi"));
         fields.insert("extra".into(), json!(1));
         let item = Item::new("doc-1".into(), "stdin:1".into(), b"{}", fields);
-        let record = serde_json::to_value(item.record(&[])).unwrap();
+        let run = Provenance {
+            lai_version: "0.1.0",
+            run_id: "r".into(),
+            pipeline_sha256: "p".into(),
+            models: [("m".to_string(), "h".to_string())].into(),
+        };
+        let record = serde_json::to_value(item.record(&[], &run)).unwrap();
         assert_eq!(
             record.to_string(),
-            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a"}}"#
+            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","lai_version":"0.1.0","run_id":"r","pipeline_sha256":"p","models":{"m":"h"}}}"#
         );
         let only = ["text".to_string()];
-        let record = serde_json::to_value(item.record(&only)).unwrap();
+        let record = serde_json::to_value(item.record(&only, &run)).unwrap();
         assert!(record.get("extra").is_none());
         assert_eq!(record["id"], "doc-1");
         assert_eq!(record["_lai"]["origin"], "stdin:1");

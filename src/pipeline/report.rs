@@ -21,6 +21,10 @@ pub struct RunReport {
     pub fatal_error: Option<String>,
     pub jobs: usize,
     pub ordered: bool,
+    /// False when the run was started with `--no-verify`.
+    pub models_verified: bool,
+    /// Every model the pipeline used: files, their catalog sha256, whether they were verified.
+    pub models: Vec<crate::models::ResolvedModel>,
     /// Peak resident memory of the process (Linux), to show memory stays flat.
     pub peak_rss_bytes: Option<u64>,
     pub inputs: Vec<String>,

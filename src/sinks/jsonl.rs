@@ -8,7 +8,8 @@ use anyhow::Context;
 use super::{OpenContext, Sink, SinkSpec, create_parent};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use crate::pipeline::item::{Item, Provenance};
+use std::sync::Arc;
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "jsonl",
@@ -46,7 +47,7 @@ fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>
 
 impl SinkSpec for JsonlSpec {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
-        let what = Writes::Records(self.fields.clone());
+        let what = Writes::Records(self.fields.clone(), Arc::clone(&ctx.provenance));
         if self.path == "-" {
             return Ok(Box::new(stdout(what)));
         }
@@ -58,7 +59,7 @@ impl SinkSpec for JsonlSpec {
 /// What a JSONL sink writes per item.
 pub enum Writes {
     /// The output record, with all fields (empty list) or only those listed.
-    Records(Vec<String>),
+    Records(Vec<String>, Arc<Provenance>),
     /// The dead-letter record: identity and error, never content.
     Errors,
 }
@@ -100,7 +101,9 @@ pub fn dead_letters(path: &str) -> anyhow::Result<Box<dyn Sink>> {
 impl Sink for JsonlSink {
     fn write(&mut self, item: &Item) -> io::Result<()> {
         match &self.what {
-            Writes::Records(only) => serde_json::to_writer(&mut self.out, &item.record(only))?,
+            Writes::Records(only, run) => {
+                serde_json::to_writer(&mut self.out, &item.record(only, run))?
+            }
             Writes::Errors => serde_json::to_writer(&mut self.out, &item.error_record())?,
         }
         self.out.write_all(b"\n")

@@ -13,12 +13,15 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use crate::config::ComponentKind;
-use crate::pipeline::item::Item;
+use crate::pipeline::item::{Item, Provenance};
+use std::sync::Arc;
 
 /// What `open` needs to know about the run.
 pub struct OpenContext {
     /// The run's output folder, substituted for `{out}` in paths.
     pub out_dir: PathBuf,
+    /// What every record says about how it was made.
+    pub provenance: Arc<Provenance>,
 }
 
 impl OpenContext {

@@ -13,6 +13,11 @@ use crate::pipeline::item::Item;
 
 /// A configured stage, shared by all of its workers.
 pub trait Stage: Send + Sync {
+    /// Catalog names of the models this stage loads; each is found and verified before the run.
+    fn models(&self) -> Vec<String> {
+        Vec::new()
+    }
+
     /// Creates one worker's state on the worker's own thread (an engine context, scratch
     /// buffers). Errors here stop the run: the stage cannot work at all.
     fn start(&self) -> anyhow::Result<Box<dyn Worker + '_>>;
