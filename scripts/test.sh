@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# The whole test suite, as CI runs it: formatting, lints (warnings are errors), all tests.
+# The whole test suite, as CI runs it: models (fetched once, cached outside the repository),
+# formatting, lints (warnings are errors), all tests. Engine tests use the real models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+python3 scripts/fetch-models.py
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings
 cargo test --locked

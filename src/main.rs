@@ -10,6 +10,7 @@
 mod app;
 mod cli;
 mod config;
+mod engines;
 mod models;
 mod pipeline;
 mod sinks;
