@@ -169,6 +169,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     };
     let options = RunOptions {
         jobs,
+        models: &models,
         ordered,
         progress,
     };

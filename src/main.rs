@@ -2,12 +2,14 @@
 //!
 //! # Layout
 //! - `cli`: command-line syntax; `app`: turns a command into work and an exit code.
+//! - `audio`: decoding audio and video files to 16 kHz mono chunks (symphonia, rubato).
 //! - `config`: pipeline files: parse, validate every key with locations, build components.
 //! - `models`: the model catalog, the models directory, verification and downloads.
 //! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
 //! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
 
 mod app;
+mod audio;
 mod cli;
 mod config;
 mod engines;

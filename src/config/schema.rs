@@ -21,6 +21,11 @@ pub enum Ty {
         min: i64,
         max: i64,
     },
+    /// A number; integers are accepted too (`1` for `1.0`).
+    Float {
+        min: f64,
+        max: f64,
+    },
     Bool,
     /// A string like "250ms", "2s", "1.5m".
     Duration,
@@ -40,6 +45,7 @@ impl fmt::Display for Ty {
             Ty::Choice(c) => write!(f, "one of {}", c.join(" | ")),
             Ty::Int { min, max } if *max == i64::MAX => write!(f, "integer >= {min}"),
             Ty::Int { min, max } => write!(f, "integer {min}..={max}"),
+            Ty::Float { min, max } => write!(f, "number {min}..={max}"),
             Ty::Bool => write!(f, "boolean"),
             Ty::Duration => write!(f, "duration (\"50ms\", \"2s\", \"1m\")"),
             Ty::StrList => write!(f, "list of strings"),
@@ -267,6 +273,14 @@ impl Options {
         }
     }
 
+    pub fn float(&self, key: &str) -> f64 {
+        match self.node(key).map(|n| n.value) {
+            Some(Value::Float(x)) => x,
+            Some(Value::Int(n)) => n as f64,
+            _ => 0.0,
+        }
+    }
+
     pub fn usize(&self, key: &str) -> usize {
         usize::try_from(self.int(key)).unwrap_or(0)
     }
@@ -359,6 +373,10 @@ fn check_type(node: &Node, ty: Ty) -> Result<(), (Range<usize>, String)> {
                 Err((node.span.clone(), format!("found {n}")))
             }
         }
+        (Ty::Float { min, max }, Value::Float(x)) if (min..=max).contains(x) => Ok(()),
+        (Ty::Float { min, max }, Value::Int(n)) if (min..=max).contains(&(*n as f64)) => Ok(()),
+        (Ty::Float { .. }, Value::Float(x)) => Err((node.span.clone(), format!("found {x}"))),
+        (Ty::Float { .. }, Value::Int(n)) => Err((node.span.clone(), format!("found {n}"))),
         (Ty::Duration, Value::Str(s)) => match parse_duration(s) {
             Some(_) => Ok(()),
             None => Err((

@@ -27,7 +27,7 @@ pub struct Entry {
 pub enum Value {
     Str(String),
     Int(i64),
-    Float,
+    Float(f64),
     Bool(bool),
     Datetime,
     Array(Vec<Node>),
@@ -40,7 +40,7 @@ impl Value {
         match self {
             Value::Str(_) => "a string",
             Value::Int(_) => "an integer",
-            Value::Float => "a float",
+            Value::Float(_) => "a float",
             Value::Bool(_) => "a boolean",
             Value::Datetime => "a date-time",
             Value::Array(_) => "an array",
@@ -100,7 +100,7 @@ fn convert(span: Range<usize>, value: &DeValue<'_>) -> Node {
             Err(_) if i.as_str().starts_with('-') => Value::Int(i64::MIN),
             Err(_) => Value::Int(i64::MAX),
         },
-        DeValue::Float(_) => Value::Float,
+        DeValue::Float(f) => Value::Float(f.as_str().replace('_', "").parse().unwrap_or(f64::NAN)),
         DeValue::Boolean(b) => Value::Bool(*b),
         DeValue::Datetime(_) => Value::Datetime,
         DeValue::Array(items) => Value::Array(

@@ -2,6 +2,4 @@
 //! hands out per-worker state created on the worker's own thread. Engines never read catalog
 //! entries or unverified paths: stages pass them files that `models::ModelStore` has verified.
 
-// The transcribe stage (issue 4) is the first user; until then only the tests drive it.
-#[allow(dead_code)]
 pub mod whisper;

@@ -4,28 +4,60 @@
 //! worker calls `transcriber` on its own thread to get a `Transcriber` that owns a whisper state
 //! (the per-thread decoding buffers). Nothing here decodes audio files: it takes 16 kHz mono f32.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
+    WhisperTokenData as TokenData, WhisperVadContext, WhisperVadContextParams, WhisperVadParams,
 };
-
-/// Whisper's input sample rate.
-pub const SAMPLE_RATE: u32 = 16_000;
 
 pub struct WhisperModel {
     ctx: WhisperContext,
 }
 
-/// How to transcribe; defaults suit a CPU worker.
+/// How to transcribe; `Options::default()` is English-agnostic greedy decoding on one thread.
 #[derive(Clone, Debug)]
 pub struct Options {
     /// A language code ("en"), or None to detect it.
     pub language: Option<String>,
+    /// Translate into English instead of transcribing.
+    pub translate: bool,
+    /// Text that primes the decoder: names, spellings, a style.
+    pub prompt: Option<String>,
     pub threads: usize,
+    /// Raise the temperature by this much and decode again when a window looks like a failure
+    /// (repetitive or unlikely text); 0 turns the fallback off.
+    pub temperature_increment: f32,
+    /// A window whose no-speech probability is above this (and whose text is unlikely) is silence.
+    pub no_speech_threshold: f32,
+    /// Time each word, not only each segment.
+    pub word_timestamps: bool,
     /// whisper.cpp's Silero VAD model, to skip non-speech.
-    pub vad_model: Option<std::path::PathBuf>,
+    pub vad_model: Option<PathBuf>,
+}
+
+impl Default for Options {
+    fn default() -> Options {
+        Options {
+            language: None,
+            translate: false,
+            prompt: None,
+            threads: 1,
+            temperature_increment: 0.2,
+            no_speech_threshold: 0.6,
+            word_timestamps: false,
+            vad_model: None,
+        }
+    }
+}
+
+/// What one call to `transcribe` heard.
+#[derive(Clone, Debug, Default)]
+pub struct Transcript {
+    /// The language spoken: the one asked for, the detected one, or "en" for English-only models.
+    pub language: Option<String>,
+    pub segments: Vec<Segment>,
 }
 
 /// One transcribed segment, times in seconds.
@@ -34,7 +66,18 @@ pub struct Segment {
     pub start_s: f64,
     pub end_s: f64,
     pub text: String,
-    pub no_speech_prob: f32,
+    /// Mean probability of the segment's text tokens, 0..1.
+    pub confidence: f32,
+    /// Filled when word timestamps were asked for.
+    pub words: Vec<Word>,
+}
+
+#[derive(Clone, Debug)]
+pub struct Word {
+    pub start_s: f64,
+    pub end_s: f64,
+    pub text: String,
+    pub probability: f32,
 }
 
 impl WhisperModel {
@@ -61,36 +104,86 @@ impl WhisperModel {
             .ctx
             .create_state()
             .map_err(|e| anyhow::anyhow!("cannot create a whisper state: {e}"))?;
-        Ok(Transcriber { state })
+        Ok(Transcriber {
+            state,
+            vad: None,
+            multilingual: self.ctx.is_multilingual(),
+            first_special: self.ctx.token_eot(),
+        })
     }
 }
 
 pub struct Transcriber {
     state: WhisperState,
+    /// The Silero VAD context, created on first use.
+    vad: Option<WhisperVadContext>,
+    multilingual: bool,
+    /// Token ids from here on are special (timestamps, language, task), not text.
+    first_special: i32,
 }
 
+/// Speech closer than this to the next speech is kept together, pause included.
+const VAD_MERGE_GAP_S: f64 = 1.0;
+/// Audio kept before and after each stretch of speech, so word edges are not clipped.
+const VAD_PAD_S: f64 = 0.2;
+/// Silence put between stretches of speech when they are joined for Whisper.
+const VAD_JOIN_S: f64 = 0.1;
+
 impl Transcriber {
-    /// Transcribes 16 kHz mono samples into segments.
-    pub fn transcribe(&mut self, audio: &[f32], options: &Options) -> anyhow::Result<Vec<Segment>> {
+    /// Transcribes 16 kHz mono samples. With a VAD model, only the stretches of speech are
+    /// joined and transcribed (silence gives no segments, and costs no Whisper time); segment
+    /// and word times are mapped back onto `audio`'s timeline.
+    pub fn transcribe(&mut self, audio: &[f32], options: &Options) -> anyhow::Result<Transcript> {
+        let language = if self.multilingual {
+            options.language.as_deref()
+        } else {
+            Some("en")
+        };
+        let timeline = match &options.vad_model {
+            Some(path) => {
+                let speech = self.speech(path, audio, options.threads)?;
+                if speech.is_empty() {
+                    return Ok(Transcript {
+                        language: language.map(String::from),
+                        segments: Vec::new(),
+                    });
+                }
+                Some(Timeline::join(audio, &speech))
+            }
+            None => None,
+        };
+        let samples = timeline.as_ref().map_or(audio, |t| &t.samples);
+        // whisper.cpp times are in centiseconds of the audio it was given.
+        let at = |cs: i64| {
+            let t = cs as f64 / 100.0;
+            timeline.as_ref().map_or(t, |tl| tl.original(t))
+        };
+
         let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
-        params.set_n_threads(i32::try_from(options.threads.max(1)).unwrap_or(1));
-        params.set_language(Some(options.language.as_deref().unwrap_or("auto")));
+        params.set_n_threads(c_threads(options.threads));
+        params.set_language(Some(language.unwrap_or("auto")));
+        params.set_translate(options.translate);
+        if let Some(prompt) = &options.prompt {
+            params.set_initial_prompt(prompt);
+        }
+        params.set_temperature_inc(options.temperature_increment);
+        params.set_no_speech_thold(options.no_speech_threshold);
+        params.set_token_timestamps(options.word_timestamps);
         params.set_print_progress(false);
         params.set_print_realtime(false);
         params.set_print_special(false);
         params.set_print_timestamps(false);
         // No "(music)" or "[BLANK_AUDIO]" inventions: silence must give an empty transcript.
         params.set_suppress_nst(true);
-        if let Some(vad) = &options.vad_model {
-            let vad = vad
-                .to_str()
-                .with_context(|| format!("VAD model path {} is not UTF-8", vad.display()))?;
-            params.set_vad_model_path(Some(vad));
-            params.enable_vad(true);
-        }
-        if let Err(e) = self.state.full(params, audio) {
+        if let Err(e) = self.state.full(params, samples) {
             bail!("whisper.cpp failed to transcribe: {e}");
         }
+        let language = match language {
+            Some(l) => Some(l.to_string()),
+            None => {
+                whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(String::from)
+            }
+        };
         let mut segments = Vec::new();
         for segment in self.state.as_iter() {
             let text = segment
@@ -100,16 +193,155 @@ impl Transcriber {
             if is_annotation(text) {
                 continue;
             }
+            let mut tokens = Vec::new();
+            for i in 0..segment.n_tokens() {
+                let Some(token) = segment.get_token(i) else {
+                    continue;
+                };
+                let data = token.token_data();
+                if data.id >= self.first_special {
+                    continue;
+                }
+                let piece = token
+                    .to_str_lossy()
+                    .map_or_else(|_| String::new(), |p| p.into_owned());
+                tokens.push((data, piece));
+            }
+            let confidence = if tokens.is_empty() {
+                0.0
+            } else {
+                tokens.iter().map(|(d, _)| d.p).sum::<f32>() / tokens.len() as f32
+            };
+            let words = if options.word_timestamps {
+                words(&tokens, &at)
+            } else {
+                Vec::new()
+            };
             segments.push(Segment {
-                // whisper.cpp timestamps are in centiseconds.
-                start_s: segment.start_timestamp() as f64 / 100.0,
-                end_s: segment.end_timestamp() as f64 / 100.0,
+                start_s: at(segment.start_timestamp()),
+                end_s: at(segment.end_timestamp()),
                 text: text.to_string(),
-                no_speech_prob: segment.no_speech_probability(),
+                confidence,
+                words,
             });
         }
-        Ok(segments)
+        Ok(Transcript { language, segments })
     }
+
+    /// The stretches of speech in `audio` as sample ranges: padded, and merged across short pauses.
+    fn speech(
+        &mut self,
+        model: &Path,
+        audio: &[f32],
+        threads: usize,
+    ) -> anyhow::Result<Vec<(usize, usize)>> {
+        if self.vad.is_none() {
+            let path = model
+                .to_str()
+                .with_context(|| format!("VAD model path {} is not UTF-8", model.display()))?;
+            let mut params = WhisperVadContextParams::new();
+            params.set_n_threads(c_threads(threads));
+            let vad = WhisperVadContext::new(path, params).map_err(|e| {
+                anyhow::anyhow!(
+                    "whisper.cpp could not load the VAD model {}: {e}",
+                    model.display()
+                )
+            })?;
+            self.vad = Some(vad);
+        }
+        let Some(vad) = self.vad.as_mut() else {
+            unreachable!("the VAD context was just created")
+        };
+        let found = vad
+            .segments_from_samples(WhisperVadParams::new(), audio)
+            .map_err(|e| anyhow::anyhow!("voice activity detection failed: {e}"))?;
+        let rate = f64::from(crate::audio::TARGET_RATE);
+        let sample = |cs: f32| ((f64::from(cs) / 100.0 * rate) as usize).min(audio.len());
+        let pad = (VAD_PAD_S * rate) as usize;
+        let gap = (VAD_MERGE_GAP_S * rate) as usize;
+        let mut speech: Vec<(usize, usize)> = Vec::new();
+        for segment in found {
+            let start = sample(segment.start).saturating_sub(pad);
+            let end = (sample(segment.end) + pad).min(audio.len());
+            match speech.last_mut() {
+                Some(last) if start <= last.1 + gap => last.1 = last.1.max(end),
+                _ if end > start => speech.push((start, end)),
+                _ => {}
+            }
+        }
+        Ok(speech)
+    }
+}
+
+fn c_threads(n: usize) -> i32 {
+    i32::try_from(n.max(1)).unwrap_or(1)
+}
+
+/// Stretches of speech joined into one buffer, and the way back to the original times.
+struct Timeline {
+    samples: Vec<f32>,
+    /// (start in `samples`, start in the original, length), in seconds, in order.
+    pieces: Vec<(f64, f64, f64)>,
+}
+
+impl Timeline {
+    fn join(audio: &[f32], speech: &[(usize, usize)]) -> Timeline {
+        let rate = f64::from(crate::audio::TARGET_RATE);
+        let join = (VAD_JOIN_S * rate) as usize;
+        let total: usize = speech.iter().map(|(s, e)| e - s + join).sum();
+        let mut samples = Vec::with_capacity(total);
+        let mut pieces = Vec::with_capacity(speech.len());
+        for &(start, end) in speech {
+            pieces.push((
+                samples.len() as f64 / rate,
+                start as f64 / rate,
+                (end - start) as f64 / rate,
+            ));
+            samples.extend_from_slice(&audio[start..end]);
+            samples.resize(samples.len() + join, 0.0);
+        }
+        Timeline { samples, pieces }
+    }
+
+    /// The original time of a time in the joined audio.
+    fn original(&self, t: f64) -> f64 {
+        let i = self.pieces.partition_point(|p| p.0 <= t).saturating_sub(1);
+        let (at, from, len) = self.pieces[i];
+        from + (t - at).clamp(0.0, len)
+    }
+}
+
+/// Groups a segment's text tokens into words (a token starting with a space starts a word),
+/// timed on the original timeline by `at` (centiseconds in, seconds out).
+fn words(tokens: &[(TokenData, String)], at: &dyn Fn(i64) -> f64) -> Vec<Word> {
+    let mut words: Vec<(Word, usize)> = Vec::new();
+    for (data, piece) in tokens {
+        match words.last_mut() {
+            Some((word, n)) if !piece.starts_with(' ') => {
+                word.text.push_str(piece);
+                word.end_s = at(data.t1);
+                word.probability += data.p;
+                *n += 1;
+            }
+            _ => words.push((
+                Word {
+                    start_s: at(data.t0),
+                    end_s: at(data.t1),
+                    text: piece.clone(),
+                    probability: data.p,
+                },
+                1,
+            )),
+        }
+    }
+    words
+        .into_iter()
+        .filter_map(|(mut word, n)| {
+            word.text = word.text.trim().to_string();
+            word.probability /= n as f32;
+            (!word.text.is_empty()).then_some(word)
+        })
+        .collect()
 }
 
 /// Whisper's non-speech markers ("[BLANK_AUDIO]", "(silence)", "[Music]"), not words anyone said.
@@ -150,8 +382,9 @@ mod tests {
             .collect()
     }
 
-    fn text(segments: &[Segment]) -> String {
-        segments
+    fn text(transcript: &Transcript) -> String {
+        transcript
+            .segments
             .iter()
             .map(|s| s.text.as_str())
             .collect::<Vec<_>>()
@@ -160,32 +393,51 @@ mod tests {
     }
 
     // The tiny.en model converted from CTranslate2 loads in whisper.cpp and transcribes speech,
-    // with and without the converted Silero VAD.
+    // with and without the converted Silero VAD; words are timed inside their segment.
     #[test]
     fn converted_models_transcribe_speech() {
         let store = store();
         let model = store.resolve("whisper-tiny-en").unwrap();
         let vad = store.resolve("silero-vad").unwrap();
         let whisper = WhisperModel::load(model.file("model").unwrap()).unwrap();
-        let mut transcriber = whisper.transcriber().unwrap();
         let audio = wav("hello.wav");
-        for vad_model in [None, vad.file("model").map(Path::to_path_buf)] {
+        for vad_model in [None, vad.file("vad").map(Path::to_path_buf)] {
+            let mut transcriber = whisper.transcriber().unwrap();
             let options = Options {
-                language: Some("en".into()),
                 threads: 2,
+                word_timestamps: true,
                 vad_model,
+                ..Options::default()
             };
-            let said = text(&transcriber.transcribe(&audio, &options).unwrap());
+            let transcript = transcriber.transcribe(&audio, &options).unwrap();
+            let said = text(&transcript);
             for word in ["hello", "john", "smith", "london"] {
                 assert!(said.contains(word), "`{word}` missing from {said:?}");
+            }
+            assert_eq!(transcript.language.as_deref(), Some("en"));
+            let segment = &transcript.segments[0];
+            assert!(segment.confidence > 0.3 && segment.confidence <= 1.0);
+            let words = &segment.words;
+            assert!(
+                words
+                    .iter()
+                    .any(|w| w.text.to_lowercase().contains("hello")),
+                "{words:?}"
+            );
+            for pair in words.windows(2) {
+                assert!(pair[0].start_s <= pair[1].start_s, "{words:?}");
+            }
+            for w in words {
+                assert!(w.start_s >= segment.start_s - 0.01 && w.end_s <= segment.end_s + 0.01);
             }
         }
         // Silence with VAD gives no text at all, not hallucinated words.
         let options = Options {
-            language: Some("en".into()),
             threads: 2,
-            vad_model: vad.file("model").map(Path::to_path_buf),
+            vad_model: vad.file("vad").map(Path::to_path_buf),
+            ..Options::default()
         };
+        let mut transcriber = whisper.transcriber().unwrap();
         let said = text(
             &transcriber
                 .transcribe(&wav("silence.wav"), &options)
@@ -194,23 +446,23 @@ mod tests {
         assert!(said.trim().is_empty(), "silence gave {said:?}");
     }
 
-    // The multilingual base model converted from CTranslate2 loads and transcribes too.
+    // The multilingual base model converted from CTranslate2 loads, detects English and
+    // transcribes.
     #[test]
     fn converted_base_model_transcribes() {
         let model = store().resolve("whisper-base").unwrap();
         let whisper = WhisperModel::load(model.file("model").unwrap()).unwrap();
         let options = Options {
-            language: None,
             threads: 2,
-            vad_model: None,
+            ..Options::default()
         };
-        let said = text(
-            &whisper
-                .transcriber()
-                .unwrap()
-                .transcribe(&wav("hello.wav"), &options)
-                .unwrap(),
-        );
+        let transcript = whisper
+            .transcriber()
+            .unwrap()
+            .transcribe(&wav("hello.wav"), &options)
+            .unwrap();
+        let said = text(&transcript);
         assert!(said.contains("john") && said.contains("london"), "{said:?}");
+        assert_eq!(transcript.language.as_deref(), Some("en"));
     }
 }

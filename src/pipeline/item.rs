@@ -33,11 +33,21 @@ pub struct Failure {
 
 impl Item {
     pub fn new(id: String, origin: String, input: &[u8], fields: Map<String, Value>) -> Item {
+        Item::hashed(id, origin, sha256_hex(input), fields)
+    }
+
+    /// An item whose input was hashed elsewhere (a large file, streamed through sha256).
+    pub fn hashed(
+        id: String,
+        origin: String,
+        input_sha256: String,
+        fields: Map<String, Value>,
+    ) -> Item {
         Item {
             seq: 0,
             id,
             origin,
-            input_sha256: sha256_hex(input),
+            input_sha256,
             rel_path: None,
             fields,
             failure: None,

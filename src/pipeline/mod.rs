@@ -30,6 +30,7 @@ use anyhow::anyhow;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::{Pipeline, StagePlan};
+use crate::models::ResolvedModel;
 use crate::sinks::Sink;
 use crate::sources::Input;
 use batcher::Batcher;
@@ -74,9 +75,11 @@ impl Stop {
     }
 }
 
-pub struct RunOptions {
+pub struct RunOptions<'a> {
     /// Thread budget: a stage with `workers = 0` gets this many workers.
     pub jobs: usize,
+    /// The pipeline's models, found and verified.
+    pub models: &'a [ResolvedModel],
     /// Write items in input order (needed for stdin-to-stdout pipes).
     pub ordered: bool,
     pub progress: bool,
@@ -88,6 +91,51 @@ pub struct StageCounters {
     pub items: AtomicU64,
     pub failed: AtomicU64,
     pub busy_ns: AtomicU64,
+    /// Milliseconds of audio processed, for stages that measure their work in audio time.
+    pub audio_ms: AtomicU64,
+}
+
+/// What a stage worker gets when it starts.
+pub struct StartContext<'a> {
+    pub models: &'a [ResolvedModel],
+    /// The run's CPU thread budget (`--jobs`), shared by all workers.
+    pub jobs: usize,
+    pub meter: Meter,
+}
+
+impl StartContext<'_> {
+    /// A context outside any run, for unit tests of a single stage.
+    #[cfg(test)]
+    pub fn detached(models: &[ResolvedModel]) -> StartContext<'_> {
+        StartContext {
+            models,
+            jobs: 2,
+            meter: Meter {
+                counters: Arc::default(),
+                bar: indicatif::ProgressBar::hidden(),
+                started: Instant::now(),
+            },
+        }
+    }
+}
+
+/// Counts a stage's work in its own unit (audio seconds) for progress and the run report.
+#[derive(Clone)]
+pub struct Meter {
+    counters: Arc<StageCounters>,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl Meter {
+    pub fn add_audio_seconds(&self, seconds: f64) {
+        let ms = (seconds * 1000.0).round() as u64;
+        let total = self.counters.audio_ms.fetch_add(ms, Ordering::Relaxed) + ms;
+        self.bar.set_message(progress::audio_rate(
+            total as f64 / 1000.0,
+            self.started.elapsed(),
+        ));
+    }
 }
 
 /// What happened in a run.
@@ -182,8 +230,17 @@ pub fn run(
                 let counters = Arc::clone(&counters[i]);
                 let bar = progress.stage(i);
                 let fail_run = &fail_run;
+                let ctx = StartContext {
+                    models: options.models,
+                    jobs: options.jobs,
+                    meter: Meter {
+                        counters: Arc::clone(&counters),
+                        bar: bar.clone(),
+                        started,
+                    },
+                };
                 scope.spawn(move || {
-                    if let Err(e) = work(plan, &batcher, &tx, &counters, &bar) {
+                    if let Err(e) = work(plan, &ctx, &batcher, &tx, &counters, &bar) {
                         fail_run(e);
                     }
                 });
@@ -275,6 +332,7 @@ pub fn run(
 /// One worker of a stage: start its state, then process batches until the queue closes.
 fn work(
     plan: &StagePlan,
+    ctx: &StartContext,
     batcher: &Batcher<Item>,
     tx: &Sender<Item>,
     counters: &StageCounters,
@@ -282,7 +340,7 @@ fn work(
 ) -> anyhow::Result<()> {
     let mut worker = plan
         .stage
-        .start()
+        .start(ctx)
         .map_err(|e| e.context(format!("stage `{}` could not start", plan.label)))?;
     while let Some(batch) = batcher.next_batch() {
         let (mut healthy, passing): (Vec<Item>, Vec<Item>) =

@@ -15,8 +15,8 @@ pub struct Progress {
     written: ProgressBar,
 }
 
-const COUNTING: &str = "{prefix:>12} {spinner} {human_pos} items  {rate}  {elapsed}";
-const KNOWN: &str = "{prefix:>12} [{bar:30}] {human_pos}/{human_len}  {rate}  eta {eta}";
+const COUNTING: &str = "{prefix:>12} {spinner} {human_pos} items  {rate}  {elapsed}  {msg}";
+const KNOWN: &str = "{prefix:>12} [{bar:30}] {human_pos}/{human_len}  {rate}  eta {eta}  {msg}";
 
 impl Progress {
     pub fn new(enabled: bool, stage_labels: &[String]) -> Progress {
@@ -75,6 +75,15 @@ impl Progress {
             .chain(&self.stages)
             .chain(std::iter::once(&self.written))
     }
+}
+
+/// "12.5 audio min, 31× real time": audio processed and how much faster than real time.
+pub fn audio_rate(audio_s: f64, elapsed: Duration) -> String {
+    format!(
+        "{:.1} audio min, {:.0}× real time",
+        audio_s / 60.0,
+        audio_s / elapsed.as_secs_f64().max(1e-3)
+    )
 }
 
 fn style(template: &str) -> ProgressStyle {

@@ -2,7 +2,7 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
@@ -61,6 +61,12 @@ pub struct StageReport {
     pub items_per_s: f64,
     /// Share of the workers' wall time spent processing, 0-100.
     pub busy_pct: f64,
+    /// Seconds of audio processed, for stages that work on audio.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_s: Option<f64>,
+    /// Audio seconds per wall-clock second of the whole run (30 = thirty times real time).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audio_x_realtime: Option<f64>,
 }
 
 impl ItemCounts {
@@ -82,6 +88,8 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
         .map(|(label, workers, c)| {
             let busy_s = c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
             let items = c.items.load(Ordering::Relaxed);
+            let audio_ms = c.audio_ms.load(Ordering::Relaxed);
+            let audio_s = (audio_ms > 0).then_some(audio_ms as f64 / 1000.0);
             StageReport {
                 stage: label.clone(),
                 workers: *workers,
@@ -90,6 +98,8 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
                 busy_s,
                 items_per_s: items as f64 / wall,
                 busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
+                audio_s,
+                audio_x_realtime: audio_s.map(|a| a / wall),
             }
         })
         .collect()
@@ -120,6 +130,14 @@ impl RunReport {
                 "{:<14} {:>10} {:>8} {:>12.1} {:>5.0}%",
                 s.stage, s.items, s.failed, s.items_per_s, s.busy_pct
             );
+            if let Some(audio_s) = s.audio_s {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {}",
+                    "",
+                    super::progress::audio_rate(audio_s, Duration::from_secs_f64(self.elapsed_s))
+                );
+            }
         }
         let _ = writeln!(
             out,

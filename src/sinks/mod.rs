@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod jsonl;
+pub mod subtitles;
 pub mod text;
 
 use std::io;
@@ -43,7 +44,13 @@ pub trait Sink: Send {
 }
 
 /// Every output kind, selected by `[[output]] kind = "..."`.
-pub static SINKS: &[ComponentKind<dyn SinkSpec>] = &[jsonl::KIND, csv::KIND, text::KIND];
+pub static SINKS: &[ComponentKind<dyn SinkSpec>] = &[
+    jsonl::KIND,
+    csv::KIND,
+    text::KIND,
+    subtitles::SRT,
+    subtitles::VTT,
+];
 
 /// Creates the parent folder of a file about to be written.
 pub fn create_parent(path: &Path) -> anyhow::Result<()> {

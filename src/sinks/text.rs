@@ -39,10 +39,15 @@ const OPTIONS: &[OptionSpec] = &[
     ),
 ];
 
-struct TextSpec {
-    dir: String,
-    field: String,
-    extension: String,
+/// Turns an item's field into a file's contents; None writes no file.
+pub type Render = fn(&Item, &str) -> Option<String>;
+
+/// The per-item file writer shared by `text` and the subtitle outputs (`srt`, `vtt`).
+pub struct TextSpec {
+    pub dir: String,
+    pub field: String,
+    pub extension: String,
+    pub render: Render,
 }
 
 fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>> {
@@ -50,6 +55,7 @@ fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>
         dir: options.str("dir"),
         field: options.str("field"),
         extension: options.str("extension"),
+        render: |item, field| item.field_text(field),
     }))
 }
 
@@ -62,6 +68,7 @@ impl SinkSpec for TextSpec {
             dir,
             field: self.field.clone(),
             extension: self.extension.clone(),
+            render: self.render,
         }))
     }
 }
@@ -70,6 +77,7 @@ struct TextSink {
     dir: PathBuf,
     field: String,
     extension: String,
+    render: Render,
 }
 
 impl TextSink {
@@ -117,7 +125,7 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 
 impl Sink for TextSink {
     fn write(&mut self, item: &Item) -> io::Result<()> {
-        let Some(text) = item.field_text(&self.field) else {
+        let Some(text) = (self.render)(item, &self.field) else {
             return Ok(());
         };
         write_atomically(&self.path_for(item), &text)

@@ -3,7 +3,9 @@
 //! Folders are walked depth-first with entries sorted by name, filtered by `glob`/`exclude`
 //! (matched against the path below the folder); files named on the command line are always
 //! read. Text files become one item with a `text` field; `.jsonl`/`.ndjson` files become one
-//! item per record. A file that is empty, binary or not UTF-8 becomes a failed item that says so.
+//! item per record; audio and video files (by extension) become one item with a `path` field,
+//! left for a stage such as `transcribe` to decode. A text file that is empty, binary or not
+//! UTF-8 becomes a failed item that says so.
 
 use std::fs::File;
 use std::io::BufReader;
@@ -21,7 +23,7 @@ use crate::pipeline::item::Item;
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "files",
-    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line; `-` reads JSONL from stdin.",
+    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line, audio/video files one item with their `path`; `-` reads JSONL from stdin.",
     options: OPTIONS,
     build,
 };
@@ -51,8 +53,20 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("\"text\""),
         "Field that receives a text file's contents.",
     ),
+    opt(
+        "path_field",
+        Ty::Str,
+        Default::Value("\"path\""),
+        "Field that receives an audio or video file's path (the file is not read into the item).",
+    ),
     ID_FIELD,
     MAX_LINE_BYTES,
+];
+
+/// Extensions of files that are passed on by path, for a stage to decode.
+const MEDIA_EXTENSIONS: &[&str] = &[
+    "wav", "wave", "mp3", "flac", "ogg", "oga", "opus", "m4a", "m4b", "mp4", "m4v", "mov", "aac",
+    "webm", "mkv", "mka", "aif", "aiff", "caf", "wma",
 ];
 
 struct Files {
@@ -60,6 +74,7 @@ struct Files {
     exclude: GlobSet,
     hidden: bool,
     text_field: String,
+    path_field: String,
     records: RecordReader,
 }
 
@@ -71,6 +86,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
         exclude: exclude?,
         hidden: options.bool("hidden"),
         text_field: options.str("text_field"),
+        path_field: options.str("path_field"),
         records: RecordReader::from_options(options),
     }))
 }
@@ -157,6 +173,9 @@ impl Files {
     fn read_path(&self, input: &Input, emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<bool> {
         let mut failure = None;
         let going = self.walk(std::slice::from_ref(input), &mut |found| {
+            if is_media(&found.path) {
+                return emit(self.media_item(found));
+            }
             if !is_jsonl(&found.path) {
                 return emit(self.text_item(found));
             }
@@ -199,6 +218,28 @@ impl Files {
         item.rel_path = Some(below);
         item
     }
+
+    /// An audio or video file: its path, and the sha256 of its bytes, streamed.
+    fn media_item(&self, found: Found) -> Item {
+        let origin = found.id.clone();
+        let mut item = match crate::models::sha256_file(&found.path) {
+            Ok(sha) => {
+                let mut fields = Map::new();
+                let path = found.path.to_string_lossy().into_owned();
+                fields.insert(self.path_field.clone(), Value::String(path));
+                Item::hashed(found.id, origin, sha, fields)
+            }
+            Err(e) => Item::failed(found.id, origin, b"", format!("{e:#}")),
+        };
+        item.rel_path = Some(found.below);
+        item
+    }
+}
+
+fn is_media(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| MEDIA_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
 }
 
 fn is_jsonl(path: &Path) -> bool {

@@ -6,9 +6,11 @@
 //! per-thread engine state lives on the thread that uses it.
 
 pub mod redact;
+pub mod transcribe;
 
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, OptionSpec, Ty, opt};
+use crate::pipeline::StartContext;
 use crate::pipeline::item::Item;
 
 /// A configured stage, shared by all of its workers.
@@ -20,7 +22,7 @@ pub trait Stage: Send + Sync {
 
     /// Creates one worker's state on the worker's own thread (an engine context, scratch
     /// buffers). Errors here stop the run: the stage cannot work at all.
-    fn start(&self) -> anyhow::Result<Box<dyn Worker + '_>>;
+    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>>;
 }
 
 /// One worker's view of a stage.
@@ -31,7 +33,7 @@ pub trait Worker {
 }
 
 /// Every stage kind lai knows, in the order `lai stages` lists them.
-pub static STAGES: &[ComponentKind<dyn Stage>] = &[redact::KIND];
+pub static STAGES: &[ComponentKind<dyn Stage>] = &[transcribe::KIND, redact::KIND];
 
 /// Options every stage has; each stage's spec starts with these, with its own defaults.
 pub const fn batch_size(default: &'static str) -> OptionSpec {

@@ -17,6 +17,7 @@ use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 use super::{MAX_WAIT, Stage, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::pipeline::StartContext;
 use crate::pipeline::item::Item;
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
@@ -197,7 +198,7 @@ fn hash_key(env: &str) -> Vec<u8> {
 }
 
 impl Stage for Redact {
-    fn start(&self) -> anyhow::Result<Box<dyn Worker + '_>> {
+    fn start(&self, _ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
         Ok(Box::new(RedactWorker {
             stage: self,
             found: Vec::new(),
@@ -369,7 +370,7 @@ mod tests {
         let mut fields = Map::new();
         fields.insert("text".into(), json!(text));
         let mut item = Item::new("t".into(), "t".into(), b"", fields);
-        let mut worker = stage.start().unwrap();
+        let mut worker = stage.start(&StartContext::detached(&[])).unwrap();
         let results = worker.process(std::slice::from_mut(&mut item));
         assert!(results[0].is_ok());
         item

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Regenerates the sample speech in samples/audio (and the undecodable WebM/Opus fixture in
+# tests/data) with espeak-ng, sox and ffmpeg (Debian: apt install espeak-ng sox ffmpeg). The
+# files are committed, so nothing else needs these tools; run this only to change the samples.
+# Each file uses a different container, codec, sample rate and channel count.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+say() { espeak-ng -v en-us -s 150 -w "$tmp/$1.wav" "$2"; }
+
+say hello "Hello, my name is John Smith and I live in London."
+sox "$tmp/hello.wav" -r 16000 -c 1 -b 16 samples/audio/hello.wav
+sox -n -r 16000 -c 1 -b 16 samples/audio/silence.wav trim 0 3
+
+say meeting "The quarterly meeting starts at nine. Please bring the budget report."
+ffmpeg -loglevel error -y -i "$tmp/meeting.wav" -ar 44100 -ac 2 -b:a 48k samples/audio/meeting.mp3
+
+say voicemail "Hi, this is Maria from the clinic, calling about your appointment on Tuesday."
+sox "$tmp/voicemail.wav" -r 22050 -c 1 samples/audio/voicemail.flac
+
+say lecture "Photosynthesis turns sunlight, water and carbon dioxide into sugar and oxygen."
+ffmpeg -loglevel error -y -i "$tmp/lecture.wav" -ar 48000 -ac 2 -c:a libvorbis -q:a 0 samples/audio/lecture.ogg
+
+say interview "Thank you for joining us today to talk about renewable energy."
+ffmpeg -loglevel error -y -i "$tmp/interview.wav" -ar 32000 -ac 1 -c:a aac -b:a 32k samples/audio/interview.m4a
+
+mkdir -p samples/video
+say training "Welcome to the safety training. Always wear a helmet on the construction site."
+ffmpeg -loglevel error -y -f lavfi -i color=c=navy:s=64x36:r=5 -i "$tmp/training.wav" \
+  -shortest -c:v libx264 -preset veryslow -crf 40 -c:a aac -b:a 32k -ac 2 -ar 44100 samples/video/training.mp4
+
+ffmpeg -loglevel error -y -i "$tmp/hello.wav" -c:a libopus -b:a 16k tests/data/hello-opus.webm

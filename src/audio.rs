@@ -1,0 +1,385 @@
+//! Audio decoding: any container and codec symphonia knows, to 16 kHz mono f32, in chunks.
+//!
+//! `decode` streams a file: packets are decoded, downmixed to mono, resampled (rubato, FFT) to
+//! 16 kHz and handed out as chunks of about `chunk_s` seconds, each cut at the quietest moment
+//! near its end so words are not split. Memory is bounded by one chunk, whatever the file's
+//! length. Problems (unknown container, unsupported codec such as Opus, truncation, corrupt
+//! data) come back as a message for the item, never a panic.
+
+use std::fs::File;
+use std::path::Path;
+
+use rubato::{FftFixedIn, Resampler};
+use symphonia::core::audio::SampleBuffer;
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CodecType, DecoderOptions};
+use symphonia::core::errors::Error as SymphoniaError;
+use symphonia::core::formats::FormatOptions;
+use symphonia::core::io::MediaSourceStream;
+use symphonia::core::meta::MetadataOptions;
+use symphonia::core::probe::Hint;
+
+/// The rate every chunk is delivered at (Whisper's).
+pub const TARGET_RATE: u32 = 16_000;
+
+/// How far back from a chunk's nominal end to look for a quiet place to cut.
+const CUT_SEARCH_S: f64 = 10.0;
+/// Frame length for finding the quietest place.
+const CUT_FRAME: usize = 320;
+/// Decode errors tolerated before a file counts as corrupt (one glitchy frame is not fatal).
+const MAX_BAD_PACKETS: usize = 8;
+
+/// What the decoder learned about a file.
+#[derive(Clone, Debug)]
+pub struct AudioInfo {
+    pub codec: String,
+    pub sample_rate: u32,
+    pub channels: usize,
+    /// Seconds of audio delivered.
+    pub duration_s: f64,
+}
+
+/// A chunk of 16 kHz mono audio and where it starts in the file.
+pub struct Chunk {
+    pub start_s: f64,
+    pub samples: Vec<f32>,
+}
+
+/// Decodes `path`, calling `on_chunk` per chunk of about `chunk_s` seconds (the last one may be
+/// shorter). Stops early, without error, if `on_chunk` returns false.
+pub fn decode(
+    path: &Path,
+    chunk_s: f64,
+    on_chunk: &mut dyn FnMut(Chunk) -> bool,
+) -> Result<AudioInfo, String> {
+    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
+        return Err("file is empty (0 bytes); there is no audio to transcribe".into());
+    }
+    let stream = MediaSourceStream::new(Box::new(file), Default::default());
+    let mut hint = Hint::new();
+    if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
+        hint.with_extension(ext);
+    }
+    let probed = symphonia::default::get_probe()
+        .format(
+            &hint,
+            stream,
+            &FormatOptions::default(),
+            &MetadataOptions::default(),
+        )
+        .map_err(|e| {
+            format!(
+                "not a readable audio/video file ({e}); supported: WAV, MP3, FLAC, OGG/Vorbis, M4A/MP4 (AAC, ALAC)"
+            )
+        })?;
+    let mut format = probed.format;
+    let track = format
+        .tracks()
+        .iter()
+        .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
+        .ok_or("the file has no audio track")?;
+    let track_id = track.id;
+    let params = track.codec_params.clone();
+    let registry = symphonia::default::get_codecs();
+    let codec = registry
+        .get_codec(params.codec)
+        .map_or_else(|| codec_name(params.codec), |d| d.short_name.to_string());
+    let mut decoder = registry
+        .make(&params, &DecoderOptions::default())
+        .map_err(|_| {
+            format!(
+                "the audio codec ({codec}) is not supported; convert the file first, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
+            )
+        })?;
+    let sample_rate = params
+        .sample_rate
+        .ok_or("the audio track has no sample rate")?;
+    let expected_frames = params.n_frames;
+
+    let mut chunker = Chunker::new(sample_rate, chunk_s)?;
+    let mut channels = params.channels.map_or(0, |c| c.count());
+    let mut decoded_frames: u64 = 0;
+    let mut bad_packets = 0;
+    let mut interleaved: Option<SampleBuffer<f32>> = None;
+    let mut mono = Vec::new();
+    loop {
+        let packet = match format.next_packet() {
+            Ok(p) => p,
+            Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                break;
+            }
+            Err(SymphoniaError::ResetRequired) => break,
+            Err(e) => return Err(format!("cannot read the {codec} stream: {e}")),
+        };
+        if packet.track_id() != track_id {
+            continue;
+        }
+        let decoded = match decoder.decode(&packet) {
+            Ok(d) => d,
+            Err(SymphoniaError::DecodeError(e)) => {
+                bad_packets += 1;
+                if bad_packets > MAX_BAD_PACKETS {
+                    return Err(format!(
+                        "corrupt {codec} data ({e}) in more than {MAX_BAD_PACKETS} places"
+                    ));
+                }
+                continue;
+            }
+            Err(e) => return Err(format!("cannot decode the {codec} stream: {e}")),
+        };
+        let spec = *decoded.spec();
+        channels = spec.channels.count();
+        let frames = decoded.frames();
+        let buffer = match &mut interleaved {
+            Some(b) if b.capacity() >= frames * channels => b,
+            slot => slot.insert(SampleBuffer::new(decoded.capacity() as u64, spec)),
+        };
+        buffer.copy_interleaved_ref(decoded);
+        decoded_frames += frames as u64;
+        mono.clear();
+        mono.extend(
+            buffer
+                .samples()
+                .chunks_exact(channels.max(1))
+                .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32),
+        );
+        if !chunker.push(&mono, on_chunk)? {
+            return Ok(chunker.info(codec, sample_rate, channels));
+        }
+    }
+    if let Some(expected) = expected_frames {
+        // Containers that know their length reveal truncation; allow for encoder padding.
+        if expected > 0 && decoded_frames + u64::from(sample_rate) / 10 < expected * 98 / 100 {
+            return Err(format!(
+                "the file is truncated: it holds {:.1} s of {codec} audio but declares {:.1} s",
+                decoded_frames as f64 / f64::from(sample_rate),
+                expected as f64 / f64::from(sample_rate)
+            ));
+        }
+    }
+    if decoded_frames == 0 {
+        return Err(format!("no {codec} audio could be decoded from the file"));
+    }
+    chunker.finish(on_chunk)?;
+    Ok(chunker.info(codec, sample_rate, channels))
+}
+
+/// Names of codecs symphonia can recognise in a container but not decode.
+fn codec_name(codec: CodecType) -> String {
+    use symphonia::core::codecs::*;
+    let name = match codec {
+        CODEC_TYPE_OPUS => "Opus",
+        CODEC_TYPE_SPEEX => "Speex",
+        CODEC_TYPE_WMA => "WMA",
+        CODEC_TYPE_EAC3 => "E-AC-3",
+        CODEC_TYPE_AC4 => "AC-4",
+        CODEC_TYPE_DCA => "DTS",
+        CODEC_TYPE_MUSEPACK => "Musepack",
+        CODEC_TYPE_WAVPACK => "WavPack",
+        CODEC_TYPE_MONKEYS_AUDIO => "Monkey's Audio",
+        CODEC_TYPE_TTA => "TTA",
+        CODEC_TYPE_ATRAC1 | CODEC_TYPE_ATRAC3 | CODEC_TYPE_ATRAC3PLUS | CODEC_TYPE_ATRAC9 => {
+            "ATRAC"
+        }
+        other => return format!("unknown codec {other}"),
+    };
+    name.to_string()
+}
+
+/// Resamples mono audio to 16 kHz and cuts it into chunks at quiet places.
+struct Chunker {
+    resampler: Option<FftFixedIn<f32>>,
+    /// Input waiting for a full resampler block.
+    pending: Vec<f32>,
+    /// Resampled output not yet handed out.
+    buffer: Vec<f32>,
+    /// Output samples at the start that are resampler delay, to drop.
+    skip: usize,
+    chunk_len: usize,
+    emitted: usize,
+    /// Input frames pushed, and their rate: the output is cut to exactly their length.
+    frames_in: u64,
+    rate: u32,
+}
+
+impl Chunker {
+    fn new(rate: u32, chunk_s: f64) -> Result<Chunker, String> {
+        let resampler = if rate == TARGET_RATE {
+            None
+        } else {
+            Some(
+                FftFixedIn::<f32>::new(rate as usize, TARGET_RATE as usize, 1024, 2, 1)
+                    .map_err(|e| format!("cannot resample from {rate} Hz: {e}"))?,
+            )
+        };
+        let skip = resampler.as_ref().map_or(0, |r| r.output_delay());
+        Ok(Chunker {
+            resampler,
+            pending: Vec::new(),
+            buffer: Vec::new(),
+            skip,
+            chunk_len: ((chunk_s * f64::from(TARGET_RATE)) as usize).max(TARGET_RATE as usize),
+            emitted: 0,
+            frames_in: 0,
+            rate,
+        })
+    }
+
+    fn push(
+        &mut self,
+        mono: &[f32],
+        on_chunk: &mut dyn FnMut(Chunk) -> bool,
+    ) -> Result<bool, String> {
+        self.frames_in += mono.len() as u64;
+        match &mut self.resampler {
+            None => self.buffer.extend_from_slice(mono),
+            Some(r) => {
+                self.pending.extend_from_slice(mono);
+                let mut used = 0;
+                while self.pending.len() - used >= r.input_frames_next() {
+                    let need = r.input_frames_next();
+                    let out = r
+                        .process(&[&self.pending[used..used + need]], None)
+                        .map_err(|e| format!("resampling failed: {e}"))?;
+                    used += need;
+                    take_output(&mut self.skip, &mut self.buffer, &out[0]);
+                }
+                self.pending.drain(..used);
+            }
+        }
+        self.emit_full(on_chunk)
+    }
+
+    /// Emits every complete chunk, each cut at the quietest frame near its end.
+    fn emit_full(&mut self, on_chunk: &mut dyn FnMut(Chunk) -> bool) -> Result<bool, String> {
+        while self.buffer.len() >= self.chunk_len {
+            let search = ((CUT_SEARCH_S * f64::from(TARGET_RATE)) as usize).min(self.chunk_len / 2);
+            let cut = quietest_cut(&self.buffer[self.chunk_len - search..self.chunk_len])
+                + self.chunk_len
+                - search;
+            // An exact-size copy: the buffer keeps its capacity, so memory stays at one chunk.
+            let samples = self.buffer[..cut].to_vec();
+            self.buffer.drain(..cut);
+            if !self.emit(samples, on_chunk) {
+                return Ok(false);
+            }
+        }
+        Ok(true)
+    }
+
+    fn emit(&mut self, samples: Vec<f32>, on_chunk: &mut dyn FnMut(Chunk) -> bool) -> bool {
+        let start_s = self.emitted as f64 / f64::from(TARGET_RATE);
+        self.emitted += samples.len();
+        on_chunk(Chunk { start_s, samples })
+    }
+
+    fn finish(&mut self, on_chunk: &mut dyn FnMut(Chunk) -> bool) -> Result<(), String> {
+        if let Some(r) = &mut self.resampler {
+            let pending = std::mem::take(&mut self.pending);
+            if !pending.is_empty() {
+                let out = r
+                    .process_partial(Some(&[&pending[..]]), None)
+                    .map_err(|e| format!("resampling failed: {e}"))?;
+                take_output(&mut self.skip, &mut self.buffer, &out[0]);
+            }
+            // Flush the resampler's delay line so the file's last moment is not lost.
+            let out = r
+                .process_partial::<&[f32]>(None, None)
+                .map_err(|e| format!("resampling failed: {e}"))?;
+            take_output(&mut self.skip, &mut self.buffer, &out[0]);
+            // The flush pads with zeros; keep exactly the input's duration.
+            let total = (self.frames_in * u64::from(TARGET_RATE)).div_ceil(u64::from(self.rate));
+            let keep = (total as usize).saturating_sub(self.emitted);
+            self.buffer.truncate(keep);
+        }
+        if !self.emit_full(on_chunk)? {
+            return Ok(());
+        }
+        let rest = std::mem::take(&mut self.buffer);
+        if !rest.is_empty() {
+            self.emit(rest, on_chunk);
+        }
+        Ok(())
+    }
+
+    fn info(&self, codec: String, sample_rate: u32, channels: usize) -> AudioInfo {
+        AudioInfo {
+            codec,
+            sample_rate,
+            channels,
+            duration_s: (self.emitted + self.buffer.len()) as f64 / f64::from(TARGET_RATE),
+        }
+    }
+}
+
+/// Appends resampled output, dropping what remains of the resampler's initial delay.
+fn take_output(skip: &mut usize, buffer: &mut Vec<f32>, out: &[f32]) {
+    let n = (*skip).min(out.len());
+    *skip -= n;
+    buffer.extend_from_slice(&out[n..]);
+}
+
+/// Index (within `window`) of the start of its quietest frame.
+fn quietest_cut(window: &[f32]) -> usize {
+    window
+        .chunks(CUT_FRAME)
+        .enumerate()
+        .map(|(i, frame)| (i * CUT_FRAME, frame.iter().map(|s| s * s).sum::<f32>()))
+        .min_by(|a, b| a.1.total_cmp(&b.1))
+        .map_or(window.len(), |(i, _)| i)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn samples_dir() -> std::path::PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/audio")
+    }
+
+    // A 16 kHz WAV decodes to its own length; chunks are cut and numbered in time.
+    #[test]
+    fn wav_chunks() {
+        let mut chunks = Vec::new();
+        let info = decode(&samples_dir().join("hello.wav"), 1.0, &mut |c| {
+            chunks.push((c.start_s, c.samples.len()));
+            true
+        })
+        .unwrap();
+        assert_eq!(info.sample_rate, 16_000);
+        assert!(
+            (info.duration_s - 3.727).abs() < 0.01,
+            "{}",
+            info.duration_s
+        );
+        assert!(chunks.len() >= 3);
+        let total: usize = chunks.iter().map(|c| c.1).sum();
+        assert_eq!(total, 59_627);
+        assert_eq!(chunks[0].0, 0.0);
+    }
+
+    // Not audio at all, and empty files, are clear errors.
+    #[test]
+    fn bad_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let text = dir.path().join("notes.wav");
+        std::fs::write(&text, "this is not audio at all, just text").unwrap();
+        let err = decode(&text, 30.0, &mut |_| true).unwrap_err();
+        assert!(err.contains("not a readable audio"), "{err}");
+        let empty = dir.path().join("empty.mp3");
+        std::fs::write(&empty, b"").unwrap();
+        assert!(
+            decode(&empty, 30.0, &mut |_| true)
+                .unwrap_err()
+                .contains("empty")
+        );
+    }
+
+    // The quietest frame is found.
+    #[test]
+    fn cuts_at_silence() {
+        let mut window = vec![0.5f32; 3200];
+        window[1600..1920].fill(0.0);
+        assert_eq!(quietest_cut(&window), 1600);
+    }
+}

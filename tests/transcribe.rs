@@ -1,0 +1,278 @@
+//! The shipped transcribe pipeline on real audio with the real Whisper and VAD models
+//! (fetched by `scripts/fetch-models.py`): every supported format, bad files, subtitles, and a
+//! one-hour recording in bounded memory.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+
+use assert_cmd::Command;
+use serde_json::Value;
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+fn jsonl(path: &Path) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
+        .collect()
+}
+
+fn transcribe(inputs: &[&Path], out: &Path) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("lai")
+        .unwrap()
+        .args(["run", "--progress", "never", "--jobs", "2"])
+        .arg(repo("pipelines/transcribe.toml"))
+        .args(inputs)
+        .arg("-o")
+        .arg(out)
+        .arg("--report")
+        .arg(out.join("report.json"))
+        .assert()
+}
+
+/// Seconds of a subtitle timestamp, "00:01:02,500" or "00:01:02.500".
+fn seconds(stamp: &str) -> f64 {
+    let parts: Vec<f64> = stamp
+        .replace(',', ".")
+        .split(':')
+        .map(|p| p.parse().unwrap())
+        .collect();
+    parts[0] * 3600.0 + parts[1] * 60.0 + parts[2]
+}
+
+/// Checks a subtitle file's structure and that its cues never run backwards; returns the text.
+fn check_subtitles(path: &Path, vtt: bool) -> String {
+    let content = std::fs::read_to_string(path).unwrap();
+    let body = if vtt {
+        content
+            .strip_prefix("WEBVTT\n\n")
+            .unwrap_or_else(|| panic!("{} lacks the WEBVTT header", path.display()))
+    } else {
+        content.as_str()
+    };
+    let mut text = String::new();
+    let mut last_start = 0.0;
+    for (i, cue) in body.split_terminator("\n\n").enumerate() {
+        let mut lines = cue.lines();
+        if !vtt {
+            assert_eq!(
+                lines.next(),
+                Some((i + 1).to_string().as_str()),
+                "{content}"
+            );
+        }
+        let times = lines.next().unwrap();
+        let (start, end) = times.split_once(" --> ").expect("a timing line");
+        let pattern = if vtt { '.' } else { ',' };
+        for stamp in [start, end] {
+            assert_eq!(stamp.len(), 12, "{stamp}");
+            assert_eq!(stamp.chars().nth(8), Some(pattern), "{stamp}");
+        }
+        let (start, end) = (seconds(start), seconds(end));
+        assert!(start >= last_start && end >= start, "{content}");
+        last_start = start;
+        for line in lines {
+            assert!(!line.trim().is_empty());
+            text.push_str(line);
+            text.push(' ');
+        }
+    }
+    text.to_lowercase()
+}
+
+// Speech in every supported container and codec is transcribed; silence stays empty; a 0-byte
+// file, a truncated MP3, a text file named .wav and an Opus WebM each fail alone with a clear
+// message while the rest of the folder is transcribed; SRT and VTT files are valid.
+#[test]
+fn folder_of_formats_and_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(input.join("video")).unwrap();
+    for name in [
+        "hello.wav",
+        "meeting.mp3",
+        "voicemail.flac",
+        "lecture.ogg",
+        "interview.m4a",
+        "silence.wav",
+    ] {
+        std::fs::copy(repo("samples/audio").join(name), input.join(name)).unwrap();
+    }
+    std::fs::copy(
+        repo("samples/video/training.mp4"),
+        input.join("video/training.mp4"),
+    )
+    .unwrap();
+    std::fs::write(input.join("empty.wav"), b"").unwrap();
+    std::fs::write(input.join("notes.wav"), "meeting notes, not audio at all\n").unwrap();
+    let mp3 = std::fs::read(repo("samples/audio/meeting.mp3")).unwrap();
+    std::fs::write(input.join("cut.mp3"), &mp3[..mp3.len() / 3]).unwrap();
+    std::fs::copy(
+        repo("tests/data/hello-opus.webm"),
+        input.join("hello-opus.webm"),
+    )
+    .unwrap();
+
+    let out = dir.path().join("out");
+    transcribe(&[&input], &out).code(1);
+
+    let records = jsonl(&out.join("transcripts.jsonl"));
+    let text = |id: &str| -> String {
+        let record = records
+            .iter()
+            .find(|r| r["id"].as_str().unwrap().ends_with(id))
+            .unwrap_or_else(|| panic!("no record for {id}: {records:?}"));
+        assert_eq!(record["language"], "en");
+        assert!(record["duration_s"].as_f64().unwrap() > 2.5);
+        record["text"].as_str().unwrap().to_lowercase()
+    };
+    let expect = [
+        ("hello.wav", &["john", "smith", "london"][..]),
+        ("meeting.mp3", &["quarterly", "meeting", "budget"]),
+        ("voicemail.flac", &["maria", "clinic", "tuesday"]),
+        ("lecture.ogg", &["sunlight", "carbon dioxide", "oxygen"]),
+        ("interview.m4a", &["joining", "renewable energy"]),
+        ("video/training.mp4", &["safety training", "helmet"]),
+    ];
+    for (id, words) in expect {
+        let said = text(id);
+        for word in words {
+            assert!(said.contains(word), "{id}: `{word}` missing from {said:?}");
+        }
+        let stem = Path::new(id).with_extension("");
+        let srt = check_subtitles(
+            &out.join("subtitles").join(stem.with_extension("srt")),
+            false,
+        );
+        let vtt = check_subtitles(
+            &out.join("subtitles").join(stem.with_extension("vtt")),
+            true,
+        );
+        assert!(
+            srt.contains(words[0]) && vtt.contains(words[0]),
+            "{srt:?} {vtt:?}"
+        );
+    }
+    assert_eq!(text("silence.wav"), "");
+    assert_eq!(records.len(), 7);
+
+    let errors = jsonl(&out.join("errors.jsonl"));
+    let error = |id: &str| -> String {
+        errors
+            .iter()
+            .find(|r| r["id"].as_str().unwrap().ends_with(id))
+            .unwrap_or_else(|| panic!("no error for {id}: {errors:?}"))["error"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert!(error("empty.wav").contains("empty (0 bytes)"));
+    assert!(
+        error("cut.mp3").contains("truncated"),
+        "{}",
+        error("cut.mp3")
+    );
+    assert!(error("notes.wav").contains("not a readable audio"));
+    assert!(
+        error("hello-opus.webm").contains("Opus"),
+        "{}",
+        error("hello-opus.webm")
+    );
+    assert_eq!(errors.len(), 4);
+
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    let stage = &report["stages"][0];
+    assert!(stage["audio_s"].as_f64().unwrap() > 30.0, "{stage}");
+    assert!(report["models"].as_array().unwrap().len() == 2);
+}
+
+/// Writes a WAV file (8 kHz, 16-bit mono, so the resampler is exercised) of `minutes` minutes:
+/// silence, with the hello sample spoken at the start of every fifth minute.
+fn long_recording(path: &Path, minutes: usize) {
+    let hello = std::fs::read(repo("samples/audio/hello.wav")).unwrap();
+    let data = hello.windows(4).position(|w| w == b"data").unwrap() + 8;
+    // Every other 16 kHz sample gives 8 kHz.
+    let speech: Vec<u8> = hello[data..]
+        .chunks_exact(4)
+        .flat_map(|pair| [pair[0], pair[1]])
+        .collect();
+    let rate = 8000u32;
+    let minute = rate as usize * 60 * 2;
+    let bytes = (minute * minutes) as u32;
+    let mut file = std::io::BufWriter::new(std::fs::File::create(path).unwrap());
+    file.write_all(b"RIFF").unwrap();
+    file.write_all(&(36 + bytes).to_le_bytes()).unwrap();
+    file.write_all(b"WAVEfmt ").unwrap();
+    for field in [
+        16u32.to_le_bytes(),
+        [1, 0, 1, 0],
+        rate.to_le_bytes(),
+        (rate * 2).to_le_bytes(),
+    ] {
+        file.write_all(&field).unwrap();
+    }
+    file.write_all(&[2, 0, 16, 0]).unwrap();
+    file.write_all(b"data").unwrap();
+    file.write_all(&bytes.to_le_bytes()).unwrap();
+    let silence = vec![0u8; minute];
+    for m in 0..minutes {
+        if m % 5 == 0 {
+            file.write_all(&speech).unwrap();
+            file.write_all(&silence[speech.len()..]).unwrap();
+        } else {
+            file.write_all(&silence).unwrap();
+        }
+    }
+    file.flush().unwrap();
+}
+
+fn peak_rss(out: &Path) -> f64 {
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    report["peak_rss_bytes"].as_f64().unwrap()
+}
+
+// A one-hour recording is transcribed with memory bounded by the chunk window: its peak RSS is
+// within 100 MB of a one-minute file's (the whole hour decoded at once would add 230 MB), and
+// timestamps land on the hour's timeline.
+#[test]
+fn one_hour_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let short = dir.path().join("short.wav");
+    let long = dir.path().join("long.wav");
+    long_recording(&short, 1);
+    long_recording(&long, 60);
+
+    let short_out = dir.path().join("short-out");
+    transcribe(&[&short], &short_out).code(0);
+    let long_out = dir.path().join("long-out");
+    transcribe(&[&long], &long_out).code(0);
+
+    let growth = peak_rss(&long_out) - peak_rss(&short_out);
+    assert!(growth < 100e6, "peak RSS grew by {:.0} MB", growth / 1e6);
+
+    let record = &jsonl(&long_out.join("transcripts.jsonl"))[0];
+    assert!(
+        (record["duration_s"].as_f64().unwrap() - 3600.0).abs() < 0.5,
+        "{record}"
+    );
+    let segments = record["segments"].as_array().unwrap();
+    let starts: Vec<f64> = segments
+        .iter()
+        .map(|s| s["start"].as_f64().unwrap())
+        .collect();
+    // The sample is spoken at 0, 5, 10, ... 55 minutes.
+    for m in (0..60).step_by(5) {
+        let at = m as f64 * 60.0;
+        assert!(
+            starts.iter().any(|s| (s - at).abs() < 2.0),
+            "no segment near {at} s: {starts:?}"
+        );
+    }
+    let text = record["text"].as_str().unwrap().to_lowercase();
+    assert!(text.matches("london").count() >= 10, "{text}");
+}
