@@ -141,7 +141,7 @@ impl Transcriber {
         };
         let timeline = match &options.vad_model {
             Some(path) => {
-                let speech = self.speech(path, audio, options.threads)?;
+                let speech = self.speech(path, audio)?;
                 if speech.is_empty() {
                     return Ok(Transcript {
                         language: language.map(String::from),
@@ -229,18 +229,14 @@ impl Transcriber {
     }
 
     /// The stretches of speech in `audio` as sample ranges: padded, and merged across short pauses.
-    fn speech(
-        &mut self,
-        model: &Path,
-        audio: &[f32],
-        threads: usize,
-    ) -> anyhow::Result<Vec<(usize, usize)>> {
+    fn speech(&mut self, model: &Path, audio: &[f32]) -> anyhow::Result<Vec<(usize, usize)>> {
         if self.vad.is_none() {
             let path = model
                 .to_str()
                 .with_context(|| format!("VAD model path {} is not UTF-8", model.display()))?;
+            // Silero is tiny: one thread is plenty, and more would spin against whisper's.
             let mut params = WhisperVadContextParams::new();
-            params.set_n_threads(c_threads(threads));
+            params.set_n_threads(1);
             let vad = WhisperVadContext::new(path, params).map_err(|e| {
                 anyhow::anyhow!(
                     "whisper.cpp could not load the VAD model {}: {e}",

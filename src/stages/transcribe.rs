@@ -11,7 +11,7 @@
 
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 
 use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
@@ -121,8 +121,48 @@ struct Transcribe {
     path_field: String,
     /// Loaded by the first worker to start, then shared by all.
     model: Mutex<Option<Arc<WhisperModel>>>,
-    /// Workers transcribing right now, to share the thread budget among them.
+    /// The run's threads, lent to workers chunk by chunk (`threads = 0`).
+    budget: ThreadBudget,
+}
+
+/// `--jobs` threads shared by the workers: each chunk borrows its fair share of the workers
+/// busy at the moment (all of them when one long file is the only work) and never more than
+/// are free, because ggml's threads spin while they wait and oversubscribed cores crawl.
+#[derive(Default)]
+struct ThreadBudget {
+    /// (free, total); total is set when the first worker starts.
+    threads: Mutex<(usize, usize)>,
+    returned: Condvar,
+    /// Workers inside `process` right now.
     busy: AtomicUsize,
+}
+
+impl ThreadBudget {
+    fn init(&self, jobs: usize) {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        if threads.1 == 0 {
+            *threads = (jobs.max(1), jobs.max(1));
+        }
+    }
+
+    fn borrow(&self) -> usize {
+        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
+        while threads.0 == 0 {
+            threads = self
+                .returned
+                .wait(threads)
+                .unwrap_or_else(|p| p.into_inner());
+        }
+        let fair = (threads.1 / self.busy.load(Ordering::SeqCst).max(1)).max(1);
+        let n = fair.min(threads.0);
+        threads.0 -= n;
+        n
+    }
+
+    fn give_back(&self, n: usize) {
+        self.threads.lock().unwrap_or_else(|p| p.into_inner()).0 += n;
+        self.returned.notify_all();
+    }
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
@@ -155,7 +195,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         chunk_s,
         path_field: options.str("path_field"),
         model: Mutex::new(None),
-        busy: AtomicUsize::new(0),
+        budget: ThreadBudget::default(),
     }))
 }
 
@@ -199,11 +239,11 @@ impl Stage for Transcribe {
                 }
             }
         };
+        self.budget.init(ctx.jobs);
         Ok(Box::new(TranscribeWorker {
             stage: self,
             transcriber: model.transcriber()?,
             options,
-            jobs: ctx.jobs,
             meter: ctx.meter.clone(),
         }))
     }
@@ -213,13 +253,12 @@ struct TranscribeWorker<'a> {
     stage: &'a Transcribe,
     transcriber: Transcriber,
     options: whisper::Options,
-    jobs: usize,
     meter: Meter,
 }
 
 impl Worker for TranscribeWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
-        let busy = &self.stage.busy;
+        let busy = &self.stage.budget.busy;
         busy.fetch_add(1, Ordering::SeqCst);
         let results = batch.iter_mut().map(|item| self.transcribe(item)).collect();
         busy.fetch_sub(1, Ordering::SeqCst);
@@ -247,12 +286,17 @@ impl TranscribeWorker<'_> {
                 scope.spawn(move || audio::decode(&path, chunk_s, &mut |c| tx.send(c).is_ok()));
             let mut heard = Ok(());
             for chunk in &rx {
+                let budget = &self.stage.budget;
                 let mut options = self.options.clone();
-                if self.stage.threads == 0 {
-                    options.threads =
-                        (self.jobs / self.stage.busy.load(Ordering::SeqCst).max(1)).max(1);
-                }
-                let transcript = match self.transcriber.transcribe(&chunk.samples, &options) {
+                let borrowed = if self.stage.threads == 0 {
+                    options.threads = budget.borrow();
+                    options.threads
+                } else {
+                    0
+                };
+                let transcript = self.transcriber.transcribe(&chunk.samples, &options);
+                budget.give_back(borrowed);
+                let transcript = match transcript {
                     Ok(t) => t,
                     Err(e) => {
                         heard = Err(format!("{e:#}"));
