@@ -5,25 +5,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Command as StdCommand, Stdio};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use predicates::prelude::*;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+mod common;
 
-fn lai() -> Command {
-    Command::cargo_bin("lai").expect("the lai binary is built")
-}
-
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
-        .collect()
-}
+use common::{jsonl, lai, repo};
 
 /// A minimal pipeline: the given [input] extras, a redact stage, JSONL and CSV outputs.
 fn write_pipeline(dir: &Path, input_extra: &str) -> PathBuf {

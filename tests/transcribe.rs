@@ -3,26 +3,16 @@
 //! one-hour recording in bounded memory.
 
 use std::io::Write;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use assert_cmd::Command;
 use serde_json::Value;
 
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
-}
+mod common;
 
-fn jsonl(path: &Path) -> Vec<Value> {
-    std::fs::read_to_string(path)
-        .unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-        .lines()
-        .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
-        .collect()
-}
+use common::{jsonl, lai, repo};
 
 fn transcribe(inputs: &[&Path], out: &Path) -> assert_cmd::assert::Assert {
-    Command::cargo_bin("lai")
-        .unwrap()
+    lai()
         .args(["run", "--progress", "never", "--jobs", "2"])
         .arg(repo("pipelines/transcribe.toml"))
         .args(inputs)
