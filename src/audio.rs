@@ -51,7 +51,7 @@ pub fn decode(
     chunk_s: f64,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<AudioInfo, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open: {e}"))?;
+    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
     if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         return Err("file is empty (0 bytes); there is no audio to transcribe".into());
     }

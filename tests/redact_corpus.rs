@@ -1,10 +1,11 @@
 //! Recall and false positives of the rule-based `redact` stage on a planted-PII corpus, run
 //! through the real binary and the shipped pipeline.
 
-use std::path::Path;
-
-use assert_cmd::Command;
 use serde_json::{Value, json};
+
+mod common;
+
+use common::{lai, repo};
 
 /// (entity tag, planted values in the formats people write them).
 const PLANTED: &[(&str, &[&str])] = &[
@@ -130,10 +131,9 @@ const CLEAN: &[&str] = &[
 
 fn run(records: &[Value]) -> Vec<Value> {
     let input: String = records.iter().map(|r| format!("{r}\n")).collect();
-    let output = Command::cargo_bin("lai")
-        .unwrap()
+    let output = lai()
         .args(["run", "-q"])
-        .arg(Path::new(env!("CARGO_MANIFEST_DIR")).join("pipelines/redact.toml"))
+        .arg(repo("pipelines/redact.toml"))
         .arg("-")
         .write_stdin(input)
         .assert()

@@ -266,3 +266,34 @@ fn one_hour_in_bounded_memory() {
     let text = record["text"].as_str().unwrap().to_lowercase();
     assert!(text.matches("london").count() >= 10, "{text}");
 }
+
+// A language Whisper does not know, or a chunk too short to hear, is a configuration error
+// that names the key and says what to write instead.
+#[test]
+fn bad_options_are_reported() {
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("t.toml");
+    std::fs::write(
+        &pipeline,
+        "[input]\nkind = \"files\"\n\n[[stage]]\nuse = \"transcribe\"\nlanguage = \"klingon\"\n\n\
+         [[stage]]\nuse = \"transcribe\"\nchunk = \"5s\"\n\n[[output]]\nkind = \"srt\"\n",
+    )
+    .unwrap();
+    let out = lai()
+        .arg("check")
+        .arg(&pipeline)
+        .assert()
+        .code(2)
+        .get_output()
+        .stderr
+        .clone();
+    let err = String::from_utf8(out).unwrap();
+    assert!(
+        err.contains("t.toml:6:") && err.contains("\"klingon\", not a language Whisper knows"),
+        "{err}"
+    );
+    assert!(
+        err.contains("t.toml:10:") && err.contains("at least \"30s\""),
+        "{err}"
+    );
+}

@@ -11,7 +11,7 @@ use std::num::NonZeroU32;
 use std::path::Path;
 use std::sync::OnceLock;
 
-use anyhow::{Context, anyhow, bail};
+use anyhow::{Context, anyhow};
 use llama_cpp_2::context::LlamaContext;
 use llama_cpp_2::context::params::LlamaContextParams;
 use llama_cpp_2::llama_backend::LlamaBackend;
@@ -314,20 +314,6 @@ fn first_stop(out: &[u8], stops: &[String]) -> Option<usize> {
         .filter(|s| !s.is_empty())
         .filter_map(|s| out.windows(s.len()).position(|w| w == s.as_bytes()))
         .min()
-}
-
-impl std::fmt::Debug for Generator<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Generator(parallel {})", self.parallel)
-    }
-}
-
-/// Fails fast on options no context can serve.
-pub fn check_options(options: &GeneratorOptions) -> anyhow::Result<()> {
-    if options.context < 16 {
-        bail!("a context of {} tokens is too small", options.context);
-    }
-    Ok(())
 }
 
 #[cfg(test)]

@@ -230,23 +230,23 @@ impl Transcriber {
 
     /// The stretches of speech in `audio` as sample ranges: padded, and merged across short pauses.
     fn speech(&mut self, model: &Path, audio: &[f32]) -> anyhow::Result<Vec<(usize, usize)>> {
-        if self.vad.is_none() {
-            let path = model
-                .to_str()
-                .with_context(|| format!("VAD model path {} is not UTF-8", model.display()))?;
-            // Silero is tiny: one thread is plenty, and more would spin against whisper's.
-            let mut params = WhisperVadContextParams::new();
-            params.set_n_threads(1);
-            let vad = WhisperVadContext::new(path, params).map_err(|e| {
-                anyhow::anyhow!(
-                    "whisper.cpp could not load the VAD model {}: {e}",
-                    model.display()
-                )
-            })?;
-            self.vad = Some(vad);
-        }
-        let Some(vad) = self.vad.as_mut() else {
-            unreachable!("the VAD context was just created")
+        let vad = match &mut self.vad {
+            Some(vad) => vad,
+            slot @ None => {
+                let path = model
+                    .to_str()
+                    .with_context(|| format!("VAD model path {} is not UTF-8", model.display()))?;
+                // Silero is tiny: one thread is plenty, and more would spin against whisper's.
+                let mut params = WhisperVadContextParams::new();
+                params.set_n_threads(1);
+                let vad = WhisperVadContext::new(path, params).map_err(|e| {
+                    anyhow::anyhow!(
+                        "whisper.cpp could not load the VAD model {}: {e}",
+                        model.display()
+                    )
+                })?;
+                slot.insert(vad)
+            }
         };
         let found = vad
             .segments_from_samples(WhisperVadParams::new(), audio)
@@ -338,6 +338,11 @@ fn words(tokens: &[(TokenData, String)], at: &dyn Fn(i64) -> f64) -> Vec<Word> {
             (!word.text.is_empty()).then_some(word)
         })
         .collect()
+}
+
+/// Whether `code` is a language Whisper knows ("en", "de", ...).
+pub fn is_language(code: &str) -> bool {
+    whisper_rs::get_lang_id(code).is_some()
 }
 
 /// Whisper's non-speech markers ("[BLANK_AUDIO]", "(silence)", "[Music]"), not words anyone said.

@@ -178,6 +178,16 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         return None;
     }
     let language = options.str("language");
+    if language != "auto" && !whisper::is_language(&language) {
+        diag.error(
+            &options.span_of("language"),
+            format!(
+                "`language` in {} is \"{language}\", not a language Whisper knows; use a code such as \"en\", \"de\" or \"fr\", or \"auto\" to detect it",
+                options.context
+            ),
+        );
+        return None;
+    }
     Some(Box::new(Transcribe {
         model_name: options.str("model"),
         vad_model_name: options.bool("vad").then(|| options.str("vad_model")),
@@ -303,8 +313,9 @@ impl TranscribeWorker<'_> {
                         break;
                     }
                 };
-                if language.is_none() || (segments.is_empty() && !transcript.segments.is_empty()) {
-                    language = transcript.language;
+                // The language of the first chunk with speech (or of the first chunk, if none has).
+                if segments.is_empty() {
+                    language = transcript.language.or(language.take());
                 }
                 for s in transcript.segments {
                     if !text.is_empty() {
