@@ -16,6 +16,9 @@ use std::path::Path;
 
 fn main() {
     println!("cargo:rustc-link-arg=-Wl,--exclude-libs,ALL");
+    // DT_RPATH rather than DT_RUNPATH: a runpath serves only the binary's own dependencies, and
+    // libllama's own dependency libggml would not be found.
+    println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
     let cmake_dir = std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").unwrap_or_default();

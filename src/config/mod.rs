@@ -27,7 +27,8 @@ pub struct ComponentKind<T: ?Sized + 'static> {
     pub doc: &'static str,
     pub options: &'static [OptionSpec],
     /// Builds the component from validated options; reports problems into `diag` and returns
-    /// `None` when it cannot. Must not load models or open files.
+    /// `None` when it cannot. Must not load models or open outputs; it may read the small files
+    /// its options name (prompt templates, schemas), via `Diagnostics::relative_path`.
     pub build: fn(&Options, &mut Diagnostics) -> Option<Box<T>>,
 }
 

@@ -135,6 +135,14 @@ impl Diagnostics {
     pub fn is_empty(&self) -> bool {
         self.problems.is_empty()
     }
+
+    /// A path written in the file, taken relative to the file's folder (absolute paths as is).
+    pub fn relative_path(&self, path: &str) -> std::path::PathBuf {
+        std::path::Path::new(&self.file)
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join(path)
+    }
 }
 
 /// The validated keys of one component, with typed access that falls back to defaults.

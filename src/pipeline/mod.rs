@@ -18,9 +18,11 @@ pub mod batcher;
 pub mod item;
 pub mod progress;
 pub mod report;
+pub mod threads;
 
 use std::collections::BTreeMap;
 use std::panic::AssertUnwindSafe;
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -36,6 +38,7 @@ use crate::sources::Input;
 use batcher::Batcher;
 use item::Item;
 use progress::Progress;
+use threads::Threads;
 
 /// Fewest and most items in flight. The bound scales with the stages' batch sizes so every
 /// worker can hold a full batch while the next one queues, and is capped so that large items
@@ -93,13 +96,15 @@ pub struct StageCounters {
     pub busy_ns: AtomicU64,
     /// Milliseconds of audio processed, for stages that measure their work in audio time.
     pub audio_ms: AtomicU64,
+    /// Tokens generated, for stages that run a language model.
+    pub tokens: AtomicU64,
 }
 
 /// What a stage worker gets when it starts.
 pub struct StartContext<'a> {
     pub models: &'a [ResolvedModel],
-    /// The run's CPU thread budget (`--jobs`), shared by all workers.
-    pub jobs: usize,
+    /// The run's CPU threads (`--jobs`), lent to engine calls of all stages.
+    pub threads: Arc<Threads>,
     pub meter: Meter,
 }
 
@@ -109,7 +114,7 @@ impl StartContext<'_> {
     pub fn detached(models: &[ResolvedModel]) -> StartContext<'_> {
         StartContext {
             models,
-            jobs: 2,
+            threads: Arc::new(Threads::new(2)),
             meter: Meter {
                 counters: Arc::default(),
                 bar: indicatif::ProgressBar::hidden(),
@@ -117,9 +122,26 @@ impl StartContext<'_> {
             },
         }
     }
+
+    /// The file with `role` of the resolved model `name`, which must be an `engine` model.
+    pub fn model_file(&self, name: &str, engine: &str, role: &str) -> anyhow::Result<&Path> {
+        let model = self
+            .models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| anyhow!("model `{name}` was not resolved. This is a bug."))?;
+        match model.file(role) {
+            Some(path) if model.engine == engine => Ok(path),
+            _ => Err(anyhow!(
+                "model `{name}` is not a {engine} model with a `{role}` file (its engine is {}); see `lai models list`",
+                model.engine
+            )),
+        }
+    }
 }
 
-/// Counts a stage's work in its own unit (audio seconds) for progress and the run report.
+/// Counts a stage's work in its own unit (audio seconds, generated tokens) for progress and the
+/// run report.
 #[derive(Clone)]
 pub struct Meter {
     counters: Arc<StageCounters>,
@@ -135,6 +157,12 @@ impl Meter {
             total as f64 / 1000.0,
             self.started.elapsed(),
         ));
+    }
+
+    pub fn add_tokens(&self, tokens: u64) {
+        let total = self.counters.tokens.fetch_add(tokens, Ordering::Relaxed) + tokens;
+        self.bar
+            .set_message(progress::token_rate(total, self.started.elapsed()));
     }
 }
 
@@ -215,6 +243,7 @@ pub fn run(
         });
     }
 
+    let threads = Arc::new(Threads::new(options.jobs));
     let (permit_tx, permit_rx) = bounded::<()>(in_flight);
     let mut counts = Counts::default();
     let mut read = 0u64;
@@ -232,7 +261,7 @@ pub fn run(
                 let fail_run = &fail_run;
                 let ctx = StartContext {
                     models: options.models,
-                    jobs: options.jobs,
+                    threads: Arc::clone(&threads),
                     meter: Meter {
                         counters: Arc::clone(&counters),
                         bar: bar.clone(),
@@ -347,8 +376,10 @@ fn work(
             batch.into_iter().partition(|i| i.failure.is_none());
         if !healthy.is_empty() {
             let started = Instant::now();
+            let busy = ctx.threads.busy();
             let results =
                 std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
+            drop(busy);
             counters
                 .busy_ns
                 .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);

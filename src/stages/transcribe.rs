@@ -10,18 +10,17 @@
 //! moments (see `audio`) and their segments shifted back onto the file's timeline.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::Arc;
 
-use anyhow::{Context, bail};
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Stage, WORKERS, Worker, batch_size};
+use super::{MAX_WAIT, Shared, Stage, WORKERS, Worker, batch_size};
 use crate::audio::{self, TARGET_RATE};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::whisper::{self, Transcriber, WhisperModel};
 use crate::pipeline::item::Item;
+use crate::pipeline::threads::Threads;
 use crate::pipeline::{Meter, StartContext};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
@@ -96,7 +95,7 @@ const OPTIONS: &[OptionSpec] = &[
         "threads",
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
-        "CPU threads per worker; 0 shares `--jobs` among the workers busy at the moment (one long file gets them all).",
+        "CPU threads per worker; 0 shares `--jobs` among the workers busy at the moment (one long file gets them all). Threads are never oversubscribed: a worker waits for its threads.",
     ),
     opt(
         "chunk",
@@ -120,49 +119,7 @@ struct Transcribe {
     chunk_s: f64,
     path_field: String,
     /// Loaded by the first worker to start, then shared by all.
-    model: Mutex<Option<Arc<WhisperModel>>>,
-    /// The run's threads, lent to workers chunk by chunk (`threads = 0`).
-    budget: ThreadBudget,
-}
-
-/// `--jobs` threads shared by the workers: each chunk borrows its fair share of the workers
-/// busy at the moment (all of them when one long file is the only work) and never more than
-/// are free, because ggml's threads spin while they wait and oversubscribed cores crawl.
-#[derive(Default)]
-struct ThreadBudget {
-    /// (free, total); total is set when the first worker starts.
-    threads: Mutex<(usize, usize)>,
-    returned: Condvar,
-    /// Workers inside `process` right now.
-    busy: AtomicUsize,
-}
-
-impl ThreadBudget {
-    fn init(&self, jobs: usize) {
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        if threads.1 == 0 {
-            *threads = (jobs.max(1), jobs.max(1));
-        }
-    }
-
-    fn borrow(&self) -> usize {
-        let mut threads = self.threads.lock().unwrap_or_else(|p| p.into_inner());
-        while threads.0 == 0 {
-            threads = self
-                .returned
-                .wait(threads)
-                .unwrap_or_else(|p| p.into_inner());
-        }
-        let fair = (threads.1 / self.busy.load(Ordering::SeqCst).max(1)).max(1);
-        let n = fair.min(threads.0);
-        threads.0 -= n;
-        n
-    }
-
-    fn give_back(&self, n: usize) {
-        self.threads.lock().unwrap_or_else(|p| p.into_inner()).0 += n;
-        self.returned.notify_all();
-    }
+    model: Shared<WhisperModel>,
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
@@ -204,8 +161,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         threads: options.usize("threads"),
         chunk_s,
         path_field: options.str("path_field"),
-        model: Mutex::new(None),
-        budget: ThreadBudget::default(),
+        model: Shared::default(),
     }))
 }
 
@@ -217,43 +173,19 @@ impl Stage for Transcribe {
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
-        // Whisper models have a `model` file, VAD models a `vad` file.
-        let file = |name: &str, role: &str| -> anyhow::Result<PathBuf> {
-            let model = ctx
-                .models
-                .iter()
-                .find(|m| m.name == name)
-                .with_context(|| format!("model `{name}` was not resolved. This is a bug."))?;
-            match model.file(role) {
-                Some(path) if model.engine == "whisper" => Ok(path.to_path_buf()),
-                _ => bail!(
-                    "model `{name}` is not a Whisper {} (engine {}); see `lai models list` for whisper models",
-                    if role == "vad" { "VAD model" } else { "model" },
-                    model.engine
-                ),
-            }
-        };
         let mut options = self.options.clone();
         options.threads = self.threads;
         if let Some(vad) = &self.vad_model_name {
-            options.vad_model = Some(file(vad, "vad")?);
+            options.vad_model = Some(ctx.model_file(vad, "whisper", "vad")?.to_path_buf());
         }
-        let model = {
-            let mut slot = self.model.lock().unwrap_or_else(|p| p.into_inner());
-            match &*slot {
-                Some(model) => Arc::clone(model),
-                None => {
-                    let model = Arc::new(WhisperModel::load(&file(&self.model_name, "model")?)?);
-                    *slot = Some(Arc::clone(&model));
-                    model
-                }
-            }
-        };
-        self.budget.init(ctx.jobs);
+        let model = self
+            .model
+            .get(|| WhisperModel::load(ctx.model_file(&self.model_name, "whisper", "model")?))?;
         Ok(Box::new(TranscribeWorker {
             stage: self,
             transcriber: model.transcriber()?,
             options,
+            threads: Arc::clone(&ctx.threads),
             meter: ctx.meter.clone(),
         }))
     }
@@ -263,16 +195,13 @@ struct TranscribeWorker<'a> {
     stage: &'a Transcribe,
     transcriber: Transcriber,
     options: whisper::Options,
+    threads: Arc<Threads>,
     meter: Meter,
 }
 
 impl Worker for TranscribeWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
-        let busy = &self.stage.budget.busy;
-        busy.fetch_add(1, Ordering::SeqCst);
-        let results = batch.iter_mut().map(|item| self.transcribe(item)).collect();
-        busy.fetch_sub(1, Ordering::SeqCst);
-        results
+        batch.iter_mut().map(|item| self.transcribe(item)).collect()
     }
 }
 
@@ -296,16 +225,12 @@ impl TranscribeWorker<'_> {
                 scope.spawn(move || audio::decode(&path, chunk_s, &mut |c| tx.send(c).is_ok()));
             let mut heard = Ok(());
             for chunk in &rx {
-                let budget = &self.stage.budget;
                 let mut options = self.options.clone();
-                let borrowed = if self.stage.threads == 0 {
-                    options.threads = budget.borrow();
-                    options.threads
-                } else {
-                    0
-                };
+                let want = (self.stage.threads > 0).then_some(self.stage.threads);
+                let lease = self.threads.borrow(want);
+                options.threads = lease.count;
                 let transcript = self.transcriber.transcribe(&chunk.samples, &options);
-                budget.give_back(borrowed);
+                drop(lease);
                 let transcript = match transcript {
                     Ok(t) => t,
                     Err(e) => {
