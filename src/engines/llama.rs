@@ -105,10 +105,23 @@ impl LlmModel {
             .map_err(|e| anyhow!("cannot apply the model's chat template: {e}"))
     }
 
+    /// Whether the GGUF metadata carries a chat template (`chat_prompt` needs one).
+    pub fn has_chat_template(&self) -> bool {
+        self.template.is_some()
+    }
+
     /// Tokens of a rendered prompt (special tokens in the text are parsed as such).
     pub fn tokenize(&self, text: &str) -> Vec<LlamaToken> {
         let vocab = self.model.vocab();
         vocab.tokenize(text.as_bytes(), vocab.should_add_bos(), true)
+    }
+
+    /// How many tokens a piece of user text takes (no BOS, special tokens taken literally).
+    pub fn count_tokens(&self, text: &str) -> usize {
+        self.model
+            .vocab()
+            .tokenize(text.as_bytes(), false, false)
+            .len()
     }
 
     /// A generator with its own context; create one per worker thread.
@@ -165,7 +178,13 @@ struct Slot {
 
 impl Generator<'_> {
     /// Completes every request, `parallel` at a time; one result per request, in order.
-    pub fn run(&mut self, requests: &[Request]) -> Vec<Result<Completion, String>> {
+    /// `around_decode` is called before each llama.cpp decode and its result held until the
+    /// decode returns (a lease on the CPU threads the context uses).
+    pub fn run<G>(
+        &mut self,
+        requests: &[Request],
+        mut around_decode: impl FnMut() -> G,
+    ) -> Vec<Result<Completion, String>> {
         let mut results: Vec<Option<Result<Completion, String>>> = vec![None; requests.len()];
         let mut queue = (0..requests.len()).rev().collect::<Vec<_>>();
         let mut slots: Vec<Option<Slot>> = (0..self.parallel).map(|_| None).collect();
@@ -183,7 +202,10 @@ impl Generator<'_> {
             if slots.iter().all(Option::is_none) {
                 break;
             }
-            if let Err(e) = self.step(&mut slots) {
+            let lease = around_decode();
+            let stepped = self.step(&mut slots);
+            drop(lease);
+            if let Err(e) = stepped {
                 // The batch failed as a whole: fail its sequences, keep going with the rest.
                 for slot in slots.iter_mut() {
                     if let Some(s) = slot.take() {
@@ -359,7 +381,7 @@ mod tests {
                 context: 256,
                 threads: 2,
             };
-            model.generator(&options).unwrap().run(&requests)
+            model.generator(&options).unwrap().run(&requests, || ())
         };
         let one = run(1);
         let four = run(4);
@@ -399,7 +421,7 @@ mod tests {
             max_tokens: 5,
             ..Request::default()
         };
-        let results = generator.run(&[label, limited, huge]);
+        let results = generator.run(&[label, limited, huge], || ());
         let text = &results[0].as_ref().unwrap().text;
         assert!(text == "spam" || text == "not spam", "{text:?}");
         let limited = results[1].as_ref().unwrap();

@@ -86,6 +86,13 @@ pub fn audio_rate(audio_s: f64, elapsed: Duration) -> String {
     )
 }
 
+pub fn token_rate(tokens: u64, elapsed: Duration) -> String {
+    format!(
+        "{tokens} tokens, {:.0} tokens/s",
+        tokens as f64 / elapsed.as_secs_f64().max(1e-3)
+    )
+}
+
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("progress templates are valid. This is a bug.")

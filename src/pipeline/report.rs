@@ -67,6 +67,12 @@ pub struct StageReport {
     /// Audio seconds per wall-clock second of the whole run (30 = thirty times real time).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audio_x_realtime: Option<f64>,
+    /// Tokens generated, for stages that run a language model.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens: Option<u64>,
+    /// Generated tokens per second of the stage's busy time (per worker).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tokens_per_busy_s: Option<f64>,
 }
 
 impl ItemCounts {
@@ -90,6 +96,7 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
             let items = c.items.load(Ordering::Relaxed);
             let audio_ms = c.audio_ms.load(Ordering::Relaxed);
             let audio_s = (audio_ms > 0).then_some(audio_ms as f64 / 1000.0);
+            let tokens = Some(c.tokens.load(Ordering::Relaxed)).filter(|t| *t > 0);
             StageReport {
                 stage: label.clone(),
                 workers: *workers,
@@ -100,6 +107,8 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
                 busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
                 audio_s,
                 audio_x_realtime: audio_s.map(|a| a / wall),
+                tokens,
+                tokens_per_busy_s: tokens.map(|t| t as f64 / busy_s.max(1e-9)),
             }
         })
         .collect()
@@ -136,6 +145,14 @@ impl RunReport {
                     "{:<14} {}",
                     "",
                     super::progress::audio_rate(audio_s, Duration::from_secs_f64(self.elapsed_s))
+                );
+            }
+            if let Some(tokens) = s.tokens {
+                let _ = writeln!(
+                    out,
+                    "{:<14} {}",
+                    "",
+                    super::progress::token_rate(tokens, Duration::from_secs_f64(self.elapsed_s))
                 );
             }
         }

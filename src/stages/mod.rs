@@ -5,8 +5,11 @@
 //! per run (shared by `Arc`), and each worker thread calls `start` to get its own `Worker`, so
 //! per-thread engine state lives on the thread that uses it.
 
+pub mod llm;
 pub mod redact;
 pub mod transcribe;
+
+use std::sync::{Mutex, OnceLock};
 
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, OptionSpec, Ty, opt};
@@ -33,7 +36,7 @@ pub trait Worker {
 }
 
 /// Every stage kind lai knows, in the order `lai stages` lists them.
-pub static STAGES: &[ComponentKind<dyn Stage>] = &[transcribe::KIND, redact::KIND];
+pub static STAGES: &[ComponentKind<dyn Stage>] = &[transcribe::KIND, llm::KIND, redact::KIND];
 
 /// Options every stage has; each stage's spec starts with these, with its own defaults.
 pub const fn batch_size(default: &'static str) -> OptionSpec {
@@ -55,9 +58,41 @@ pub const MAX_WAIT: OptionSpec = opt(
     "Longest a partial batch waits for more items before it is processed.",
 );
 
-pub const WORKERS: OptionSpec = opt(
-    "workers",
-    Ty::Int { min: 0, max: 1024 },
-    Default::Value("0"),
-    "Worker threads for this stage; 0 means one per `--jobs`.",
-);
+pub const WORKERS: OptionSpec = workers("0");
+
+/// Worker threads of a stage; `"0"` means one per `--jobs`.
+pub const fn workers(default: &'static str) -> OptionSpec {
+    opt(
+        "workers",
+        Ty::Int { min: 0, max: 1024 },
+        Default::Value(default),
+        "Worker threads for this stage; 0 means one per `--jobs`.",
+    )
+}
+
+/// An engine model, loaded by the first worker that starts and shared by all of them for the
+/// stage's lifetime (a load that fails is tried again by the next worker, which reports it too).
+pub struct Shared<T> {
+    value: OnceLock<T>,
+    loading: Mutex<()>,
+}
+
+impl<T> std::default::Default for Shared<T> {
+    fn default() -> Self {
+        Shared {
+            value: OnceLock::new(),
+            loading: Mutex::new(()),
+        }
+    }
+}
+
+impl<T> Shared<T> {
+    pub fn get(&self, load: impl FnOnce() -> anyhow::Result<T>) -> anyhow::Result<&T> {
+        let _loading = self.loading.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(value) = self.value.get() {
+            return Ok(value);
+        }
+        let value = load()?;
+        Ok(self.value.get_or_init(|| value))
+    }
+}

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
 
 use assert_cmd::Command;
 use serde_json::Value;
@@ -25,4 +26,12 @@ pub fn jsonl(path: &Path) -> Vec<Value> {
         .lines()
         .map(|l| serde_json::from_str(l).expect("each output line is JSON"))
         .collect()
+}
+
+/// Held by a test while it runs engines: the engines' threads spin while they wait, so two
+/// runs at once on a small machine crawl rather than share. Tests of one binary that take it
+/// run one after another.
+pub fn engines() -> MutexGuard<'static, ()> {
+    static ENGINES: Mutex<()> = Mutex::new(());
+    ENGINES.lock().unwrap_or_else(|p| p.into_inner())
 }

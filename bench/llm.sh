@@ -1,0 +1,133 @@
+#!/usr/bin/env bash
+# Batched LLM throughput: lai's `llm` stage at parallel = 1 (one prompt at a time), 4, 8 and 16
+# on the same prompts, next to llama.cpp's own `llama-batched-bench` for the same model, thread
+# count, prompt length and output length.
+#
+#   bench/llm.sh [ITEMS] [OUTPUT_TOKENS]        # defaults: 32 items, 64 tokens each
+#
+# llama-batched-bench is built once from a pinned llama.cpp source package (see below) with lai's
+# CPU settings, and cached in ~/.cache/lai/bench. Each lai item is a prompt of about PROMPT tokens that asks for a long
+# answer, limited to OUTPUT_TOKENS; throughput is measured over the stage's busy time from the
+# run report (model loading excluded, as batched-bench excludes it). batched-bench decodes
+# exactly OUTPUT_TOKENS per sequence and ignores end-of-text; lai stops a sequence at
+# end-of-text and refills its slot, so the table counts the tokens each actually generated.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ITEMS=${1:-32}
+TG=${2:-64}
+THREADS=${THREADS:-$(nproc)}
+MODEL_NAME=smollm2-135m-instruct
+CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/lai/bench
+mkdir -p "$CACHE"
+
+cargo build --release --locked -q
+LAI=$PWD/target/release/lai
+python3 scripts/fetch-models.py "$MODEL_NAME" >/dev/null
+MODELS=$("$LAI" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
+MODEL=$MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+[ -f "$MODEL" ] || { echo "error: $MODEL_NAME is not fetched; run python3 scripts/fetch-models.py" >&2; exit 2; }
+
+# llama-batched-bench: llama-cpp-sys-2's crate ships llama.cpp without the tools' sources, so
+# it comes from the llama-cpp-python 0.3.36 sdist on PyPI (pinned by sha256; llama.cpp with
+# ggml 0.25.3, lai links ggml 0.26.0), built with lai's CPU settings: portable AVX2, no OpenMP.
+LCP=llama_cpp_python-0.3.36
+BENCH_BIN=$CACHE/$LCP-build/bin/llama-batched-bench
+if [ ! -x "$BENCH_BIN" ]; then
+  echo "building llama-batched-bench from the $LCP sdist (once, a few minutes)..." >&2
+  sdist=$CACHE/$LCP.tar.gz
+  if [ ! -f "$sdist" ]; then
+    curl -sSf -o "$sdist.part" "https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/$LCP.tar.gz"
+    mv "$sdist.part" "$sdist"
+  fi
+  echo "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e  $sdist" | sha256sum -c --quiet
+  tar xzf "$sdist" -C "$CACHE" "$LCP/vendor/llama.cpp"
+  cmake -S "$CACHE/$LCP/vendor/llama.cpp" -B "$CACHE/$LCP-build" -DCMAKE_BUILD_TYPE=Release \
+    -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
+    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
+    -DLLAMA_BUILD_TOOLS=ON >/dev/null
+  cmake --build "$CACHE/$LCP-build" --target llama-batched-bench -j "$(nproc)" >/dev/null
+fi
+
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+# The prompts: one topic each, padded with context to a realistic length.
+python3 - "$ITEMS" > "$WORK/prompts.jsonl" <<'EOF'
+import json, sys
+topics = ["a lighthouse keeper", "a lost robot", "the history of bread", "a mountain village",
+          "a chess tournament", "the deep sea", "a desert caravan", "an old library"]
+context = ("Write in plain English for a general audience, in full sentences and several "
+           "paragraphs, with concrete details, names and places, and do not use lists. ")
+for i in range(int(sys.argv[1])):
+    text = f"Write a long story about {topics[i % len(topics)]} (story {i}). " + context * 2
+    print(json.dumps({"id": f"p{i:03}", "text": text}))
+EOF
+
+run_lai() { # parallel -> "items tokens prompt_tokens busy_s"
+  cat > "$WORK/p$1.toml" <<EOF
+name = "bench"
+[input]
+kind = "files"
+[[stage]]
+use = "llm"
+prompt = "{{text}}"
+parallel = $1
+batch_size = $ITEMS
+max_wait = "1s"
+max_tokens = $TG
+context = 512
+[[output]]
+kind = "jsonl"
+path = "{out}/out.jsonl"
+EOF
+  "$LAI" run "$WORK/p$1.toml" "$WORK/prompts.jsonl" -o "$WORK/out$1" --jobs "$THREADS" \
+    --progress never --quiet --report "$WORK/r$1.json" >/dev/null 2>&1
+  python3 - "$WORK/out$1/out.jsonl" "$WORK/r$1.json" <<'EOF'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1])]
+report = json.load(open(sys.argv[2]))
+stage = next(s for s in report["stages"] if s["stage"] == "llm")
+tokens = sum(r["llm"]["completion"]["tokens"] for r in recs)
+prompt = sum(r["llm"]["completion"]["prompt_tokens"] for r in recs)
+print(len(recs), tokens, prompt, stage["busy_s"])
+EOF
+}
+
+declare -A ITEMS_OUT TOKENS PROMPT BUSY
+for p in 1 4 8 16; do
+  read -r ITEMS_OUT[$p] TOKENS[$p] PROMPT[$p] BUSY[$p] < <(run_lai $p)
+done
+PP=$(( PROMPT[1] / ITEMS_OUT[1] ))
+
+# llama.cpp's batched bench with the same model, threads, prompt and output lengths.
+"$BENCH_BIN" -m "$MODEL" -c $(( 16 * (PP + TG) + 64 )) -b 512 -ub 512 -t "$THREADS" \
+  -npp "$PP" -ntg "$TG" -npl 1,4,8,16 -fa off --output-format jsonl 2>&1 | grep '^{' > "$WORK/llama.jsonl"
+
+python3 - "$WORK/llama.jsonl" "$PP" "$TG" "$ITEMS" "$THREADS" \
+  "${ITEMS_OUT[1]} ${TOKENS[1]} ${PROMPT[1]} ${BUSY[1]}" \
+  "${ITEMS_OUT[4]} ${TOKENS[4]} ${PROMPT[4]} ${BUSY[4]}" \
+  "${ITEMS_OUT[8]} ${TOKENS[8]} ${PROMPT[8]} ${BUSY[8]}" \
+  "${ITEMS_OUT[16]} ${TOKENS[16]} ${PROMPT[16]} ${BUSY[16]}" <<'EOF'
+import json, sys
+llama = {r["pl"]: r for r in map(json.loads, open(sys.argv[1]))}
+pp, tg, items, threads = sys.argv[2:6]
+rows = []
+for p, fields in zip([1, 4, 8, 16], sys.argv[6:]):
+    n, tokens, prompt, busy = fields.split()
+    n, tokens, prompt, busy = int(n), int(tokens), int(prompt), float(busy)
+    rows.append((p, n, tokens, prompt, busy))
+print(f"llm throughput: SmolLM2-135M Q4_1, {items} prompts of ~{pp} tokens, up to {tg} output tokens, {threads} threads")
+print()
+print(f"{'parallel':>8}  {'lai gen tok/s':>13}  {'lai all tok/s':>13}  {'lai items/s':>11}  {'vs parallel 1':>13}  {'llama.cpp all tok/s':>19}  {'lai / llama.cpp':>15}")
+base = rows[0][2] / rows[0][4]
+for p, n, tokens, prompt, busy in rows:
+    gen = tokens / busy
+    total = (tokens + prompt) / busy
+    ref = llama.get(p)
+    ref_total = ref["speed"] if ref else float("nan")
+    print(f"{p:>8}  {gen:>13.1f}  {total:>13.1f}  {n / busy:>11.2f}  {gen / base:>12.2f}x  {ref_total:>19.1f}  {total / ref_total:>14.2f}x")
+print()
+print("gen tok/s: generated tokens per second of the stage's busy time; all tok/s: prompt and")
+print("generated tokens per second, the measure llama-batched-bench reports as S (its rows: npl =")
+print("parallel, PP prompt tokens and TG output tokens per sequence, all sequences in one batch).")
+EOF

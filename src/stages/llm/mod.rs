@@ -1,0 +1,1079 @@
+//! The `llm` stage: a local GGUF model (llama.cpp) over a text field — cleanup, summaries,
+//! structured extraction, labels, or any prompt template.
+//!
+//! A worker owns one llama context with `parallel` sequence slots and hands the engine every
+//! request of its batch at once, so prompts and next tokens of many items decode together and a
+//! finished slot is refilled at once (continuous batching). An input longer than fits in the
+//! context is split by tokens at sentence ends; the pieces' outputs are joined (cleanup, custom
+//! prompts), reduced by summarizing the summaries (summarize), merged field by field (JSON), or
+//! voted on (labels), and the item records how many pieces there were. Greedy decoding is the
+//! default; with a temperature each request is seeded from `seed` and the item's id, so a rerun,
+//! or a run with another `parallel`, gives the same output.
+//!
+//! Besides its output field, the stage writes `llm.<output>`: the model, pieces, prompt and
+//! generated token counts, and whether anything was cut short or kept by the cleanup guard.
+
+mod text;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use serde_json::{Map, Value, json};
+
+use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Request};
+use crate::pipeline::item::Item;
+use crate::pipeline::threads::Threads;
+use crate::pipeline::{Meter, StartContext};
+use text::{Piece, Template};
+
+pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
+    name: "llm",
+    doc: "A local LLM (llama.cpp, GGUF) over a text field: `task` cleanup, summarize, extract (JSON fields) or classify (one of `choices`), or your own `prompt`; many items decode together.",
+    options: OPTIONS,
+    build,
+};
+
+const TASKS: &[&str] = &["cleanup", "summarize", "extract", "classify"];
+
+const OPTIONS: &[OptionSpec] = &[
+    batch_size("32"),
+    MAX_WAIT,
+    workers("1"),
+    opt(
+        "model",
+        Ty::Str,
+        Default::Value("\"smollm2-135m-instruct\""),
+        "GGUF model from the catalog (`lai models list`).",
+    ),
+    opt(
+        "task",
+        Ty::Choice(TASKS),
+        Default::Unset,
+        "Built-in prompt and way of combining pieces: cleanup (fix a transcript's casing, punctuation and fillers; guarded), summarize, extract (needs `fields` or `schema`), classify (needs `choices`). Leave out to use `prompt` alone.",
+    ),
+    opt(
+        "prompt",
+        Ty::Str,
+        Default::Unset,
+        "The user message, replacing the task's: `{{text}}` is the input field (or one piece of it), `{{name}}` any item field, `{{choices}}` and `{{fields}}` the configured ones. Without a chat template in the model it is the whole prompt.",
+    ),
+    opt(
+        "prompt_file",
+        Ty::Str,
+        Default::Unset,
+        "Read `prompt` from this file (relative to the pipeline file).",
+    ),
+    opt(
+        "system",
+        Ty::Str,
+        Default::Unset,
+        "System message, replacing the task's.",
+    ),
+    opt(
+        "field",
+        Ty::Str,
+        Default::Value("\"text\""),
+        "Input text field.",
+    ),
+    opt(
+        "to",
+        Ty::Str,
+        Default::Unset,
+        "Output field; default clean_text (cleanup), summary, label (choices), completion; JSON output is merged into the item's fields unless `to` is given.",
+    ),
+    opt(
+        "output",
+        Ty::Choice(&["text", "json"]),
+        Default::Value("\"text\""),
+        "\"json\": constrain the output to `schema` (or `fields`) with a grammar and parse it into fields.",
+    ),
+    opt(
+        "fields",
+        Ty::StrList,
+        Default::Unset,
+        "JSON output as an object of these fields, each a string (at most 120 characters) or null.",
+    ),
+    opt(
+        "schema",
+        Ty::Str,
+        Default::Unset,
+        "JSON output following this JSON Schema (inline JSON text).",
+    ),
+    opt(
+        "schema_file",
+        Ty::Str,
+        Default::Unset,
+        "Read `schema` from this file (relative to the pipeline file).",
+    ),
+    opt(
+        "choices",
+        Ty::StrList,
+        Default::Unset,
+        "The output is exactly one of these labels (grammar-constrained).",
+    ),
+    opt(
+        "parallel",
+        Ty::Int { min: 1, max: 256 },
+        Default::Value("8"),
+        "Sequences decoded together in one context; more uses the CPU (or GPU) better, up to a point.",
+    ),
+    opt(
+        "context",
+        Ty::Int {
+            min: 128,
+            max: 131_072,
+        },
+        Default::Value("2048"),
+        "Context tokens per sequence (prompt plus output); longer inputs are split into pieces that fit.",
+    ),
+    opt(
+        "max_tokens",
+        Ty::Int {
+            min: 0,
+            max: 131_072,
+        },
+        Default::Value("0"),
+        "Most tokens generated per piece; 0 picks per task (cleanup: 1.5 × the piece, summarize 256, JSON 512, labels 32, else 512).",
+    ),
+    opt(
+        "stop",
+        Ty::StrList,
+        Default::Value("[]"),
+        "Generation ends before the first of these strings.",
+    ),
+    opt(
+        "temperature",
+        Ty::Float { min: 0.0, max: 2.0 },
+        Default::Value("0"),
+        "0 decodes greedily; above 0, sampling seeded by `seed` and the item's id.",
+    ),
+    opt(
+        "seed",
+        Ty::Int {
+            min: 0,
+            max: u32::MAX as i64,
+        },
+        Default::Value("0"),
+        "Seed for sampling (with a temperature): the same seed gives the same output.",
+    ),
+    opt(
+        "chunk_tokens",
+        Ty::Int {
+            min: 0,
+            max: 131_072,
+        },
+        Default::Value("0"),
+        "Most input tokens per piece; 0 fits pieces to the context.",
+    ),
+    opt(
+        "overlap_tokens",
+        Ty::Int {
+            min: 0,
+            max: 131_072,
+        },
+        Default::Value("64"),
+        "Tokens of whole sentences repeated at the start of the next piece (summaries, JSON and labels; joined outputs never repeat text).",
+    ),
+    opt(
+        "guard",
+        Ty::Bool,
+        Default::Value("true"),
+        "cleanup only: keep the source text of a piece (and flag the item) when the cleaned text drifts from it.",
+    ),
+    opt(
+        "min_similarity",
+        Ty::Float { min: 0.0, max: 1.0 },
+        Default::Value("0.75"),
+        "Guard: least word-level similarity (in-order common words, fillers ignored) between source and cleaned text.",
+    ),
+    opt(
+        "max_length_change",
+        Ty::Float {
+            min: 0.0,
+            max: 10.0,
+        },
+        Default::Value("0.25"),
+        "Guard: most relative change in word count (0.25 allows 75%..125% of the source's words, fillers ignored).",
+    ),
+    opt(
+        "threads",
+        Ty::Int { min: 0, max: 256 },
+        Default::Value("0"),
+        "CPU threads per worker's context; 0 uses all of `--jobs` (shared with other stages, never oversubscribed).",
+    ),
+];
+
+/// How the outputs of an input's pieces become one output.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Combine {
+    /// Concatenated with the source's whitespace between pieces (no overlap).
+    Join,
+    /// Summarized again until one piece remains.
+    Reduce,
+    /// JSON objects merged: first non-null value per key, lists concatenated.
+    Merge,
+    /// The most frequent label (ties: the earliest).
+    Vote,
+}
+
+struct Llm {
+    model_name: String,
+    task: Option<String>,
+    /// The user gave the prompt (needed for a model without a chat template).
+    custom_prompt: bool,
+    system: Option<String>,
+    template: Template,
+    field: String,
+    to: Option<String>,
+    json: Option<Json>,
+    choices: Vec<String>,
+    grammar: Option<String>,
+    combine: Combine,
+    parallel: usize,
+    context: usize,
+    max_tokens: usize,
+    stop: Vec<String>,
+    temperature: f32,
+    seed: u32,
+    chunk_tokens: usize,
+    overlap_tokens: usize,
+    guard: Option<Guard>,
+    threads: usize,
+    model: Shared<LlmModel>,
+}
+
+/// JSON output: the schema's text, what `{{fields}}` says (the property names, else the
+/// schema), and the required keys.
+struct Json {
+    schema: String,
+    described: String,
+    required: Vec<String>,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Guard {
+    min_similarity: f64,
+    max_length_change: f64,
+}
+
+const CLEANUP_SYSTEM: &str = "You are a careful copy editor of speech transcripts.";
+const CLEANUP_PROMPT: &str = "Correct the capitalization and punctuation of this transcript and remove filler words such as \"um\" and \"uh\". Keep every other word as it is: do not summarize, shorten, explain or add anything. Reply with the corrected transcript only.\n\nTranscript:\n{{text}}";
+const SUMMARIZE_PROMPT: &str = "Summarize the following text in at most three sentences. Reply with the summary only.\n\n{{text}}";
+const EXTRACT_PROMPT: &str = "Extract these fields from the document below and reply with a JSON object: {{fields}}. Use null for a field the document does not give.\n\nDocument:\n{{text}}";
+const CLASSIFY_PROMPT: &str =
+    "Classify the text below as one of: {{choices}}. Reply with the label only.\n\nText:\n{{text}}";
+
+fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
+    let mut problems: Vec<(&str, String)> = Vec::new();
+    let stage = configure(options, diag, &mut problems);
+    for (key, message) in &problems {
+        diag.error(&options.span_of(key), message.clone());
+    }
+    stage
+        .filter(|_| problems.is_empty())
+        .map(|s| Box::new(s) as Box<dyn Stage>)
+}
+
+/// Text given inline in `key` or read from the file named in `file_key`.
+fn inline_or_file(
+    options: &Options,
+    diag: &Diagnostics,
+    key: &'static str,
+    file_key: &'static str,
+    problems: &mut Vec<(&'static str, String)>,
+) -> Option<String> {
+    let ctx = &options.context;
+    match (options.opt_str(key), options.opt_str(file_key)) {
+        (Some(_), Some(_)) => {
+            problems.push((
+                file_key,
+                format!("{ctx} has both `{key}` and `{file_key}`; keep one"),
+            ));
+            None
+        }
+        (Some(text), None) => Some(text),
+        (None, Some(name)) => {
+            let path = diag.relative_path(&name);
+            std::fs::read_to_string(&path)
+                .map_err(|e| {
+                    problems.push((
+                        file_key,
+                        format!(
+                            "`{file_key}` in {ctx}: cannot read {}: {e}; the path is taken relative to the pipeline file",
+                            path.display()
+                        ),
+                    ))
+                })
+                .ok()
+        }
+        (None, None) => None,
+    }
+}
+
+fn configure(
+    options: &Options,
+    diag: &Diagnostics,
+    problems: &mut Vec<(&'static str, String)>,
+) -> Option<Llm> {
+    let ctx = options.context.clone();
+    let task = options.opt_str("task");
+    let task = task.as_deref();
+    let field = options.str("field");
+
+    let custom_prompt = inline_or_file(options, diag, "prompt", "prompt_file", problems);
+    let prompt_key = if options.opt_str("prompt_file").is_some() {
+        "prompt_file"
+    } else {
+        "prompt"
+    };
+    let prompt = custom_prompt.clone().or(match task {
+        Some("cleanup") => Some(CLEANUP_PROMPT.to_string()),
+        Some("summarize") => Some(SUMMARIZE_PROMPT.to_string()),
+        Some("extract") => Some(EXTRACT_PROMPT.to_string()),
+        Some("classify") => Some(CLASSIFY_PROMPT.to_string()),
+        _ => None,
+    });
+    if prompt.is_none() {
+        problems.push((
+            "task",
+            format!("{ctx} needs a `task` ({}) or a `prompt`", TASKS.join(", ")),
+        ));
+    }
+    // Go on without a prompt, so every other problem is reported too.
+    let template = match Template::parse(prompt.as_deref().unwrap_or("{{text}}")) {
+        Ok(t) => t,
+        Err(e) => {
+            problems.push((prompt_key, format!("`{prompt_key}` in {ctx}: {e}")));
+            Template::parse("{{text}}").ok()?
+        }
+    };
+    if !template.uses("text") && !template.uses(&field) {
+        problems.push((
+            prompt_key,
+            format!(
+                "the prompt in {ctx} never uses `{{{{text}}}}`, the input (`{field}`); put it where the text goes"
+            ),
+        ));
+    }
+
+    // Constraints: JSON (schema or field list) or labels.
+    let choices = options.str_list("choices");
+    let wants_json = options.str("output") == "json" || task == Some("extract");
+    let schema = inline_or_file(options, diag, "schema", "schema_file", problems);
+    let fields = options.str_list("fields");
+    let schema = match (schema, fields.is_empty()) {
+        (Some(_), false) => {
+            problems.push((
+                "fields",
+                format!("{ctx} has both `schema` and `fields`; keep one"),
+            ));
+            None
+        }
+        (Some(s), true) => Some(s),
+        (None, false) => Some(fields_schema(&fields)),
+        (None, true) => None,
+    };
+    let json = match (wants_json, schema) {
+        (true, None) => {
+            problems.push((
+                "output",
+                format!(
+                    "JSON output in {ctx} needs `fields = [\"name\", ...]` or a `schema` (JSON Schema)"
+                ),
+            ));
+            None
+        }
+        (false, Some(_)) => {
+            problems.push((
+                "output",
+                format!("{ctx} has a schema but `output` is not \"json\"; add `output = \"json\"`"),
+            ));
+            None
+        }
+        (true, Some(schema)) => match parse_schema(&schema) {
+            Ok(json) => Some(json),
+            Err(e) => {
+                let key = if options.opt_str("schema_file").is_some() {
+                    "schema_file"
+                } else {
+                    "schema"
+                };
+                problems.push((key, format!("`{key}` in {ctx}: {e}")));
+                None
+            }
+        },
+        (false, None) => None,
+    };
+    if json.is_some() && !choices.is_empty() {
+        problems.push((
+            "choices",
+            format!("{ctx} has both JSON output and `choices`; keep one"),
+        ));
+    }
+    if task == Some("classify") && choices.is_empty() {
+        problems.push((
+            "task",
+            format!("classify in {ctx} needs `choices = [\"label\", ...]`"),
+        ));
+    }
+    if choices.iter().any(|c| c.trim().is_empty()) {
+        problems.push(("choices", format!("`choices` in {ctx} has an empty label")));
+    }
+    let grammar = match (&json, choices.is_empty()) {
+        (Some(json), _) => match llama_cpp_2::json_schema_to_grammar(&json.schema) {
+            Ok(g) => Some(g),
+            Err(e) => {
+                problems.push((
+                    "schema",
+                    format!("llama.cpp cannot turn the schema in {ctx} into a grammar: {e}"),
+                ));
+                None
+            }
+        },
+        (None, false) => Some(choices_grammar(&choices)),
+        (None, true) => None,
+    };
+
+    let combine = if json.is_some() {
+        Combine::Merge
+    } else if !choices.is_empty() {
+        Combine::Vote
+    } else if task == Some("summarize") {
+        Combine::Reduce
+    } else {
+        Combine::Join
+    };
+    let to = options.opt_str("to").or_else(|| {
+        match (task, combine) {
+            (_, Combine::Merge) => None,
+            (_, Combine::Vote) => Some("label"),
+            (Some("cleanup"), _) => Some("clean_text"),
+            (Some("summarize"), _) => Some("summary"),
+            _ => Some("completion"),
+        }
+        .map(String::from)
+    });
+    let guard = (task == Some("cleanup") && options.bool("guard")).then(|| Guard {
+        min_similarity: options.float("min_similarity"),
+        max_length_change: options.float("max_length_change"),
+    });
+    let system = options
+        .opt_str("system")
+        .or_else(|| (task == Some("cleanup")).then(|| CLEANUP_SYSTEM.to_string()));
+    Some(Llm {
+        model_name: options.str("model"),
+        task: task.map(String::from),
+        custom_prompt: custom_prompt.is_some(),
+        system,
+        template,
+        field,
+        to,
+        json,
+        choices,
+        grammar,
+        combine,
+        parallel: options.usize("parallel"),
+        context: options.usize("context"),
+        max_tokens: options.usize("max_tokens"),
+        stop: options.str_list("stop"),
+        temperature: options.float("temperature") as f32,
+        seed: u32::try_from(options.int("seed")).unwrap_or(0),
+        chunk_tokens: options.usize("chunk_tokens"),
+        overlap_tokens: options.usize("overlap_tokens"),
+        guard,
+        threads: options.usize("threads"),
+        model: Shared::default(),
+    })
+}
+
+/// Longest string a `fields` entry may hold; bounds the output so a small model cannot ramble
+/// until `max_tokens`.
+const FIELD_MAX_CHARS: usize = 120;
+
+/// The schema for a field list: an object of exactly these keys, each a short string or null.
+fn fields_schema(fields: &[String]) -> String {
+    let properties: Map<String, Value> = fields
+        .iter()
+        .map(|f| {
+            (
+                f.clone(),
+                json!({"anyOf": [{"type": "string", "maxLength": FIELD_MAX_CHARS}, {"type": "null"}]}),
+            )
+        })
+        .collect();
+    json!({
+        "type": "object",
+        "properties": properties,
+        "required": fields,
+        "additionalProperties": false,
+    })
+    .to_string()
+}
+
+fn parse_schema(schema: &str) -> Result<Json, String> {
+    let value: Value = serde_json::from_str(schema).map_err(|e| format!("not valid JSON: {e}"))?;
+    if !value.is_object() {
+        return Err("a JSON Schema must be an object such as {\"type\": \"object\", ...}".into());
+    }
+    let required = value["required"]
+        .as_array()
+        .map(|r| {
+            r.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let described = match value["properties"].as_object() {
+        Some(properties) => properties.keys().cloned().collect::<Vec<_>>().join(", "),
+        None => value.to_string(),
+    };
+    Ok(Json {
+        schema: value.to_string(),
+        described,
+        required,
+    })
+}
+
+/// A GBNF grammar whose only sentences are the labels.
+fn choices_grammar(choices: &[String]) -> String {
+    let alternatives: Vec<String> = choices
+        .iter()
+        .map(|c| {
+            let escaped = c
+                .chars()
+                .flat_map(|ch| match ch {
+                    '"' => vec!['\\', '"'],
+                    '\\' => vec!['\\', '\\'],
+                    '\n' => vec!['\\', 'n'],
+                    other => vec![other],
+                })
+                .collect::<String>();
+            format!("\"{escaped}\"")
+        })
+        .collect();
+    format!("root ::= {}", alternatives.join(" | "))
+}
+
+impl Stage for Llm {
+    fn models(&self) -> Vec<String> {
+        vec![self.model_name.clone()]
+    }
+
+    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+        let model = self
+            .model
+            .get(|| LlmModel::load(ctx.model_file(&self.model_name, "llama", "model")?))?;
+        if !model.has_chat_template() && !self.custom_prompt {
+            anyhow::bail!(
+                "model `{}` has no chat template in its GGUF metadata, so the built-in `{}` prompt cannot be used; give the stage a `prompt` that writes the whole prompt in the model's format",
+                self.model_name,
+                self.task.as_deref().unwrap_or("task")
+            );
+        }
+        let threads = if self.threads > 0 {
+            self.threads
+        } else {
+            ctx.threads.total()
+        };
+        let generator = model.generator(&GeneratorOptions {
+            parallel: self.parallel,
+            context: self.context,
+            threads,
+        })?;
+        Ok(Box::new(LlmWorker {
+            stage: self,
+            model,
+            generator,
+            threads: Arc::clone(&ctx.threads),
+            n_threads: threads,
+            meter: ctx.meter.clone(),
+        }))
+    }
+}
+
+struct LlmWorker<'a> {
+    stage: &'a Llm,
+    model: &'a LlmModel,
+    generator: Generator<'a>,
+    threads: Arc<Threads>,
+    n_threads: usize,
+    meter: Meter,
+}
+
+/// One item's progress through the rounds of generation.
+#[derive(Default)]
+struct Job {
+    /// This round's input (the field, then, when reducing, the joined summaries).
+    text: String,
+    pieces: Vec<Piece>,
+    /// Pieces of the first round: how the input was split.
+    split: usize,
+    round: usize,
+    prompt_tokens: usize,
+    tokens: usize,
+    truncated: bool,
+    /// Pieces whose cleaned text the guard rejected, and the lowest similarity seen.
+    kept_source: usize,
+    similarity: Option<f64>,
+    result: Option<Result<Value, String>>,
+}
+
+/// Most rounds of summarizing summaries before giving up.
+const MAX_ROUNDS: usize = 8;
+
+impl Worker for LlmWorker<'_> {
+    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
+        let mut jobs: Vec<Job> = batch.iter().map(|item| self.job(item)).collect();
+        loop {
+            let mut requests = Vec::new();
+            let mut owners = Vec::new();
+            for (i, job) in jobs.iter_mut().enumerate() {
+                if job.result.is_some() {
+                    continue;
+                }
+                match self.requests(job, &batch[i]) {
+                    Ok(rs) => {
+                        owners.extend(std::iter::repeat_n(i, rs.len()));
+                        requests.extend(rs);
+                    }
+                    Err(e) => job.result = Some(Err(e)),
+                }
+            }
+            if requests.is_empty() {
+                break;
+            }
+            let (threads, n) = (&self.threads, self.n_threads);
+            let results = self.generator.run(&requests, || threads.borrow(Some(n)));
+            let mut by_job: BTreeMap<usize, Vec<Result<Completion, String>>> = BTreeMap::new();
+            let generated = results.iter().flatten().map(|c| c.tokens as u64).sum();
+            self.meter.add_tokens(generated);
+            for (owner, result) in owners.into_iter().zip(results) {
+                by_job.entry(owner).or_default().push(result);
+            }
+            for (i, results) in by_job {
+                self.receive(&mut jobs[i], results);
+            }
+        }
+        batch
+            .iter_mut()
+            .zip(jobs)
+            .map(|(item, job)| self.finish(item, job))
+            .collect()
+    }
+}
+
+impl LlmWorker<'_> {
+    fn job(&self, item: &Item) -> Job {
+        let field = &self.stage.field;
+        match item.fields.get(field) {
+            Some(Value::String(text)) => Job {
+                text: text.clone(),
+                ..Job::default()
+            },
+            _ => Job {
+                result: Some(Err(format!(
+                    "no `{field}` text field to give the model; set the stage's `field` to the field that holds the text"
+                ))),
+                ..Job::default()
+            },
+        }
+    }
+
+    /// The prompt for one piece of input.
+    fn prompt(&self, piece: &str, item: &Item) -> Result<String, String> {
+        let stage = self.stage;
+        let choices = stage.choices.join(", ");
+        let fields = stage.json.as_ref().map_or("", |j| j.described.as_str());
+        let user = stage.template.render(
+            &[
+                ("text", piece),
+                (stage.field.as_str(), piece),
+                ("choices", &choices),
+                ("fields", fields),
+            ],
+            &item.fields,
+        )?;
+        if self.model.has_chat_template() {
+            self.model
+                .chat_prompt(stage.system.as_deref(), &user)
+                .map_err(|e| format!("{e:#}"))
+        } else {
+            Ok(match &stage.system {
+                Some(system) => format!("{system}\n\n{user}"),
+                None => user,
+            })
+        }
+    }
+
+    /// Splits this round's input so each piece's prompt and output fit in the context, and
+    /// builds one request per piece.
+    fn requests(&self, job: &mut Job, item: &Item) -> Result<Vec<Request>, String> {
+        let stage = self.stage;
+        let overhead = self.model.tokenize(&self.prompt("", item)?).len();
+        // Room for the input and the output; a few tokens spare for merges at piece edges.
+        let room = stage.context.saturating_sub(overhead + 8);
+        let proportional = stage.max_tokens == 0 && stage.task.as_deref() == Some("cleanup");
+        let max_tokens = match (stage.max_tokens, stage.combine) {
+            (n, _) if n > 0 => n,
+            _ if proportional => 0,
+            (_, Combine::Reduce) => 256,
+            (_, Combine::Vote) => 32,
+            _ => 512,
+        };
+        let mut limit = if proportional {
+            // Input n, output up to 1.5 n + 32.
+            room.saturating_sub(32) * 2 / 5
+        } else {
+            room.saturating_sub(max_tokens)
+        };
+        if stage.chunk_tokens > 0 {
+            limit = limit.min(stage.chunk_tokens);
+        }
+        if limit < 16 {
+            return Err(format!(
+                "no room for the input: the prompt takes {overhead} tokens and the output up to {max_tokens} of the {}-token context; raise `context` or lower `max_tokens`",
+                stage.context
+            ));
+        }
+        let overlap = if stage.combine == Combine::Join {
+            0
+        } else {
+            stage.overlap_tokens.min(limit / 2)
+        };
+        job.pieces = text::split(&job.text, limit, overlap, |t| self.model.count_tokens(t));
+        if job.pieces.is_empty() {
+            match stage.combine {
+                // Nothing to clean or summarize.
+                Combine::Join | Combine::Reduce => {
+                    job.result = Some(Ok(Value::String(String::new())));
+                    return Ok(Vec::new());
+                }
+                // The model still decides what an empty document holds.
+                Combine::Merge | Combine::Vote => job.pieces.push(Piece {
+                    text: String::new(),
+                    gap: String::new(),
+                }),
+            }
+        }
+        if job.round == 0 {
+            job.split = job.pieces.len();
+        }
+        job.pieces
+            .iter()
+            .enumerate()
+            .map(|(k, piece)| {
+                Ok(Request {
+                    prompt: self.prompt(&piece.text, item)?,
+                    max_tokens: if proportional {
+                        self.model.count_tokens(&piece.text) * 3 / 2 + 32
+                    } else {
+                        max_tokens
+                    },
+                    stop: stage.stop.clone(),
+                    grammar: stage.grammar.clone(),
+                    temperature: stage.temperature,
+                    seed: request_seed(stage.seed, &item.id, job.round, k),
+                })
+            })
+            .collect()
+    }
+
+    /// Takes a round's completions: finishes the job, or sets up the next round.
+    fn receive(&self, job: &mut Job, results: Vec<Result<Completion, String>>) {
+        let n = results.len();
+        let mut outputs = Vec::with_capacity(n);
+        for (k, result) in results.into_iter().enumerate() {
+            match result {
+                Ok(c) => {
+                    job.prompt_tokens += c.prompt_tokens;
+                    job.tokens += c.tokens;
+                    job.truncated |= c.truncated;
+                    outputs.push(c);
+                }
+                Err(e) => {
+                    let at = if n > 1 {
+                        format!("piece {} of {n}: ", k + 1)
+                    } else {
+                        String::new()
+                    };
+                    job.result = Some(Err(format!("{at}{e}")));
+                    return;
+                }
+            }
+        }
+        job.result = match self.stage.combine {
+            Combine::Join => Some(Ok(Value::String(self.join(job, &outputs)))),
+            Combine::Reduce if outputs.len() == 1 => {
+                Some(Ok(Value::String(outputs[0].text.trim().to_string())))
+            }
+            Combine::Reduce if job.round + 1 >= MAX_ROUNDS => Some(Err(format!(
+                "the summaries of the pieces did not fit in one piece after {MAX_ROUNDS} rounds; raise `context` or lower `max_tokens`"
+            ))),
+            Combine::Reduce => {
+                job.text = outputs
+                    .iter()
+                    .map(|c| c.text.trim())
+                    .collect::<Vec<_>>()
+                    .join("\n\n");
+                job.round += 1;
+                None
+            }
+            Combine::Merge => Some(merge(
+                &outputs,
+                self.stage.json.as_ref().map_or(&[], |j| &j.required),
+            )),
+            Combine::Vote => Some(vote(&outputs, &self.stage.choices)),
+        };
+    }
+
+    /// Cleaned (or generated) pieces joined with the source's breaks; under the guard, a piece
+    /// that drifted from its source, or was cut short, keeps the source text.
+    fn join(&self, job: &mut Job, outputs: &[Completion]) -> String {
+        let mut out = String::new();
+        for (piece, completion) in job.pieces.iter().zip(outputs) {
+            let mut text = completion.text.trim();
+            if let Some(guard) = self.stage.guard {
+                let source = text::words(&piece.text);
+                let cleaned = text::words(text);
+                let similarity = text::similarity(&source, &cleaned);
+                let change =
+                    (cleaned.len() as f64 - source.len() as f64).abs() / source.len().max(1) as f64;
+                job.similarity = Some(job.similarity.map_or(similarity, |s| s.min(similarity)));
+                if completion.truncated
+                    || similarity < guard.min_similarity
+                    || change > guard.max_length_change
+                {
+                    job.kept_source += 1;
+                    text = piece.text.as_str();
+                }
+            }
+            out.push_str(text);
+            if !piece.gap.is_empty() {
+                out.push_str(if piece.gap.contains("\n\n") {
+                    "\n\n"
+                } else if piece.gap.contains('\n') {
+                    "\n"
+                } else {
+                    " "
+                });
+            }
+        }
+        out.trim_end().to_string()
+    }
+
+    /// Writes the job's result and its record under `llm.<output>`.
+    fn finish(&self, item: &mut Item, job: Job) -> Result<(), String> {
+        let value = job
+            .result
+            .unwrap_or_else(|| Err("not processed. This is a bug.".into()))?;
+        let stage = self.stage;
+        let key = match (&stage.to, value) {
+            (Some(to), value) => {
+                item.fields.insert(to.clone(), value);
+                to.clone()
+            }
+            (None, Value::Object(fields)) => {
+                item.fields.extend(fields);
+                "fields".to_string()
+            }
+            (None, _) => return Err("JSON output is not an object. This is a bug.".into()),
+        };
+        let mut record = json!({
+            "model": stage.model_name,
+            "pieces": job.split,
+            "prompt_tokens": job.prompt_tokens,
+            "tokens": job.tokens,
+            "truncated": job.truncated,
+        });
+        if let Some(task) = &stage.task {
+            record["task"] = json!(task);
+        }
+        if job.round > 0 {
+            record["rounds"] = json!(job.round + 1);
+        }
+        if stage.guard.is_some() {
+            record["kept_source"] = json!(job.kept_source);
+            if let Some(s) = job.similarity {
+                record["similarity"] = json!((s * 1000.0).round() / 1000.0);
+            }
+        }
+        let meta = item
+            .fields
+            .entry("llm")
+            .or_insert_with(|| Value::Object(Map::new()));
+        if !meta.is_object() {
+            *meta = Value::Object(Map::new());
+        }
+        meta[key.as_str()] = record;
+        Ok(())
+    }
+}
+
+/// Each piece's JSON object, merged: a key's first non-null value wins, lists are
+/// concatenated without repeats.
+fn merge(outputs: &[Completion], required: &[String]) -> Result<Value, String> {
+    let mut merged = Map::new();
+    let n = outputs.len();
+    for (k, c) in outputs.iter().enumerate() {
+        let at = if n > 1 {
+            format!(" (piece {} of {n})", k + 1)
+        } else {
+            String::new()
+        };
+        let value: Value = serde_json::from_str(c.text.trim()).map_err(|e| {
+            let cut = if c.truncated {
+                format!(
+                    "; it was cut at `max_tokens` ({} tokens): raise `max_tokens`",
+                    c.tokens
+                )
+            } else {
+                String::new()
+            };
+            format!(
+                "the model's output{at} is not valid JSON ({e}){cut}: {:.200}",
+                c.text
+            )
+        })?;
+        let Value::Object(object) = value else {
+            return Err(format!(
+                "the model's output{at} is JSON but not an object: {:.200}",
+                c.text
+            ));
+        };
+        if let Some(missing) = required.iter().find(|k| !object.contains_key(*k)) {
+            return Err(format!(
+                "the model's output{at} lacks the required field `{missing}`: {:.200}",
+                c.text
+            ));
+        }
+        for (key, value) in object {
+            match (merged.get_mut(&key), value) {
+                (None, value) => {
+                    merged.insert(key, value);
+                }
+                (Some(slot @ Value::Null), value) => *slot = value,
+                (Some(Value::Array(list)), Value::Array(more)) => {
+                    for v in more {
+                        if !list.contains(&v) {
+                            list.push(v);
+                        }
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(Value::Object(merged))
+}
+
+/// The label most pieces chose (ties: the earliest).
+fn vote(outputs: &[Completion], choices: &[String]) -> Result<Value, String> {
+    let mut counts: Vec<(&str, usize)> = Vec::new();
+    for c in outputs {
+        let label = c.text.trim();
+        if !choices.iter().any(|choice| choice == label) {
+            return Err(format!(
+                "the model's output `{label:.100}` is not one of the choices ({})",
+                choices.join(", ")
+            ));
+        }
+        match counts.iter_mut().find(|(l, _)| *l == label) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((label, 1)),
+        }
+    }
+    let best = counts.iter().map(|(_, n)| *n).max().unwrap_or(0);
+    let label = counts
+        .iter()
+        .find(|(_, n)| *n == best)
+        .map_or("", |(l, _)| l);
+    Ok(Value::String(label.to_string()))
+}
+
+/// A request's sampling seed from the stage's seed, the item's id, the round and the piece:
+/// the same for the same input whatever else is in the batch (FNV-1a, stable across builds).
+fn request_seed(seed: u32, id: &str, round: usize, piece: usize) -> u32 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    let bytes = seed
+        .to_le_bytes()
+        .into_iter()
+        .chain(id.bytes())
+        .chain((round as u64).to_le_bytes())
+        .chain((piece as u64).to_le_bytes());
+    for b in bytes {
+        hash = (hash ^ u64::from(b)).wrapping_mul(0x0000_0100_0000_01b3);
+    }
+    (hash ^ (hash >> 32)) as u32
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn out(text: &str) -> Completion {
+        Completion {
+            text: text.into(),
+            prompt_tokens: 10,
+            tokens: 5,
+            truncated: false,
+        }
+    }
+
+    // Pieces' JSON merges field by field; bad JSON and missing keys fail with the output shown.
+    #[test]
+    fn merging_pieces() {
+        let required = ["name".to_string(), "tags".to_string()];
+        let merged = merge(
+            &[
+                out(r#"{"name": null, "tags": ["a"]}"#),
+                out(r#"{"name": "Ana", "tags": ["a", "b"]}"#),
+                out(r#"{"name": "Bob", "tags": []}"#),
+            ],
+            &required,
+        )
+        .unwrap();
+        assert_eq!(merged, json!({"name": "Ana", "tags": ["a", "b"]}));
+        let mut cut = out(r#"{"name": "An"#);
+        cut.truncated = true;
+        let err = merge(&[cut], &required).unwrap_err();
+        assert!(
+            err.contains("not valid JSON") && err.contains("max_tokens"),
+            "{err}"
+        );
+        let err = merge(&[out(r#"{"name": "A"}"#)], &required).unwrap_err();
+        assert!(err.contains("`tags`"), "{err}");
+    }
+
+    // The majority label wins, ties go to the earliest, and a label outside the choices fails.
+    #[test]
+    fn voting_on_labels() {
+        let choices = ["spam".to_string(), "ham".to_string()];
+        let votes = [out("ham"), out("spam"), out(" spam\n")];
+        assert_eq!(vote(&votes, &choices).unwrap(), "spam");
+        assert_eq!(vote(&[out("ham"), out("spam")], &choices).unwrap(), "ham");
+        assert!(vote(&[out("eggs")], &choices).is_err());
+    }
+
+    // Labels become a grammar of exact alternatives (quotes escaped); a field list becomes a
+    // schema llama.cpp can compile.
+    #[test]
+    fn grammars() {
+        assert_eq!(
+            choices_grammar(&["a \"b\"".into(), "c".into()]),
+            r#"root ::= "a \"b\"" | "c""#
+        );
+        let schema = fields_schema(&["name".into(), "date".into()]);
+        let json = parse_schema(&schema).unwrap();
+        assert_eq!(json.described, "name, date");
+        assert_eq!(json.required, ["name", "date"]);
+        assert!(llama_cpp_2::json_schema_to_grammar(&json.schema).is_ok());
+        assert!(parse_schema("[1]").is_err());
+        // Seeds depend on the item, round and piece only.
+        assert_eq!(request_seed(1, "a", 0, 0), request_seed(1, "a", 0, 0));
+        assert_ne!(request_seed(1, "a", 0, 0), request_seed(1, "a", 0, 1));
+        assert_ne!(request_seed(1, "a", 0, 0), request_seed(2, "a", 0, 0));
+    }
+}

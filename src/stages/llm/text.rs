@@ -1,0 +1,297 @@
+//! Text work around the model: prompt templates, splitting long inputs by tokens, and the
+//! cleanup guard's word-level similarity.
+
+use serde_json::{Map, Value};
+
+/// A prompt template: literal text with `{{name}}` variables.
+#[derive(Clone, Debug)]
+pub struct Template {
+    parts: Vec<Part>,
+}
+
+#[derive(Clone, Debug)]
+enum Part {
+    Text(String),
+    Var(String),
+}
+
+impl Template {
+    /// Parses `{{name}}` variables; an unclosed `{{` is an error.
+    pub fn parse(text: &str) -> Result<Template, String> {
+        let mut parts = Vec::new();
+        let mut rest = text;
+        while let Some(open) = rest.find("{{") {
+            parts.push(Part::Text(rest[..open].to_string()));
+            let after = &rest[open + 2..];
+            let close = after.find("}}").ok_or_else(|| {
+                format!(
+                    "`{{{{` at byte {} is never closed with `}}}}`",
+                    text.len() - rest.len() + open
+                )
+            })?;
+            let name = after[..close].trim();
+            if name.is_empty() {
+                return Err("empty variable `{{}}`".into());
+            }
+            parts.push(Part::Var(name.to_string()));
+            rest = &after[close + 2..];
+        }
+        parts.push(Part::Text(rest.to_string()));
+        Ok(Template { parts })
+    }
+
+    pub fn uses(&self, name: &str) -> bool {
+        self.parts
+            .iter()
+            .any(|p| matches!(p, Part::Var(v) if v == name))
+    }
+
+    /// Fills the variables: first from `given` (the input piece, built-ins), then from the
+    /// item's fields (strings as they are, other values as JSON). A missing field is an error.
+    pub fn render(
+        &self,
+        given: &[(&str, &str)],
+        fields: &Map<String, Value>,
+    ) -> Result<String, String> {
+        let mut out = String::new();
+        for part in &self.parts {
+            match part {
+                Part::Text(t) => out.push_str(t),
+                Part::Var(name) => {
+                    if let Some((_, value)) = given.iter().find(|(n, _)| n == name) {
+                        out.push_str(value);
+                    } else {
+                        match fields.get(name) {
+                            Some(Value::String(s)) => out.push_str(s),
+                            Some(Value::Null) | None => {
+                                return Err(format!(
+                                    "the prompt uses `{{{{{name}}}}}` but the item has no `{name}` field"
+                                ));
+                            }
+                            Some(other) => out.push_str(&other.to_string()),
+                        }
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+}
+
+/// One piece of a split input, and the whitespace that followed it in the source (so joined
+/// outputs keep paragraph breaks).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Piece {
+    pub text: String,
+    pub gap: String,
+}
+
+/// Splits `text` into pieces of at most `limit` tokens (as `count` measures them), at sentence
+/// ends where possible, else between words. With `overlap` > 0 each piece after the first
+/// starts with up to that many tokens of whole sentences from the end of the one before; with
+/// 0 the pieces are a partition of the text (nothing repeated, nothing lost).
+pub fn split(
+    text: &str,
+    limit: usize,
+    overlap: usize,
+    count: impl Fn(&str) -> usize,
+) -> Vec<Piece> {
+    let limit = limit.max(1);
+    let mut units: Vec<&str> = Vec::new();
+    for sentence in sentences(text) {
+        if count(sentence) <= limit {
+            units.push(sentence);
+        } else {
+            for word in sentence.split_inclusive(char::is_whitespace) {
+                if count(word) <= limit {
+                    units.push(word);
+                } else {
+                    units.extend(char_chunks(word, limit));
+                }
+            }
+        }
+    }
+    let counts: Vec<usize> = units.iter().map(|u| count(u)).collect();
+    let mut pieces = Vec::new();
+    let mut start = 0;
+    while start < units.len() {
+        let mut end = start;
+        let mut total = 0;
+        while end < units.len() && (end == start || total + counts[end] <= limit) {
+            total += counts[end];
+            end += 1;
+        }
+        let joined: String = units[start..end].concat();
+        let trimmed = joined.trim_end();
+        pieces.push(Piece {
+            text: trimmed.trim_start().to_string(),
+            gap: joined[trimmed.len()..].to_string(),
+        });
+        if end == units.len() {
+            break;
+        }
+        let mut next = end;
+        let mut carried = 0;
+        while next > start + 1 && carried + counts[next - 1] <= overlap {
+            next -= 1;
+            carried += counts[next];
+        }
+        start = next;
+    }
+    pieces.retain(|p| !p.text.is_empty());
+    pieces
+}
+
+/// Sentences with their trailing whitespace: a sentence ends after `.`, `!` or `?` followed by
+/// whitespace, and at every line break.
+fn sentences(text: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut chars = text.char_indices().peekable();
+    while let Some((i, c)) = chars.next() {
+        let ends = c == '\n'
+            || (matches!(c, '.' | '!' | '?')
+                && chars.peek().is_some_and(|(_, n)| n.is_whitespace()));
+        if ends {
+            // Take the whitespace that follows too.
+            let mut end = i + c.len_utf8();
+            while let Some(&(j, n)) = chars.peek() {
+                if !n.is_whitespace() {
+                    break;
+                }
+                end = j + n.len_utf8();
+                chars.next();
+            }
+            out.push(&text[start..end]);
+            start = end;
+        }
+    }
+    if start < text.len() {
+        out.push(&text[start..]);
+    }
+    out
+}
+
+/// A "word" longer than the limit (a URL, a run without spaces) in pieces of `limit` chars,
+/// which is at most `limit` tokens.
+fn char_chunks(word: &str, limit: usize) -> Vec<&str> {
+    let mut out = Vec::new();
+    let mut rest = word;
+    while !rest.is_empty() {
+        let end = rest
+            .char_indices()
+            .nth(limit)
+            .map_or(rest.len(), |(i, _)| i);
+        out.push(&rest[..end]);
+        rest = &rest[end..];
+    }
+    out
+}
+
+/// Hesitations a cleanup is expected to remove; the guard ignores them.
+const FILLERS: &[&str] = &["um", "uh", "umm", "uhm", "erm", "er", "ah", "hmm", "mm"];
+
+/// Lower-cased words without punctuation or fillers.
+pub fn words(text: &str) -> Vec<String> {
+    text.split_whitespace()
+        .map(|w| {
+            w.chars()
+                .filter(|c| c.is_alphanumeric())
+                .flat_map(char::to_lowercase)
+                .collect::<String>()
+        })
+        .filter(|w| !w.is_empty() && !FILLERS.contains(&w.as_str()))
+        .collect()
+}
+
+/// How alike two word sequences are: 2 × longest common subsequence ÷ total words (1 for
+/// equal, 0 for nothing in common, in order).
+pub fn similarity(a: &[String], b: &[String]) -> f64 {
+    if a.is_empty() && b.is_empty() {
+        return 1.0;
+    }
+    let mut row = vec![0usize; b.len() + 1];
+    for x in a {
+        let mut diagonal = 0;
+        for (j, y) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = if x == y {
+                diagonal + 1
+            } else {
+                above.max(row[j])
+            };
+            diagonal = above;
+        }
+    }
+    2.0 * row[b.len()] as f64 / (a.len() + b.len()) as f64
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn words_count(s: &str) -> usize {
+        s.split_whitespace().count()
+    }
+
+    // Variables come from the given values first, then the item; a missing field names itself.
+    #[test]
+    fn templates() {
+        let t = Template::parse("Label {{ text }} for {{customer}}; n={{n}}").unwrap();
+        let mut fields = Map::new();
+        fields.insert("customer".into(), "ACME".into());
+        fields.insert("n".into(), 3.into());
+        assert_eq!(
+            t.render(&[("text", "hi")], &fields).unwrap(),
+            "Label hi for ACME; n=3"
+        );
+        assert!(t.uses("text") && !t.uses("other"));
+        fields.remove("customer");
+        let err = t.render(&[("text", "hi")], &fields).unwrap_err();
+        assert!(err.contains("`customer`"), "{err}");
+        assert!(Template::parse("oops {{text").is_err());
+    }
+
+    // Without overlap the pieces are the text, cut at sentence ends, each within the limit.
+    #[test]
+    fn split_partitions_text() {
+        let text = "One two three. Four five six seven.\n\nEight nine. Ten eleven twelve thirteen fourteen fifteen sixteen.";
+        let pieces = split(text, 5, 0, words_count);
+        assert!(
+            pieces.iter().all(|p| words_count(&p.text) <= 5),
+            "{pieces:?}"
+        );
+        let rejoined: Vec<String> = pieces
+            .iter()
+            .flat_map(|p| p.text.split_whitespace().map(String::from))
+            .collect();
+        let original: Vec<String> = text.split_whitespace().map(String::from).collect();
+        assert_eq!(rejoined, original);
+        assert_eq!(pieces[0].text, "One two three.");
+        assert_eq!(pieces[1].gap, "\n\n");
+        assert_eq!(split("short", 100, 10, words_count).len(), 1);
+    }
+
+    // With overlap, each piece starts with whole sentences from the end of the previous one.
+    #[test]
+    fn split_overlaps() {
+        let text = "A b. C d. E f. G h. I j.";
+        let pieces = split(text, 4, 2, words_count);
+        let texts: Vec<&str> = pieces.iter().map(|p| p.text.as_str()).collect();
+        assert_eq!(texts, ["A b. C d.", "C d. E f.", "E f. G h.", "G h. I j."]);
+        // A run without spaces is cut by characters.
+        let long = split(&"x".repeat(25), 10, 0, |s| s.len());
+        assert_eq!(long.len(), 3);
+    }
+
+    // Fillers and punctuation do not count; invented or dropped words do.
+    #[test]
+    fn guard_similarity() {
+        let source = words("um so we uh met on Tuesday and the plan is fine");
+        let cleaned = words("So we met on Tuesday, and the plan is fine.");
+        assert_eq!(similarity(&source, &cleaned), 1.0);
+        let drifted = words("The meeting discussed various plans for the future.");
+        assert!(similarity(&source, &drifted) < 0.4);
+        assert_eq!(similarity(&[], &[]), 1.0);
+    }
+}
