@@ -12,6 +12,7 @@
 # run report (model loading excluded, as batched-bench excludes it). batched-bench decodes
 # exactly OUTPUT_TOKENS per sequence and ignores end-of-text; lai stops a sequence at
 # end-of-text and refills its slot, so the table counts the tokens each actually generated.
+# Both use llama.cpp's default attention (flash attention where the CPU backend supports it).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ITEMS=${1:-32}
@@ -95,22 +96,20 @@ print(len(recs), tokens, prompt, stage["busy_s"])
 EOF
 }
 
-# Best of REPS runs (shortest busy time): a shared machine's noise only ever slows a run down.
+# Best of REPS rounds; each round runs lai at every `parallel`, then llama-batched-bench, so
+# both see the same machine (a shared machine's noise only ever slows a run down).
 declare -A ITEMS_OUT TOKENS PROMPT BUSY
-for p in 1 4 8 16; do
-  for _ in $(seq "$REPS"); do
+for _ in $(seq "$REPS"); do
+  for p in 1 4 8 16; do
     read -r n t pr b < <(run_lai $p)
     if [ -z "${BUSY[$p]:-}" ] || python3 -c "import sys; sys.exit(not $b < ${BUSY[$p]})"; then
       ITEMS_OUT[$p]=$n TOKENS[$p]=$t PROMPT[$p]=$pr BUSY[$p]=$b
     fi
   done
-done
-PP=$(( PROMPT[1] / ITEMS_OUT[1] ))
-
-# llama.cpp's batched bench with the same model, threads, prompt and output lengths (best of REPS).
-for _ in $(seq "$REPS"); do
+  # llama.cpp's batched bench: same model, threads, prompt and output lengths.
+  PP=$(( PROMPT[1] / ITEMS_OUT[1] ))
   "$BENCH_BIN" -m "$MODEL" -c $(( 16 * (PP + TG) + 64 )) -b 512 -ub 512 -t "$THREADS" \
-    -npp "$PP" -ntg "$TG" -npl 1,4,8,16 -fa off --output-format jsonl 2>&1 | grep '^{' >> "$WORK/llama.jsonl"
+    -npp "$PP" -ntg "$TG" -npl 1,4,8,16 --output-format jsonl 2>&1 | grep '^{' >> "$WORK/llama.jsonl"
 done
 
 python3 - "$WORK/llama.jsonl" "$PP" "$TG" "$ITEMS" "$THREADS" "$REPS" \
