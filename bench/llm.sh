@@ -19,6 +19,8 @@ ITEMS=${1:-32}
 TG=${2:-64}
 THREADS=${THREADS:-$(nproc)}
 REPS=${REPS:-3}
+# Context per sequence, the same for both (batched-bench gives each of its 16 sequences 1/16 of -c).
+CONTEXT=512
 MODEL_NAME=smollm2-135m-instruct
 CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/lai/bench
 mkdir -p "$CACHE"
@@ -78,7 +80,7 @@ parallel = $1
 batch_size = $ITEMS
 max_wait = "1s"
 max_tokens = $TG
-context = 512
+context = $CONTEXT
 [[output]]
 kind = "jsonl"
 path = "{out}/out.jsonl"
@@ -108,7 +110,7 @@ for _ in $(seq "$REPS"); do
   done
   # llama.cpp's batched bench: same model, threads, prompt and output lengths.
   PP=$(( PROMPT[1] / ITEMS_OUT[1] ))
-  "$BENCH_BIN" -m "$MODEL" -c $(( 16 * (PP + TG) + 64 )) -b 512 -ub 512 -t "$THREADS" \
+  "$BENCH_BIN" -m "$MODEL" -c $(( 16 * CONTEXT )) -b 512 -ub 512 -t "$THREADS" \
     -npp "$PP" -ntg "$TG" -npl 1,4,8,16 --output-format jsonl 2>&1 | grep '^{' >> "$WORK/llama.jsonl"
 done
 

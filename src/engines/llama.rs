@@ -20,6 +20,8 @@ use llama_cpp_2::model::params::LlamaModelParams;
 use llama_cpp_2::model::{LlamaChatMessage, LlamaChatTemplate, LlamaModel};
 use llama_cpp_2::sampling::LlamaSampler;
 use llama_cpp_2::token::LlamaToken;
+use llama_cpp_2::token::data::LlamaTokenData;
+use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 
 /// llama.cpp's global state, initialised once per process.
 fn backend() -> anyhow::Result<&'static LlamaBackend> {
@@ -169,7 +171,10 @@ struct Slot {
     /// Position of the next token in the sequence.
     pos: i32,
     prompt_tokens: usize,
+    /// Greedy, or temperature and a seeded draw.
     sampler: LlamaSampler,
+    /// The request's grammar, checked against the sampled token (see `pick`).
+    grammar: Option<LlamaSampler>,
     out: Vec<u8>,
     generated: usize,
     /// Row of this slot's logits in the last batch.
@@ -244,26 +249,29 @@ impl Generator<'_> {
                 self.context
             ));
         }
-        let mut samplers = Vec::new();
-        if let Some(grammar) = &r.grammar {
-            samplers.push(
-                LlamaSampler::grammar(&self.model.model, grammar, "root")
+        let grammar = match &r.grammar {
+            Some(g) => Some(
+                LlamaSampler::grammar(&self.model.model, g, "root")
                     .map_err(|e| format!("invalid grammar: {e}"))?,
-            );
-        }
-        if r.temperature > 0.0 {
-            samplers.push(LlamaSampler::temp(r.temperature));
-            samplers.push(LlamaSampler::dist(r.seed));
+            ),
+            None => None,
+        };
+        let sampler = if r.temperature > 0.0 {
+            LlamaSampler::chain_simple([
+                LlamaSampler::temp(r.temperature),
+                LlamaSampler::dist(r.seed),
+            ])
         } else {
-            samplers.push(LlamaSampler::greedy());
-        }
+            LlamaSampler::greedy()
+        };
         Ok(Slot {
             request,
             seq,
             prompt_tokens: pending.len(),
             pending,
             pos: 0,
-            sampler: LlamaSampler::chain_simple(samplers),
+            sampler,
+            grammar,
             out: Vec::new(),
             generated: 0,
             logits: None,
@@ -304,7 +312,7 @@ impl Generator<'_> {
     /// Samples the slot's next token if it has logits; returns the completion when it ends.
     fn advance(&mut self, slot: &mut Slot, request: &Request) -> Option<Completion> {
         let row = slot.logits.take()?;
-        let token = slot.sampler.sample(&self.ctx, row);
+        let token = self.pick(slot, row);
         let vocab = self.model.model.vocab();
         let finish = |slot: &mut Slot, truncated: bool| Completion {
             text: String::from_utf8_lossy(&slot.out).into_owned(),
@@ -326,6 +334,31 @@ impl Generator<'_> {
         }
         slot.pending.push(token);
         None
+    }
+}
+
+impl Generator<'_> {
+    /// The slot's next token. Under a grammar, the token is first drawn freely and checked alone:
+    /// it usually fits, and checking one candidate is far cheaper than masking the whole
+    /// vocabulary; only a rejected token leads to a draw from the grammar-masked vocabulary.
+    /// Greedy decoding gives the same token either way.
+    fn pick(&self, slot: &mut Slot, row: i32) -> LlamaToken {
+        let token = slot.sampler.sample(&self.ctx, row);
+        let Some(grammar) = slot.grammar.as_mut() else {
+            return token;
+        };
+        let mut alone = LlamaTokenDataArray::new(vec![LlamaTokenData::new(token, 1.0, 0.0)], false);
+        alone.apply_sampler(grammar);
+        let token = if alone.data[0].logit().is_finite() {
+            token
+        } else {
+            let mut all = self.ctx.token_data_array_ith(row);
+            all.apply_sampler(grammar);
+            all.apply_sampler(&mut slot.sampler);
+            all.selected_token().unwrap_or(token)
+        };
+        grammar.accept(token);
+        token
     }
 }
 
