@@ -139,21 +139,14 @@ impl RunReport {
                 "{:<14} {:>10} {:>8} {:>12.1} {:>5.0}%",
                 s.stage, s.items, s.failed, s.items_per_s, s.busy_pct
             );
-            if let Some(audio_s) = s.audio_s {
-                let _ = writeln!(
-                    out,
-                    "{:<14} {}",
-                    "",
-                    super::progress::audio_rate(audio_s, Duration::from_secs_f64(self.elapsed_s))
-                );
-            }
-            if let Some(tokens) = s.tokens {
-                let _ = writeln!(
-                    out,
-                    "{:<14} {}",
-                    "",
-                    super::progress::token_rate(tokens, Duration::from_secs_f64(self.elapsed_s))
-                );
+            // The stage's own unit of work, if it has one.
+            let elapsed = Duration::from_secs_f64(self.elapsed_s);
+            let rates = [
+                s.audio_s.map(|a| super::progress::audio_rate(a, elapsed)),
+                s.tokens.map(|t| super::progress::token_rate(t, elapsed)),
+            ];
+            for rate in rates.into_iter().flatten() {
+                let _ = writeln!(out, "{:<14} {rate}", "");
             }
         }
         let _ = writeln!(

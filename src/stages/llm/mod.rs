@@ -36,6 +36,13 @@ pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     build,
 };
 
+/// Largest token count an option takes (a 128k context).
+const TOKENS_MAX: i64 = 131_072;
+const TOKENS: Ty = Ty::Int {
+    min: 0,
+    max: TOKENS_MAX,
+};
+
 const TASKS: &[&str] = &["cleanup", "summarize", "extract", "classify"];
 
 const OPTIONS: &[OptionSpec] = &[
@@ -124,17 +131,14 @@ const OPTIONS: &[OptionSpec] = &[
         "context",
         Ty::Int {
             min: 128,
-            max: 131_072,
+            max: TOKENS_MAX,
         },
         Default::Value("2048"),
         "Context tokens per sequence (prompt plus output); longer inputs are split into pieces that fit.",
     ),
     opt(
         "max_tokens",
-        Ty::Int {
-            min: 0,
-            max: 131_072,
-        },
+        TOKENS,
         Default::Value("0"),
         "Most tokens generated per piece; 0 picks per task (cleanup: 1.5 × the piece, summarize 256, JSON 512, labels 32, else 512).",
     ),
@@ -161,19 +165,13 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "chunk_tokens",
-        Ty::Int {
-            min: 0,
-            max: 131_072,
-        },
+        TOKENS,
         Default::Value("0"),
         "Most input tokens per piece; 0 fits pieces to the context.",
     ),
     opt(
         "overlap_tokens",
-        Ty::Int {
-            min: 0,
-            max: 131_072,
-        },
+        TOKENS,
         Default::Value("64"),
         "Tokens of whole sentences repeated at the start of the next piece (summaries, JSON and labels; joined outputs never repeat text).",
     ),

@@ -65,7 +65,7 @@ impl Template {
                             Some(Value::String(s)) => out.push_str(s),
                             Some(Value::Null) | None => {
                                 return Err(format!(
-                                    "the prompt uses `{{{{{name}}}}}` but the item has no `{name}` field"
+                                    "the prompt uses `{{{{{name}}}}}` but the item has no `{name}` field; give the input that field or take it out of the prompt"
                                 ));
                             }
                             Some(other) => out.push_str(&other.to_string()),
