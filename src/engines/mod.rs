@@ -3,4 +3,5 @@
 //! entries or unverified paths: stages pass them files that `models::ModelStore` has verified.
 
 pub mod llama;
+pub mod onnx;
 pub mod whisper;

@@ -36,9 +36,24 @@ pub struct ModelEntry {
     /// Credit a licence requires (CC-BY), shown by `lai models list`.
     pub attribution: Option<String>,
     pub file: Vec<FileEntry>,
+    /// How an ONNX text encoder is used: its window and, for sentence embeddings, pooling.
+    pub encoder: Option<EncoderConfig>,
     /// The package-registry source; read by `scripts/fetch-models.py`, not by lai.
     #[allow(dead_code)]
     pub pypi: Option<toml::Value>,
+}
+
+/// `[model.encoder]`: facts about a BERT-style ONNX model that its files do not state.
+#[derive(Deserialize, Serialize, Clone, Debug)]
+#[serde(deny_unknown_fields)]
+pub struct EncoderConfig {
+    /// Most tokens per window, [CLS] and [SEP] included (longer texts are split, never cut).
+    pub max_tokens: usize,
+    /// Sentence embeddings: "mean" over the tokens or the "cls" token's output.
+    pub pooling: Option<String>,
+    /// Sentence embeddings: scale to unit length.
+    #[serde(default)]
+    pub normalize: bool,
 }
 
 /// One file of a model.
@@ -219,6 +234,7 @@ pub struct ResolvedModel {
     pub name: String,
     pub engine: String,
     pub files: Vec<ResolvedFile>,
+    pub encoder: Option<EncoderConfig>,
     /// False when `--no-verify` was given or a file has no pinned sha256.
     pub verified: bool,
 }
@@ -295,6 +311,7 @@ impl ModelStore {
             name: name.to_string(),
             engine: entry.engine.clone(),
             files,
+            encoder: entry.encoder.clone(),
             verified,
         })
     }

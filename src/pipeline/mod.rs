@@ -123,13 +123,17 @@ impl StartContext<'_> {
         }
     }
 
-    /// The file with `role` of the resolved model `name`, which must be an `engine` model.
-    pub fn model_file(&self, name: &str, engine: &str, role: &str) -> anyhow::Result<&Path> {
-        let model = self
-            .models
+    /// The resolved model `name` (every name in the stage's `models()` is resolved).
+    pub fn model(&self, name: &str) -> anyhow::Result<&ResolvedModel> {
+        self.models
             .iter()
             .find(|m| m.name == name)
-            .ok_or_else(|| anyhow!("model `{name}` was not resolved. This is a bug."))?;
+            .ok_or_else(|| anyhow!("model `{name}` was not resolved. This is a bug."))
+    }
+
+    /// The file with `role` of the resolved model `name`, which must be an `engine` model.
+    pub fn model_file(&self, name: &str, engine: &str, role: &str) -> anyhow::Result<&Path> {
+        let model = self.model(name)?;
         match model.file(role) {
             Some(path) if model.engine == engine => Ok(path),
             _ => Err(anyhow!(

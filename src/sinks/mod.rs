@@ -7,6 +7,7 @@
 
 pub mod csv;
 pub mod jsonl;
+pub mod npy;
 pub mod subtitles;
 pub mod text;
 
@@ -47,6 +48,7 @@ pub trait Sink: Send {
 pub static SINKS: &[ComponentKind<dyn SinkSpec>] = &[
     jsonl::KIND,
     csv::KIND,
+    npy::KIND,
     text::KIND,
     subtitles::SRT,
     subtitles::VTT,

@@ -1,0 +1,388 @@
+//! The `embed` stage: a sentence-embedding vector per item from a BERT-style ONNX model.
+//!
+//! Pooling (mean or [CLS]) and unit length come from the model's `[model.encoder]` entry in the
+//! catalog. A text longer than the model's window is split into overlapping windows, never cut:
+//! its vector pools every window (mean pooling: the mean of the window means, weighted by their
+//! token counts; CLS: the mean of the windows' [CLS] vectors), and the item records how many
+//! windows it took. A worker hands all windows of its batch to the engine at once, which runs them
+//! shortest first in batches bounded by `token_budget`, so little padding is computed.
+//! `Embedder` is shared with the `classify` stage.
+
+use std::sync::Arc;
+
+use anyhow::anyhow;
+use serde_json::{Value, json};
+
+use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
+use crate::config::ComponentKind;
+use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::onnx::{Encoder, TextModel, load_runtime};
+use crate::pipeline::StartContext;
+use crate::pipeline::item::Item;
+use crate::pipeline::threads::Threads;
+
+pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
+    name: "embed",
+    doc: "A sentence embedding per item (ONNX Runtime, BERT-style model such as all-MiniLM-L6-v2); long texts are pooled over overlapping windows, never cut.",
+    options: OPTIONS,
+    build,
+};
+
+/// Options shared with `classify`, which embeds the same way.
+pub const MODEL: OptionSpec = opt(
+    "model",
+    Ty::Str,
+    Default::Value("\"all-minilm-l6-v2\""),
+    "Sentence-embedding ONNX model from the catalog (`lai models list`).",
+);
+pub const FIELD: OptionSpec = opt(
+    "field",
+    Ty::Str,
+    Default::Value("\"text\""),
+    "Input text field.",
+);
+pub const OVERLAP: OptionSpec = opt(
+    "overlap_tokens",
+    Ty::Int { min: 0, max: 4096 },
+    Default::Value("32"),
+    "Tokens shared by consecutive windows of a text longer than the model's window.",
+);
+pub const LONG: OptionSpec = opt(
+    "long",
+    Ty::Choice(&["pool", "error"]),
+    Default::Value("\"pool\""),
+    "A text longer than the model's window: pool its windows' vectors, or fail the item.",
+);
+pub const TOKEN_BUDGET: OptionSpec = opt(
+    "token_budget",
+    Ty::Int {
+        min: 16,
+        max: 1 << 24,
+    },
+    Default::Value("8192"),
+    "Most tokens (padding included) in one model call.",
+);
+pub const THREADS: OptionSpec = opt(
+    "threads",
+    Ty::Int { min: 0, max: 1024 },
+    Default::Value("0"),
+    "ONNX Runtime threads per worker; 0 uses all of `--jobs` (shared with other stages, never oversubscribed).",
+);
+
+const OPTIONS: &[OptionSpec] = &[
+    batch_size("256"),
+    MAX_WAIT,
+    workers("1"),
+    MODEL,
+    FIELD,
+    opt(
+        "to",
+        Ty::Str,
+        Default::Value("\"embedding\""),
+        "Output field: the vector as a list of numbers; `<to>_chunks` gets the window count.",
+    ),
+    OVERLAP,
+    LONG,
+    TOKEN_BUDGET,
+    THREADS,
+];
+
+/// How a stage embeds text: the options `embed` and `classify` share.
+pub struct Embedding {
+    pub model_name: String,
+    pub field: String,
+    pub overlap: usize,
+    pub pool_long: bool,
+    pub token_budget: usize,
+    pub threads: usize,
+    embedder: Shared<Embedder>,
+}
+
+impl Embedding {
+    pub fn from_options(options: &Options) -> Embedding {
+        Embedding {
+            model_name: options.str("model"),
+            field: options.str("field"),
+            overlap: options.usize("overlap_tokens"),
+            pool_long: options.str("long") == "pool",
+            token_budget: options.usize("token_budget"),
+            threads: options.usize("threads"),
+            embedder: Shared::default(),
+        }
+    }
+
+    /// The catalog models to resolve: the encoder and ONNX Runtime.
+    pub fn models(&self) -> Vec<String> {
+        vec![self.model_name.clone(), RUNTIME.to_string()]
+    }
+
+    /// Loads the shared model (once) and this worker's session.
+    pub fn start<'a>(&'a self, ctx: &StartContext) -> anyhow::Result<EmbedWorker<'a>> {
+        let threads = if self.threads > 0 {
+            self.threads
+        } else {
+            ctx.threads.total()
+        };
+        let embedder = self
+            .embedder
+            .get(|| Embedder::load(ctx, &self.model_name))?;
+        let encoder = encoder(ctx, &self.model_name, threads)?;
+        Ok(EmbedWorker {
+            spec: self,
+            embedder,
+            encoder,
+            threads: Arc::clone(&ctx.threads),
+            n_threads: threads,
+        })
+    }
+}
+
+/// The catalog entry of the ONNX Runtime library.
+pub const RUNTIME: &str = "onnxruntime";
+
+/// A worker's session of the ONNX model `name`, with `threads` threads.
+pub fn encoder(ctx: &StartContext, name: &str, threads: usize) -> anyhow::Result<Encoder> {
+    let env = load_runtime(ctx.model_file(RUNTIME, "runtime", "library")?)?;
+    Encoder::load(env, ctx.model_file(name, "onnx", "model")?, threads)
+}
+
+/// A model's tokenizer and window, for any stage on the onnx engine.
+pub fn text_model(ctx: &StartContext, name: &str) -> anyhow::Result<TextModel> {
+    let config = ctx.model(name)?.encoder.clone().ok_or_else(|| {
+        anyhow!("model `{name}` has no [model.encoder] entry in the catalog (max_tokens, pooling); it cannot be used as a text encoder")
+    })?;
+    TextModel::load(
+        ctx.model_file(name, "onnx", "tokenizer")?,
+        config.max_tokens,
+    )
+}
+
+enum Pooling {
+    Mean,
+    Cls,
+}
+
+/// A sentence-embedding model: tokenizer, window and pooling.
+pub struct Embedder {
+    text: TextModel,
+    pooling: Pooling,
+    normalize: bool,
+}
+
+impl Embedder {
+    fn load(ctx: &StartContext, name: &str) -> anyhow::Result<Embedder> {
+        let text = text_model(ctx, name)?;
+        let config = ctx
+            .model(name)?
+            .encoder
+            .clone()
+            .unwrap_or_else(|| unreachable!());
+        let pooling = match config.pooling.as_deref() {
+            Some("mean") => Pooling::Mean,
+            Some("cls") => Pooling::Cls,
+            other => {
+                return Err(anyhow!(
+                    "model `{name}`: [model.encoder] pooling is {other:?}; a sentence-embedding model needs pooling = \"mean\" or \"cls\""
+                ));
+            }
+        };
+        Ok(Embedder {
+            text,
+            pooling,
+            normalize: config.normalize,
+        })
+    }
+}
+
+/// A text's vector and how it was made.
+pub struct Vector {
+    pub values: Vec<f32>,
+    pub chunks: usize,
+    pub tokens: usize,
+}
+
+/// One worker's session and the shared embedder.
+pub struct EmbedWorker<'a> {
+    spec: &'a Embedding,
+    embedder: &'a Embedder,
+    encoder: Encoder,
+    threads: Arc<Threads>,
+    n_threads: usize,
+}
+
+impl EmbedWorker<'_> {
+    /// Embeds every text; a text that cannot be embedded fails alone. An engine error fails all.
+    pub fn embed(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Result<Vector, String>>> {
+        let spec = self.spec;
+        let model = &self.embedder.text;
+        let mut results: Vec<Result<Vector, String>> = Vec::with_capacity(texts.len());
+        let mut tokens = Vec::with_capacity(texts.len());
+        for text in texts {
+            let t = model.tokenize(text, false);
+            match &t {
+                Ok(t) if !spec.pool_long && t.ids.len() + 2 > model.max_tokens => {
+                    results.push(Err(format!(
+                        "text has {} tokens, more than the model's window of {}; set `long = \"pool\"` to embed it in windows",
+                        t.ids.len() + 2,
+                        model.max_tokens
+                    )));
+                }
+                Ok(t) => results.push(Ok(Vector {
+                    values: Vec::new(),
+                    chunks: 0,
+                    tokens: t.ids.len(),
+                })),
+                Err(e) => results.push(Err(e.clone())),
+            }
+            tokens.push(t.map(|t| t.ids).unwrap_or_default());
+        }
+        // Every window of every text that can be embedded, and the text it belongs to.
+        let mut windows: Vec<&[u32]> = Vec::new();
+        let mut owner = Vec::new();
+        for (i, ids) in tokens.iter().enumerate() {
+            if results[i].is_ok() {
+                for w in model.windows(ids.len(), spec.overlap) {
+                    windows.push(&ids[w]);
+                    owner.push(i);
+                }
+            }
+        }
+        let (threads, n) = (&self.threads, self.n_threads);
+        let pooling = &self.embedder.pooling;
+        // Rows summed into each text's vector: all token rows (mean) or one per window (CLS).
+        let mut pooled = vec![0usize; texts.len()];
+        self.encoder.run(
+            model,
+            &windows,
+            spec.token_budget,
+            || threads.borrow(Some(n)),
+            |w, rows, width| {
+                let i = owner[w];
+                let Ok(vector) = &mut results[i] else {
+                    return;
+                };
+                if vector.values.is_empty() {
+                    vector.values = vec![0.0; width];
+                }
+                let rows = match pooling {
+                    Pooling::Mean => rows,
+                    Pooling::Cls => &rows[..width],
+                };
+                for row in rows.chunks_exact(width) {
+                    add(&mut vector.values, row);
+                    pooled[i] += 1;
+                }
+                vector.chunks += 1;
+            },
+        )?;
+        for (vector, &rows) in results.iter_mut().zip(&pooled) {
+            let Ok(vector) = vector else { continue };
+            let rows = rows.max(1) as f32;
+            vector.values.iter_mut().for_each(|x| *x /= rows);
+            if self.embedder.normalize {
+                let norm = vector.values.iter().map(|x| x * x).sum::<f32>().sqrt();
+                if norm > 0.0 {
+                    vector.values.iter_mut().for_each(|x| *x /= norm);
+                }
+            }
+        }
+        Ok(results)
+    }
+}
+
+fn add(sum: &mut [f32], row: &[f32]) {
+    for (s, x) in sum.iter_mut().zip(row) {
+        *s += x;
+    }
+}
+
+/// A vector as JSON numbers, each printed as its shortest `f32` form ("0.1", not
+/// "0.10000000149011612").
+pub fn to_json(values: &[f32]) -> Value {
+    Value::Array(
+        values
+            .iter()
+            .map(|x| {
+                x.to_string()
+                    .parse::<f64>()
+                    .ok()
+                    .and_then(serde_json::Number::from_f64)
+                    .map_or(Value::Null, Value::Number)
+            })
+            .collect(),
+    )
+}
+
+/// The text in `field` of an item, or why there is none.
+pub fn text_of<'i>(item: &'i Item, field: &str) -> Result<&'i str, String> {
+    match item.fields.get(field) {
+        Some(Value::String(s)) => Ok(s),
+        Some(_) => Err(format!(
+            "field `{field}` is not a string; set `field` to a text field"
+        )),
+        None => Err(format!(
+            "field `{field}` is missing; add it to the input or set `field`"
+        )),
+    }
+}
+
+struct Embed {
+    embedding: Embedding,
+    to: String,
+}
+
+fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
+    Some(Box::new(Embed {
+        embedding: Embedding::from_options(options),
+        to: options.str("to"),
+    }))
+}
+
+impl Stage for Embed {
+    fn models(&self) -> Vec<String> {
+        self.embedding.models()
+    }
+
+    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+        Ok(Box::new(EmbedStageWorker {
+            stage: self,
+            worker: self.embedding.start(ctx)?,
+        }))
+    }
+}
+
+struct EmbedStageWorker<'a> {
+    stage: &'a Embed,
+    worker: EmbedWorker<'a>,
+}
+
+impl Worker for EmbedStageWorker<'_> {
+    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
+        let field = &self.stage.embedding.field;
+        let texts: Vec<Result<&str, String>> = batch.iter().map(|i| text_of(i, field)).collect();
+        let ok: Vec<&str> = texts
+            .iter()
+            .filter_map(|t| t.as_ref().ok().copied())
+            .collect();
+        let mut vectors = match self.worker.embed(&ok) {
+            Ok(v) => v.into_iter(),
+            Err(e) => return vec![Err(format!("embedding failed: {e:#}")); batch.len()],
+        };
+        let texts: Vec<Result<(), String>> = texts.into_iter().map(|t| t.map(|_| ())).collect();
+        let to = &self.stage.to;
+        batch
+            .iter_mut()
+            .zip(texts)
+            .map(|(item, text)| {
+                text?;
+                let vector = vectors
+                    .next()
+                    .unwrap_or_else(|| Err("no vector. This is a bug.".into()))?;
+                item.fields.insert(to.clone(), to_json(&vector.values));
+                item.fields
+                    .insert(format!("{to}_chunks"), json!(vector.chunks));
+                Ok(())
+            })
+            .collect()
+    }
+}
