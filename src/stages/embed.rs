@@ -198,7 +198,6 @@ impl Embedder {
 pub struct Vector {
     pub values: Vec<f32>,
     pub chunks: usize,
-    pub tokens: usize,
 }
 
 /// One worker's session and the shared embedder.
@@ -227,10 +226,9 @@ impl EmbedWorker<'_> {
                         model.max_tokens
                     )));
                 }
-                Ok(t) => results.push(Ok(Vector {
+                Ok(_) => results.push(Ok(Vector {
                     values: Vec::new(),
                     chunks: 0,
-                    tokens: t.ids.len(),
                 })),
                 Err(e) => results.push(Err(e.clone())),
             }

@@ -2,11 +2,17 @@
 //!
 //! Recognizers (user regexes, deny-lists, built-in entities) propose spans; overlaps are resolved
 //! by one documented rule (earliest start wins, then the longest span, then the more specific
-//! recognizer: your patterns, then deny-lists, then built-ins in `BUILTIN` order); an operator (`tag`, `mask`, `hash`) rewrites each span. Each item gets a summary field
+//! recognizer: your patterns, then deny-lists, then built-ins in `BUILTIN` order, then the NER
+//! model); an operator (`tag`, `mask`, `hash`) rewrites each span. With `ner_model` set, a
+//! token-classification model (`ner.rs`) also finds names, addresses and ids that rules cannot;
+//! its spans are one more recognizer under the same rule, marked `"source": "ner"` in the summary. Each item gets a summary field
 //! with entity types, character offsets and counts, never the removed values. Nothing here logs
 //! item text.
 
+mod ner;
 mod recognizers;
+
+use std::sync::Arc;
 
 use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
@@ -14,7 +20,8 @@ use sha2::Sha256;
 
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
-use super::{MAX_WAIT, Stage, WORKERS, Worker, batch_size};
+use super::embed::{THREADS, TOKEN_BUDGET, encoder, text_model};
+use super::{MAX_WAIT, Shared, Stage, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::StartContext;
@@ -84,12 +91,41 @@ const OPTIONS: &[OptionSpec] = &[
         "A listed field absent from an item: fail the item (error) or leave it (skip).",
     ),
     opt(
+        "ner_model",
+        Ty::Str,
+        Default::Unset,
+        "Token-classification ONNX model from the catalog (e.g. \"rampart-pii\") for names, addresses and ids; leave out for rules only.",
+    ),
+    opt(
+        "ner_entities",
+        Ty::ChoiceList(ner::ENTITIES),
+        Default::Value("[\"person\", \"address\", \"email\", \"phone\", \"url\", \"tax_id\", \"bank_account\", \"routing_number\", \"government_id\", \"passport\", \"drivers_license\"]"),
+        "Entities the NER model may report.",
+    ),
+    opt(
+        "ner_min_score",
+        Ty::Float { min: 0.0, max: 1.0 },
+        Default::Value("0.5"),
+        "Least probability of a token's label for the NER model's finding to count.",
+    ),
+    THREADS,
+    TOKEN_BUDGET,
+    opt(
         "summary_field",
         Ty::Str,
         Default::Value("\"redactions\""),
         "Field that receives the summary: counts by entity and character offsets, never values.",
     ),
 ];
+
+struct NerSpec {
+    model_name: String,
+    entities: Vec<String>,
+    min_score: f32,
+    threads: usize,
+    token_budget: usize,
+    model: Shared<ner::NerModel>,
+}
 
 enum Operator {
     Tag,
@@ -101,6 +137,9 @@ enum Operator {
 struct Redact {
     fields: Vec<String>,
     recognizers: Vec<Recognizer>,
+    /// Entity name of every `Found::entity` index: the recognizers', then the NER model's.
+    names: Vec<String>,
+    ner: Option<NerSpec>,
     operator: Operator,
     skip_missing: bool,
     summary_field: String,
@@ -167,9 +206,24 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     if !ok {
         return None;
     }
+    let ner = options.opt_str("ner_model").map(|model_name| NerSpec {
+        model_name,
+        entities: options.str_list("ner_entities"),
+        min_score: options.float("ner_min_score") as f32,
+        threads: options.usize("threads"),
+        token_budget: options.usize("token_budget"),
+        model: Shared::default(),
+    });
+    let names = recognizers
+        .iter()
+        .map(|r| r.entity.clone())
+        .chain(ner.iter().flat_map(|n| n.entities.clone()))
+        .collect();
     Some(Box::new(Redact {
         fields: options.str_list("fields"),
         recognizers,
+        names,
+        ner,
         operator,
         skip_missing: options.str("missing") == "skip",
         summary_field: options.str("summary_field"),
@@ -198,10 +252,43 @@ fn hash_key(env: &str) -> Vec<u8> {
 }
 
 impl Stage for Redact {
-    fn start(&self, _ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+    fn models(&self) -> Vec<String> {
+        self.ner
+            .iter()
+            .flat_map(|n| [n.model_name.clone(), super::embed::RUNTIME.to_string()])
+            .collect()
+    }
+
+    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+        let ner = match &self.ner {
+            None => None,
+            Some(spec) => {
+                let first_index = self.recognizers.len();
+                let model = spec.model.get(|| {
+                    let text = text_model(ctx, &spec.model_name)?;
+                    let config = ctx.model_file(&spec.model_name, "onnx", "config")?;
+                    ner::NerModel::load(text, config, &spec.entities, first_index)
+                })?;
+                let n_threads = if spec.threads > 0 {
+                    spec.threads
+                } else {
+                    ctx.threads.total()
+                };
+                Some(ner::NerWorker {
+                    model,
+                    encoder: encoder(ctx, &spec.model_name, n_threads)?,
+                    threads: Arc::clone(&ctx.threads),
+                    n_threads,
+                    first_index,
+                    min_score: spec.min_score,
+                    token_budget: spec.token_budget,
+                })
+            }
+        };
         Ok(Box::new(RedactWorker {
             stage: self,
             found: Vec::new(),
+            ner,
         }))
     }
 }
@@ -210,23 +297,50 @@ struct RedactWorker<'a> {
     stage: &'a Redact,
     /// Reused between items to avoid an allocation per text.
     found: Vec<Found>,
+    ner: Option<ner::NerWorker<'a>>,
 }
 
 impl Worker for RedactWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
+        // The model sees every text of the batch at once; rules run per text. `model[i][f]`:
+        // the model's spans in item i's field f.
+        let fields = &self.stage.fields;
+        let mut model: Vec<Vec<Vec<Found>>> = vec![vec![Vec::new(); fields.len()]; batch.len()];
+        if let Some(ner) = self.ner.as_mut() {
+            let mut texts = Vec::new();
+            let mut keys = Vec::new();
+            for (i, item) in batch.iter().enumerate() {
+                for (f, name) in fields.iter().enumerate() {
+                    if let Some(text) = item.fields.get(name).and_then(Value::as_str) {
+                        texts.push(text);
+                        keys.push((i, f));
+                    }
+                }
+            }
+            match ner.find(&texts) {
+                Ok(spans) => {
+                    for ((i, f), spans) in keys.into_iter().zip(spans) {
+                        model[i][f] = spans;
+                    }
+                }
+                Err(e) => return vec![Err(format!("NER model failed: {e:#}")); batch.len()],
+            }
+        }
         batch
             .iter_mut()
-            .map(|item| self.redact_item(item))
+            .zip(model)
+            .map(|(item, model)| self.redact_item(item, model))
             .collect()
     }
 }
 
 impl RedactWorker<'_> {
-    fn redact_item(&mut self, item: &mut Item) -> Result<(), String> {
+    /// `model` holds the NER model's spans for each of the stage's fields.
+    fn redact_item(&mut self, item: &mut Item, mut model: Vec<Vec<Found>>) -> Result<(), String> {
         let stage = self.stage;
         let mut spans = Vec::new();
         let mut counts: Map<String, Value> = Map::new();
-        for field in &stage.fields {
+        for (index, field) in stage.fields.iter().enumerate() {
             let text = match item.fields.get(field) {
                 Some(Value::String(text)) => text,
                 Some(other) => {
@@ -242,15 +356,16 @@ impl RedactWorker<'_> {
                     ));
                 }
             };
-            self.find(text);
+            self.find(text, std::mem::take(&mut model[index]));
             if self.found.is_empty() {
                 continue;
             }
             let (redacted, char_spans) = self.rewrite(text);
-            for (entity, start, end) in char_spans {
+            for (entity, start, end, by_model) in char_spans {
                 let count = counts.entry(entity.clone()).or_insert(json!(0));
                 *count = json!(count.as_u64().unwrap_or(0) + 1);
-                spans.push(json!({ "field": field, "entity": entity, "start": start, "end": end }));
+                let source = if by_model { "ner" } else { "rule" };
+                spans.push(json!({ "field": field, "entity": entity, "start": start, "end": end, "source": source }));
             }
             item.fields.insert(field.clone(), Value::String(redacted));
         }
@@ -265,8 +380,9 @@ impl RedactWorker<'_> {
     ///
     /// Overlaps: the span that starts first wins; at the same start the longer one; at equal
     /// length the more specific recognizer (the lower index, see `build`).
-    fn find(&mut self, text: &str) {
+    fn find(&mut self, text: &str, model_spans: Vec<Found>) {
         self.found.clear();
+        self.found.extend(model_spans);
         let present = BytesPresent::of(text);
         for (i, r) in self.stage.recognizers.iter().enumerate() {
             r.find_into(text, &present, i, &mut self.found);
@@ -288,13 +404,14 @@ impl RedactWorker<'_> {
         });
     }
 
-    /// The rewritten text and, per span, (entity, start, end) in characters of the original.
-    fn rewrite(&self, text: &str) -> (String, Vec<(String, usize, usize)>) {
+    /// The rewritten text and, per span, (entity, start, end, found by the model) in characters
+    /// of the original.
+    fn rewrite(&self, text: &str) -> (String, Vec<(String, usize, usize, bool)>) {
         let mut out = String::with_capacity(text.len());
         let mut spans = Vec::with_capacity(self.found.len());
         let (mut byte_pos, mut char_pos) = (0, 0);
         for f in &self.found {
-            let entity = &self.stage.recognizers[f.entity].entity;
+            let entity = &self.stage.names[f.entity];
             let before = &text[byte_pos..f.span.start];
             out.push_str(before);
             char_pos += before.chars().count();
@@ -315,7 +432,8 @@ impl RedactWorker<'_> {
                     out.push(']');
                 }
             }
-            spans.push((entity.clone(), char_pos, char_pos + value_chars));
+            let by_model = f.entity >= self.stage.recognizers.len();
+            spans.push((entity.clone(), char_pos, char_pos + value_chars, by_model));
             char_pos += value_chars;
             byte_pos = f.span.end;
         }
@@ -359,6 +477,8 @@ mod tests {
         }
         Redact {
             fields: vec!["text".into()],
+            names: recognizers.iter().map(|r| r.entity.clone()).collect(),
+            ner: None,
             recognizers,
             operator,
             skip_missing: false,

@@ -1,0 +1,294 @@
+//! The `ner` recognizer: PII found by a token-classification model (Rampart PII NER, ONNX).
+//!
+//! Each text is tokenized with byte offsets and cut into overlapping windows of the model's
+//! size, never truncated; a token seen by two windows takes the label from the window where it
+//! sits farther from an edge (more context on both sides). Labels are BIO tags of the model's
+//! types, mapped onto lai's entity names (`MAPPING`: given name and surname are both `person`,
+//! street, building number, city, state and zip are all `address`). Decoding: consecutive
+//! labelled tokens of one entity form a span when they touch (word pieces of one word) or when
+//! only separators lie between them and the later token continues the entity (an I- tag, or a
+//! person/address part: "John Smith", "12 Main St, Springfield, IL 62704"). Spans lose leading
+//! and trailing punctuation.
+
+use std::ops::Range;
+use std::path::Path;
+use std::sync::Arc;
+
+use anyhow::{Context, anyhow};
+
+use super::recognizers::Found;
+use crate::engines::onnx::{Encoder, TextModel};
+use crate::pipeline::threads::Threads;
+
+/// Model types (BIO tags without the prefix) and the lai entity each becomes.
+pub const MAPPING: &[(&str, &str)] = &[
+    ("GIVEN_NAME", "person"),
+    ("SURNAME", "person"),
+    ("BUILDING_NUMBER", "address"),
+    ("STREET_NAME", "address"),
+    ("SECONDARY_ADDRESS", "address"),
+    ("CITY", "address"),
+    ("STATE", "address"),
+    ("ZIP_CODE", "address"),
+    ("EMAIL", "email"),
+    ("PHONE", "phone"),
+    ("URL", "url"),
+    ("TAX_ID", "tax_id"),
+    ("BANK_ACCOUNT", "bank_account"),
+    ("ROUTING_NUMBER", "routing_number"),
+    ("GOVERNMENT_ID", "government_id"),
+    ("PASSPORT", "passport"),
+    ("DRIVERS_LICENSE", "drivers_license"),
+];
+
+/// The lai entity names the model can find, as pipeline files spell them.
+pub const ENTITIES: &[&str] = &[
+    "person",
+    "address",
+    "email",
+    "phone",
+    "url",
+    "tax_id",
+    "bank_account",
+    "routing_number",
+    "government_id",
+    "passport",
+    "drivers_license",
+];
+
+/// Entities whose parts are joined across separators even when the model starts a new tag.
+const MULTI_PART: &[&str] = &["person", "address"];
+
+/// Tokens kept in common by consecutive windows.
+const OVERLAP: usize = 64;
+
+/// What one output column of the model means.
+#[derive(Clone, Copy)]
+struct Label {
+    /// Index into the stage's entity names (`None`: outside, or an entity not asked for).
+    entity: Option<usize>,
+    begin: bool,
+}
+
+/// The model's tokenizer and label map, shared by the stage's workers.
+pub struct NerModel {
+    text: TextModel,
+    labels: Vec<Label>,
+    multi_part: Vec<bool>,
+}
+
+impl NerModel {
+    /// `entity_index(name)` gives the index a found span carries (`None`: not wanted).
+    pub fn load(
+        text: TextModel,
+        config: &Path,
+        names: &[String],
+        first_index: usize,
+    ) -> anyhow::Result<NerModel> {
+        let raw = std::fs::read_to_string(config)
+            .with_context(|| format!("cannot read {}", config.display()))?;
+        let config: serde_json::Value = serde_json::from_str(&raw)
+            .with_context(|| format!("{} is not JSON", config.display()))?;
+        let id2label = config["id2label"]
+            .as_object()
+            .ok_or_else(|| anyhow!("{} has no id2label map", "config.json"))?;
+        let mut labels = vec![
+            Label {
+                entity: None,
+                begin: false
+            };
+            id2label.len()
+        ];
+        for (id, tag) in id2label {
+            let id: usize = id.parse().context("config.json: id2label key is not a number")?;
+            let tag = tag.as_str().unwrap_or("O");
+            let (begin, kind) = match tag.split_once('-') {
+                Some(("B", kind)) => (true, kind),
+                Some(("I", kind)) => (false, kind),
+                _ => (false, ""),
+            };
+            let entity = MAPPING
+                .iter()
+                .find(|(k, _)| *k == kind)
+                .and_then(|(_, e)| names.iter().position(|n| n == e))
+                .map(|i| first_index + i);
+            if let Some(label) = labels.get_mut(id) {
+                *label = Label { entity, begin };
+            }
+        }
+        Ok(NerModel {
+            text,
+            labels,
+            multi_part: names.iter().map(|n| MULTI_PART.contains(&n.as_str())).collect(),
+        })
+    }
+}
+
+/// One worker's NER session.
+pub struct NerWorker<'a> {
+    pub model: &'a NerModel,
+    pub encoder: Encoder,
+    pub threads: Arc<Threads>,
+    pub n_threads: usize,
+    pub first_index: usize,
+    pub min_score: f32,
+    pub token_budget: usize,
+}
+
+/// A token's best label so far: its distance from the nearest window edge, label, probability.
+#[derive(Clone, Copy)]
+struct Vote {
+    centrality: usize,
+    label: usize,
+    score: f32,
+}
+
+impl NerWorker<'_> {
+    /// Entity spans (byte ranges) for every text, in text order.
+    pub fn find(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Vec<Found>>> {
+        let model = self.model;
+        let tokens: Vec<_> = texts
+            .iter()
+            .map(|t| model.text.tokenize(t, true).unwrap_or_else(|_| empty()))
+            .collect();
+        let mut windows: Vec<&[u32]> = Vec::new();
+        let mut owner: Vec<(usize, usize)> = Vec::new();
+        for (i, t) in tokens.iter().enumerate() {
+            for w in model.text.windows(t.ids.len(), OVERLAP) {
+                owner.push((i, w.start));
+                windows.push(&t.ids[w]);
+            }
+        }
+        let mut votes: Vec<Vec<Option<Vote>>> =
+            tokens.iter().map(|t| vec![None; t.ids.len()]).collect();
+        let (threads, n) = (&self.threads, self.n_threads);
+        self.encoder.run(
+            &model.text,
+            &windows,
+            self.token_budget,
+            || threads.borrow(Some(n)),
+            |w, rows, width| {
+                let (text, start) = owner[w];
+                let len = rows.len() / width - 2;
+                // Row 0 is [CLS]; the last is [SEP].
+                for (k, logits) in rows.chunks_exact(width).skip(1).take(len).enumerate() {
+                    let (label, score) = argmax_softmax(logits);
+                    let centrality = k.min(len - 1 - k);
+                    let slot = &mut votes[text][start + k];
+                    if slot.is_none_or(|v| v.centrality < centrality) {
+                        *slot = Some(Vote {
+                            centrality,
+                            label,
+                            score,
+                        });
+                    }
+                }
+            },
+        )?;
+        Ok(texts
+            .iter()
+            .zip(&tokens)
+            .zip(&votes)
+            .map(|((text, t), votes)| self.decode(text, &t.offsets, votes))
+            .collect())
+    }
+
+    fn decode(&self, text: &str, offsets: &[(usize, usize)], votes: &[Option<Vote>]) -> Vec<Found> {
+        let mut found: Vec<Found> = Vec::new();
+        let mut open = false;
+        for (&(start, end), vote) in offsets.iter().zip(votes) {
+            let label = vote
+                .filter(|v| v.score >= self.min_score)
+                .and_then(|v| self.model.labels.get(v.label).copied())
+                .unwrap_or(Label {
+                    entity: None,
+                    begin: false,
+                });
+            let last = found.last_mut().filter(|_| open);
+            let touching = last.as_ref().is_some_and(|f| f.span.end == start);
+            match (label.entity, last) {
+                // A word piece of a word already inside a span continues it.
+                (None, Some(f)) if touching => f.span.end = end,
+                (None, _) => open = false,
+                (Some(entity), Some(f))
+                    if f.entity == entity
+                        && (touching
+                            || (is_separator(&text[f.span.end..start])
+                                && (!label.begin
+                                    || self.model.multi_part[entity - self.first_index]))) =>
+                {
+                    f.span.end = end
+                }
+                (Some(entity), _) => {
+                    found.push(Found {
+                        span: start..end,
+                        entity,
+                    });
+                    open = true;
+                }
+            }
+        }
+        found.retain_mut(|f| {
+            f.span = trim(text, f.span.clone());
+            !f.span.is_empty()
+        });
+        found
+    }
+}
+
+fn empty() -> crate::engines::onnx::Tokens {
+    crate::engines::onnx::Tokens {
+        ids: Vec::new(),
+        offsets: Vec::new(),
+    }
+}
+
+/// What may lie between two parts of one entity: a few spaces and punctuation marks.
+fn is_separator(gap: &str) -> bool {
+    gap.len() <= 3 && gap.chars().all(|c| c.is_whitespace() || ",.-#/".contains(c))
+}
+
+/// The span without leading or trailing spaces and punctuation (a sentence's full stop).
+fn trim(text: &str, span: Range<usize>) -> Range<usize> {
+    let edge = |c: char| c.is_whitespace() || ",.;:!?()\"'".contains(c);
+    let inner = &text[span.clone()];
+    let start = span.start + (inner.len() - inner.trim_start_matches(edge).len());
+    let end = span.end - (inner.len() - inner.trim_end_matches(edge).len());
+    start..end.max(start)
+}
+
+fn argmax_softmax(logits: &[f32]) -> (usize, f32) {
+    let (best, max) = logits
+        .iter()
+        .copied()
+        .enumerate()
+        .fold((0, f32::NEG_INFINITY), |a, (i, x)| if x > a.1 { (i, x) } else { a });
+    let sum: f32 = logits.iter().map(|x| (x - max).exp()).sum();
+    (best, 1.0 / sum)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn softmax_of_the_best() {
+        let (i, p) = argmax_softmax(&[0.0, 2.0, 0.0]);
+        assert_eq!(i, 1);
+        assert!((p - 0.787).abs() < 0.001);
+    }
+
+    #[test]
+    fn trims_punctuation() {
+        let text = "in Springfield.";
+        assert_eq!(&text[trim(text, 2..15)], "Springfield");
+        assert_eq!(trim(text, 14..15), 15..15);
+    }
+
+    #[test]
+    fn separators() {
+        assert!(is_separator(", "));
+        assert!(is_separator(" "));
+        assert!(!is_separator(" and "));
+    }
+}
