@@ -210,6 +210,37 @@ pub struct EmbedWorker<'a> {
 }
 
 impl EmbedWorker<'_> {
+    /// Embeds the `field` of every item and hands each item its vector; an item without the
+    /// text, or whose text cannot be embedded, fails alone.
+    pub fn embed_items(
+        &mut self,
+        batch: &mut [Item],
+        mut each: impl FnMut(&mut Item, Vector) -> Result<(), String>,
+    ) -> Vec<Result<(), String>> {
+        let field = &self.spec.field;
+        let texts: Vec<Result<&str, String>> = batch.iter().map(|i| text_of(i, field)).collect();
+        let ok: Vec<&str> = texts
+            .iter()
+            .filter_map(|t| t.as_ref().ok().copied())
+            .collect();
+        let mut vectors = match self.embed(&ok) {
+            Ok(v) => v.into_iter(),
+            Err(e) => return vec![Err(format!("embedding failed: {e:#}")); batch.len()],
+        };
+        let texts: Vec<Result<(), String>> = texts.into_iter().map(|t| t.map(|_| ())).collect();
+        batch
+            .iter_mut()
+            .zip(texts)
+            .map(|(item, text)| {
+                text?;
+                let vector = vectors
+                    .next()
+                    .unwrap_or_else(|| Err("no vector. This is a bug.".into()))?;
+                each(item, vector)
+            })
+            .collect()
+    }
+
     /// Embeds every text; a text that cannot be embedded fails alone. An engine error fails all.
     pub fn embed(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Result<Vector, String>>> {
         let spec = self.spec;
@@ -312,7 +343,7 @@ pub fn to_json(values: &[f32]) -> Value {
 }
 
 /// The text in `field` of an item, or why there is none.
-pub fn text_of<'i>(item: &'i Item, field: &str) -> Result<&'i str, String> {
+fn text_of<'i>(item: &'i Item, field: &str) -> Result<&'i str, String> {
     match item.fields.get(field) {
         Some(Value::String(s)) => Ok(s),
         Some(_) => Err(format!(
@@ -356,31 +387,12 @@ struct EmbedStageWorker<'a> {
 
 impl Worker for EmbedStageWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
-        let field = &self.stage.embedding.field;
-        let texts: Vec<Result<&str, String>> = batch.iter().map(|i| text_of(i, field)).collect();
-        let ok: Vec<&str> = texts
-            .iter()
-            .filter_map(|t| t.as_ref().ok().copied())
-            .collect();
-        let mut vectors = match self.worker.embed(&ok) {
-            Ok(v) => v.into_iter(),
-            Err(e) => return vec![Err(format!("embedding failed: {e:#}")); batch.len()],
-        };
-        let texts: Vec<Result<(), String>> = texts.into_iter().map(|t| t.map(|_| ())).collect();
         let to = &self.stage.to;
-        batch
-            .iter_mut()
-            .zip(texts)
-            .map(|(item, text)| {
-                text?;
-                let vector = vectors
-                    .next()
-                    .unwrap_or_else(|| Err("no vector. This is a bug.".into()))?;
-                item.fields.insert(to.clone(), to_json(&vector.values));
-                item.fields
-                    .insert(format!("{to}_chunks"), json!(vector.chunks));
-                Ok(())
-            })
-            .collect()
+        self.worker.embed_items(batch, |item, vector| {
+            item.fields.insert(to.clone(), to_json(&vector.values));
+            item.fields
+                .insert(format!("{to}_chunks"), json!(vector.chunks));
+            Ok(())
+        })
     }
 }

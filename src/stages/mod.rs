@@ -5,6 +5,7 @@
 //! per run (shared by `Arc`), and each worker thread calls `start` to get its own `Worker`, so
 //! per-thread engine state lives on the thread that uses it.
 
+pub mod classify;
 pub mod embed;
 pub mod llm;
 pub mod redact;
@@ -37,8 +38,13 @@ pub trait Worker {
 }
 
 /// Every stage kind lai knows, in the order `lai stages` lists them.
-pub static STAGES: &[ComponentKind<dyn Stage>] =
-    &[transcribe::KIND, llm::KIND, embed::KIND, redact::KIND];
+pub static STAGES: &[ComponentKind<dyn Stage>] = &[
+    transcribe::KIND,
+    llm::KIND,
+    embed::KIND,
+    classify::KIND,
+    redact::KIND,
+];
 
 /// Options every stage has; each stage's spec starts with these, with its own defaults.
 pub const fn batch_size(default: &'static str) -> OptionSpec {

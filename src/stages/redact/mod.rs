@@ -99,7 +99,9 @@ const OPTIONS: &[OptionSpec] = &[
     opt(
         "ner_entities",
         Ty::ChoiceList(ner::ENTITIES),
-        Default::Value("[\"person\", \"address\", \"email\", \"phone\", \"url\", \"tax_id\", \"bank_account\", \"routing_number\", \"government_id\", \"passport\", \"drivers_license\"]"),
+        Default::Value(
+            "[\"person\", \"address\", \"email\", \"phone\", \"url\", \"tax_id\", \"bank_account\", \"routing_number\", \"government_id\", \"passport\", \"drivers_license\"]",
+        ),
         "Entities the NER model may report.",
     ),
     opt(

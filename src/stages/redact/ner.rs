@@ -100,7 +100,9 @@ impl NerModel {
             id2label.len()
         ];
         for (id, tag) in id2label {
-            let id: usize = id.parse().context("config.json: id2label key is not a number")?;
+            let id: usize = id
+                .parse()
+                .context("config.json: id2label key is not a number")?;
             let tag = tag.as_str().unwrap_or("O");
             let (begin, kind) = match tag.split_once('-') {
                 Some(("B", kind)) => (true, kind),
@@ -119,7 +121,10 @@ impl NerModel {
         Ok(NerModel {
             text,
             labels,
-            multi_part: names.iter().map(|n| MULTI_PART.contains(&n.as_str())).collect(),
+            multi_part: names
+                .iter()
+                .map(|n| MULTI_PART.contains(&n.as_str()))
+                .collect(),
         })
     }
 }
@@ -245,7 +250,10 @@ fn empty() -> crate::engines::onnx::Tokens {
 
 /// What may lie between two parts of one entity: a few spaces and punctuation marks.
 fn is_separator(gap: &str) -> bool {
-    gap.len() <= 3 && gap.chars().all(|c| c.is_whitespace() || ",.-#/".contains(c))
+    gap.len() <= 3
+        && gap
+            .chars()
+            .all(|c| c.is_whitespace() || ",.-#/".contains(c))
 }
 
 /// The span without leading or trailing spaces and punctuation (a sentence's full stop).
@@ -258,11 +266,15 @@ fn trim(text: &str, span: Range<usize>) -> Range<usize> {
 }
 
 fn argmax_softmax(logits: &[f32]) -> (usize, f32) {
-    let (best, max) = logits
-        .iter()
-        .copied()
-        .enumerate()
-        .fold((0, f32::NEG_INFINITY), |a, (i, x)| if x > a.1 { (i, x) } else { a });
+    let (best, max) =
+        logits
+            .iter()
+            .copied()
+            .enumerate()
+            .fold(
+                (0, f32::NEG_INFINITY),
+                |a, (i, x)| if x > a.1 { (i, x) } else { a },
+            );
     let sum: f32 = logits.iter().map(|x| (x - max).exp()).sum();
     (best, 1.0 / sum)
 }
