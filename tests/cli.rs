@@ -54,6 +54,9 @@ fn redact_pipeline_on_samples() {
         "5500-0000",
         "portal.example.com",
         "Project Bluebird",
+        // Found by the NER model.
+        "Maria Gonzalez",
+        "Robert Chen",
     ] {
         assert!(!text.contains(secret), "{secret} was not redacted");
     }
@@ -74,9 +77,19 @@ fn stdin_filter_preserves_order() {
     let input: String = (0..3000)
         .map(|i| format!("{{\"id\":\"r{i}\",\"text\":\"user{i}@example.com wrote {i}\"}}\n"))
         .collect();
+    // The rules alone: this is about order (the NER model has its own tests).
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("redact-rules.toml");
+    let shipped = std::fs::read_to_string(repo("pipelines/redact.toml")).unwrap();
+    let rules: String = shipped
+        .lines()
+        .filter(|l| !l.starts_with("ner_"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(&pipeline, rules).unwrap();
     let output = lai()
         .args(["run", "--jobs", "4"])
-        .arg(repo("pipelines/redact.toml"))
+        .arg(&pipeline)
         .arg("-")
         .write_stdin(input)
         .assert()

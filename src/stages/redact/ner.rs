@@ -8,7 +8,8 @@
 //! labelled tokens of one entity form a span when they touch (word pieces of one word) or when
 //! only separators lie between them and the later token continues the entity (an I- tag, or a
 //! person/address part: "John Smith", "12 Main St, Springfield, IL 62704"). Spans lose leading
-//! and trailing punctuation.
+//! and trailing punctuation, and an address needs a letter: a lone number ("wrote 11", tagged
+//! as a building number) is not an address.
 
 use std::ops::Range;
 use std::path::Path;
@@ -75,6 +76,8 @@ pub struct NerModel {
     text: TextModel,
     labels: Vec<Label>,
     multi_part: Vec<bool>,
+    /// The index of `address`, if asked for.
+    address: Option<usize>,
 }
 
 impl NerModel {
@@ -125,6 +128,10 @@ impl NerModel {
                 .iter()
                 .map(|n| MULTI_PART.contains(&n.as_str()))
                 .collect(),
+            address: names
+                .iter()
+                .position(|n| n == "address")
+                .map(|i| first_index + i),
         })
     }
 }
@@ -235,7 +242,9 @@ impl NerWorker<'_> {
         }
         found.retain_mut(|f| {
             f.span = trim(text, f.span.clone());
+            let needs_letter = self.model.address == Some(f.entity);
             !f.span.is_empty()
+                && (!needs_letter || text[f.span.clone()].chars().any(char::is_alphabetic))
         });
         found
     }
