@@ -59,8 +59,8 @@ pub const TOKEN_BUDGET: OptionSpec = opt(
         min: 16,
         max: 1 << 24,
     },
-    Default::Value("8192"),
-    "Most tokens (padding included) in one model call.",
+    Default::Value("512"),
+    "Most tokens (padding included) in one model call; small batches stay in the CPU's caches (512 ran 2x faster than 8192 on CPU).",
 );
 pub const THREADS: OptionSpec = opt(
     "threads",

@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
-use super::embed::{THREADS, TOKEN_BUDGET, encoder, text_model};
+use super::embed::{TOKEN_BUDGET, encoder, text_model};
 use super::{MAX_WAIT, Shared, Stage, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -110,7 +110,12 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("0.5"),
         "Least probability of a token's label for the NER model's finding to count.",
     ),
-    THREADS,
+    opt(
+        "threads",
+        Ty::Int { min: 0, max: 1024 },
+        Default::Value("1"),
+        "ONNX Runtime threads per worker for the NER model; 0 uses all of `--jobs`. One thread per worker, one worker per job, ran fastest on CPU.",
+    ),
     TOKEN_BUDGET,
     opt(
         "summary_field",
