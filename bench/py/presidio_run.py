@@ -33,7 +33,7 @@ def main():
 
     engine = Engine(models=[{"lang_code": "en", "model_name": "en_core_web_sm"}])
     analyzer = AnalyzerEngine(nlp_engine=engine, supported_languages=["en"])
-    analyzer.analyze("warm up John Smith", language="en")
+    analyzer.analyze("warm up John Smith, see https://example.com", language="en")
     start = time.perf_counter()
     found = []
     for r in records:

@@ -114,7 +114,8 @@ impl TextModel {
     pub fn windows(&self, len: usize, overlap: usize) -> Vec<Range<usize>> {
         let size = self.max_tokens - 2;
         let step = size - overlap.min(size / 2);
-        let mut windows = vec![0..len.min(size)];
+        let first: Range<usize> = 0..len.min(size);
+        let mut windows = vec![first];
         while windows.last().is_some_and(|w| w.end < len) {
             let start = windows.last().map_or(0, |w| w.start + step);
             windows.push(start..(start + size).min(len));

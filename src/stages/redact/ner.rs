@@ -7,15 +7,18 @@
 //! street, building number, city, state and zip are all `address`). Decoding: consecutive
 //! labelled tokens of one entity form a span when they touch (word pieces of one word) or when
 //! only separators lie between them and the later token continues the entity (an I- tag, or a
-//! person/address part: "John Smith", "12 Main St, Springfield, IL 62704"). Spans lose leading
+//! person/address part: "John Smith", "12 Main St, Springfield, IL 62704"; an untagged region
+//! code between address parts joins them too, and a state and ZIP code right after an address
+//! belong to it). Spans lose leading
 //! and trailing punctuation, and an address needs a letter: a lone number ("wrote 11", tagged
 //! as a building number) is not an address.
 
 use std::ops::Range;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 use anyhow::{Context, anyhow};
+use regex::Regex;
 
 use super::recognizers::Found;
 use crate::engines::onnx::{Encoder, TextModel};
@@ -224,10 +227,12 @@ impl NerWorker<'_> {
                 (None, _) => open = false,
                 (Some(entity), Some(f))
                     if f.entity == entity
-                        && (touching
-                            || (is_separator(&text[f.span.end..start])
-                                && (!label.begin
-                                    || self.model.multi_part[entity - self.first_index]))) =>
+                        && (touching || {
+                            let multi_part = self.model.multi_part[entity - self.first_index];
+                            let gap = &text[f.span.end..start];
+                            (is_separator(gap) && (!label.begin || multi_part))
+                                || (multi_part && is_region_code(gap))
+                        }) =>
                 {
                     f.span.end = end
                 }
@@ -241,6 +246,9 @@ impl NerWorker<'_> {
             }
         }
         found.retain_mut(|f| {
+            if self.model.address == Some(f.entity) {
+                f.span.end += state_and_zip(&text[f.span.end..]);
+            }
             f.span = trim(text, f.span.clone());
             let needs_letter = self.model.address == Some(f.entity);
             !f.span.is_empty()
@@ -263,6 +271,25 @@ fn is_separator(gap: &str) -> bool {
         && gap
             .chars()
             .all(|c| c.is_whitespace() || ",.-#/".contains(c))
+}
+
+/// Length of a US state code and ZIP code (", IL 62704") at the start of `rest`, else 0: the
+/// model often leaves them untagged after a street and city.
+fn state_and_zip(rest: &str) -> usize {
+    static PATTERN: OnceLock<Regex> = OnceLock::new();
+    PATTERN
+        .get_or_init(|| {
+            Regex::new(r"^,?\s{0,2}[A-Z]{2}\s{1,2}\d{5}(-\d{4})?\b")
+                .expect("a valid regex. This is a bug.")
+        })
+        .find(rest)
+        .map_or(0, |m| m.end())
+}
+
+/// A state or region code between address parts that the model left untagged: ", IL ".
+fn is_region_code(gap: &str) -> bool {
+    let code = gap.trim_matches(|c: char| c.is_whitespace() || c == ',');
+    gap.len() <= 7 && (2..=3).contains(&code.len()) && code.chars().all(|c| c.is_ascii_uppercase())
 }
 
 /// The span without leading or trailing spaces and punctuation (a sentence's full stop).
@@ -311,5 +338,9 @@ mod tests {
         assert!(is_separator(", "));
         assert!(is_separator(" "));
         assert!(!is_separator(" and "));
+        assert!(is_region_code(", IL "));
+        assert!(!is_region_code(" and "));
+        assert_eq!(state_and_zip(", IL 62704 next"), 10);
+        assert_eq!(state_and_zip(" next week"), 0);
     }
 }
