@@ -386,3 +386,40 @@ fn interrupt_flushes_and_exits_130() {
     assert_eq!(status.code(), Some(130));
     assert_eq!(jsonl(&path).len(), 10);
 }
+
+// A reader that goes away (`lai run ... - | head -1`) ends the run at once instead of leaving
+// it waiting for output room forever.
+#[test]
+fn closed_stdout_ends_the_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    let lines: String = (0..200_000)
+        .map(|i| format!("{{\"id\":{i},\"text\":\"mail a{i}@example.org\"}}\n"))
+        .collect();
+    std::fs::write(&input, lines).unwrap();
+    let mut child = StdCommand::new(assert_cmd::cargo::cargo_bin("lai"))
+        .args(["run", "-q"])
+        .arg(write_pipeline(dir.path(), ""))
+        .arg("-")
+        .stdin(std::fs::File::open(&input).unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut stdout = child.stdout.take().unwrap();
+    let mut first = [0u8; 64];
+    std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
+    drop(stdout);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            assert_ne!(status.code(), Some(0), "a cut-off run is not a success");
+            break;
+        }
+        if Instant::now() > deadline {
+            child.kill().unwrap();
+            panic!("lai kept running after its reader went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}

@@ -290,11 +290,18 @@ pub fn run(
             progress: &progress,
             counts: Counts::default(),
         };
+        let writer_stop = Arc::clone(stop);
         let writer = scope.spawn(move || {
             let result = writer.run(&writer_rx, options.ordered);
             // Flush what was written even when a later write failed.
             let flushed = writer.flush();
-            (writer.counts, result.and(flushed))
+            let result = result.and(flushed);
+            if result.is_err() {
+                // Nothing more can be written (`| head` closed the pipe, a full disk): intake
+                // must stop waiting for permits this writer will never return.
+                writer_stop.request();
+            }
+            (writer.counts, result)
         });
 
         // Intake: move items from the source into the graph, one permit each.
