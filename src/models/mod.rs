@@ -331,6 +331,7 @@ mod tests {
             "silero-vad",
             "smollm2-135m-instruct",
             "all-minilm-l6-v2",
+            "all-minilm-l6-v2-int8",
             "rampart-pii",
             "onnxruntime",
         ] {
