@@ -107,7 +107,7 @@ const OPTIONS: &[OptionSpec] = &[
     opt(
         "ner_min_score",
         Ty::Float { min: 0.0, max: 1.0 },
-        Default::Value("0.5"),
+        Default::Value("0.6"),
         "Least probability of a token's label for the NER model's finding to count.",
     ),
     opt(

@@ -10,8 +10,10 @@
 //! person/address part: "John Smith", "12 Main St, Springfield, IL 62704"; an untagged region
 //! code between address parts joins them too, and a state and ZIP code right after an address
 //! belong to it). Spans lose leading
-//! and trailing punctuation, and an address needs a letter: a lone number ("wrote 11", tagged
-//! as a building number) is not an address.
+//! and trailing punctuation. A span must start and end at word boundaries (the model sometimes
+//! tags the middle of a long number), and an address needs a street name, city or ZIP code: a
+//! lone building number ("wrote 11"), room/floor/suite or a number alone (a ZIP code without
+//! a street or city) is not an address.
 
 use std::ops::Range;
 use std::path::Path;
@@ -72,7 +74,15 @@ struct Label {
     /// Index into the stage's entity names (`None`: outside, or an entity not asked for).
     entity: Option<usize>,
     begin: bool,
+    /// A street name, city or ZIP code: what makes a run of address parts an address.
+    anchor: bool,
 }
+
+const OUTSIDE: Label = Label {
+    entity: None,
+    begin: false,
+    anchor: false,
+};
 
 /// The model's tokenizer and label map, shared by the stage's workers.
 pub struct NerModel {
@@ -98,13 +108,7 @@ impl NerModel {
         let id2label = config["id2label"]
             .as_object()
             .ok_or_else(|| anyhow!("{} has no id2label map", "config.json"))?;
-        let mut labels = vec![
-            Label {
-                entity: None,
-                begin: false
-            };
-            id2label.len()
-        ];
+        let mut labels = vec![OUTSIDE; id2label.len()];
         for (id, tag) in id2label {
             let id: usize = id
                 .parse()
@@ -121,7 +125,12 @@ impl NerModel {
                 .and_then(|(_, e)| names.iter().position(|n| n == e))
                 .map(|i| first_index + i);
             if let Some(label) = labels.get_mut(id) {
-                *label = Label { entity, begin };
+                let anchor = ["STREET_NAME", "CITY", "ZIP_CODE"].contains(&kind);
+                *label = Label {
+                    entity,
+                    begin,
+                    anchor,
+                };
             }
         }
         Ok(NerModel {
@@ -210,15 +219,14 @@ impl NerWorker<'_> {
 
     fn decode(&self, text: &str, offsets: &[(usize, usize)], votes: &[Option<Vote>]) -> Vec<Found> {
         let mut found: Vec<Found> = Vec::new();
+        // Per span: whether it has an anchor part (always true outside addresses).
+        let mut anchored: Vec<bool> = Vec::new();
         let mut open = false;
         for (&(start, end), vote) in offsets.iter().zip(votes) {
             let label = vote
                 .filter(|v| v.score >= self.min_score)
                 .and_then(|v| self.model.labels.get(v.label).copied())
-                .unwrap_or(Label {
-                    entity: None,
-                    begin: false,
-                });
+                .unwrap_or(OUTSIDE);
             let last = found.last_mut().filter(|_| open);
             let touching = last.as_ref().is_some_and(|f| f.span.end == start);
             match (label.entity, last) {
@@ -234,25 +242,41 @@ impl NerWorker<'_> {
                                 || (multi_part && is_region_code(gap))
                         }) =>
                 {
-                    f.span.end = end
+                    f.span.end = end;
+                    if let Some(a) = anchored.last_mut() {
+                        *a |= label.anchor;
+                    }
                 }
                 (Some(entity), _) => {
                     found.push(Found {
                         span: start..end,
                         entity,
                     });
+                    anchored.push(label.anchor || self.model.address != Some(entity));
                     open = true;
                 }
             }
         }
+        let mut anchored = anchored.into_iter();
         found.retain_mut(|f| {
+            let anchored = anchored.next().unwrap_or(false);
             if self.model.address == Some(f.entity) {
                 f.span.end += state_and_zip(&text[f.span.end..]);
             }
             f.span = trim(text, f.span.clone());
-            let needs_letter = self.model.address == Some(f.entity);
-            !f.span.is_empty()
-                && (!needs_letter || text[f.span.clone()].chars().any(char::is_alphabetic))
+            // A fragment of a longer word or number ("...358[979]") is no finding.
+            let inside_word = text[..f.span.start]
+                .chars()
+                .next_back()
+                .is_some_and(char::is_alphanumeric)
+                || text[f.span.end..]
+                    .chars()
+                    .next()
+                    .is_some_and(char::is_alphanumeric);
+            // An address is words too: a number alone (a ZIP, a figure) is not one.
+            let wordless = self.model.address == Some(f.entity)
+                && !text[f.span.clone()].chars().any(char::is_alphabetic);
+            !f.span.is_empty() && anchored && !inside_word && !wordless
         });
         found
     }
