@@ -125,6 +125,7 @@ impl TextModel {
 }
 
 /// A tokenized text.
+#[derive(Default)]
 pub struct Tokens {
     pub ids: Vec<u32>,
     /// Byte range of each token in the text (empty unless asked for).

@@ -90,6 +90,19 @@ impl Item {
         })
     }
 
+    /// The string in `field`, or what is wrong ("no `text` text field: it is missing"); the
+    /// caller adds what to do about it.
+    pub fn text(&self, field: &str) -> Result<&str, String> {
+        match self.fields.get(field) {
+            Some(Value::String(text)) => Ok(text),
+            Some(other) => Err(format!(
+                "no `{field}` text field: it is {}",
+                json_type(other)
+            )),
+            None => Err(format!("no `{field}` text field: it is missing")),
+        }
+    }
+
     /// A field rendered for CSV and text outputs: strings as they are, other values as JSON.
     pub fn field_text(&self, name: &str) -> Option<String> {
         let value = if name == "id" && !self.fields.contains_key("id") {
@@ -101,6 +114,18 @@ impl Item {
             Value::String(s) => s.clone(),
             other => other.to_string(),
         })
+    }
+}
+
+/// "a number", "an array", ...: a JSON value's type for messages.
+fn json_type(v: &Value) -> &'static str {
+    match v {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "an array",
+        Value::Object(_) => "an object",
     }
 }
 

@@ -17,6 +17,7 @@ use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::onnx::{Encoder, TextModel, load_runtime};
+use crate::models::EncoderConfig;
 use crate::pipeline::StartContext;
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
@@ -146,15 +147,17 @@ pub fn encoder(ctx: &StartContext, name: &str, threads: usize) -> anyhow::Result
     Encoder::load(env, ctx.model_file(name, "onnx", "model")?, threads)
 }
 
-/// A model's tokenizer and window, for any stage on the onnx engine.
-pub fn text_model(ctx: &StartContext, name: &str) -> anyhow::Result<TextModel> {
+/// A model's tokenizer and window, and its catalog `[model.encoder]` entry, for any stage on
+/// the onnx engine.
+pub fn text_model(ctx: &StartContext, name: &str) -> anyhow::Result<(TextModel, EncoderConfig)> {
     let config = ctx.model(name)?.encoder.clone().ok_or_else(|| {
         anyhow!("model `{name}` has no [model.encoder] entry in the catalog (max_tokens, pooling); it cannot be used as a text encoder")
     })?;
-    TextModel::load(
+    let text = TextModel::load(
         ctx.model_file(name, "onnx", "tokenizer")?,
         config.max_tokens,
-    )
+    )?;
+    Ok((text, config))
 }
 
 enum Pooling {
@@ -171,12 +174,7 @@ pub struct Embedder {
 
 impl Embedder {
     fn load(ctx: &StartContext, name: &str) -> anyhow::Result<Embedder> {
-        let text = text_model(ctx, name)?;
-        let config = ctx
-            .model(name)?
-            .encoder
-            .clone()
-            .unwrap_or_else(|| unreachable!());
+        let (text, config) = text_model(ctx, name)?;
         let pooling = match config.pooling.as_deref() {
             Some("mean") => Pooling::Mean,
             Some("cls") => Pooling::Cls,
@@ -218,7 +216,14 @@ impl EmbedWorker<'_> {
         mut each: impl FnMut(&mut Item, Vector) -> Result<(), String>,
     ) -> Vec<Result<(), String>> {
         let field = &self.spec.field;
-        let texts: Vec<Result<&str, String>> = batch.iter().map(|i| text_of(i, field)).collect();
+        let texts: Vec<Result<&str, String>> = batch
+            .iter()
+            .map(|i| {
+                i.text(field).map_err(|e| {
+                    format!("{e}; add it to the input or set the stage's `field` to a text field")
+                })
+            })
+            .collect();
         let ok: Vec<&str> = texts
             .iter()
             .filter_map(|t| t.as_ref().ok().copied())
@@ -340,19 +345,6 @@ pub fn to_json(values: &[f32]) -> Value {
             })
             .collect(),
     )
-}
-
-/// The text in `field` of an item, or why there is none.
-fn text_of<'i>(item: &'i Item, field: &str) -> Result<&'i str, String> {
-    match item.fields.get(field) {
-        Some(Value::String(s)) => Ok(s),
-        Some(_) => Err(format!(
-            "field `{field}` is not a string; set `field` to a text field"
-        )),
-        None => Err(format!(
-            "field `{field}` is missing; add it to the input or set `field`"
-        )),
-    }
 }
 
 struct Embed {

@@ -666,14 +666,14 @@ impl Worker for LlmWorker<'_> {
 impl LlmWorker<'_> {
     fn job(&self, item: &Item) -> Job {
         let field = &self.stage.field;
-        match item.fields.get(field) {
-            Some(Value::String(text)) => Job {
-                text: text.clone(),
+        match item.text(field) {
+            Ok(text) => Job {
+                text: text.to_string(),
                 ..Job::default()
             },
-            _ => Job {
+            Err(e) => Job {
                 result: Some(Err(format!(
-                    "no `{field}` text field to give the model; set the stage's `field` to the field that holds the text"
+                    "{e}; set the stage's `field` to the field that holds the text"
                 ))),
                 ..Job::default()
             },

@@ -272,7 +272,7 @@ impl Stage for Redact {
             Some(spec) => {
                 let first_index = self.recognizers.len();
                 let model = spec.model.get(|| {
-                    let text = text_model(ctx, &spec.model_name)?;
+                    let (text, _) = text_model(ctx, &spec.model_name)?;
                     let config = ctx.model_file(&spec.model_name, "onnx", "config")?;
                     ner::NerModel::load(text, config, &spec.entities, first_index)
                 })?;
@@ -313,6 +313,8 @@ impl Worker for RedactWorker<'_> {
         // the model's spans in item i's field f.
         let fields = &self.stage.fields;
         let mut model: Vec<Vec<Vec<Found>>> = vec![vec![Vec::new(); fields.len()]; batch.len()];
+        // An item whose text the model could not read fails rather than pass unchecked.
+        let mut unreadable: Vec<Option<String>> = vec![None; batch.len()];
         if let Some(ner) = self.ner.as_mut() {
             let mut texts = Vec::new();
             let mut keys = Vec::new();
@@ -327,7 +329,10 @@ impl Worker for RedactWorker<'_> {
             match ner.find(&texts) {
                 Ok(spans) => {
                     for ((i, f), spans) in keys.into_iter().zip(spans) {
-                        model[i][f] = spans;
+                        match spans {
+                            Ok(spans) => model[i][f] = spans,
+                            Err(e) => unreadable[i] = Some(e),
+                        }
                     }
                 }
                 Err(e) => return vec![Err(format!("NER model failed: {e:#}")); batch.len()],
@@ -336,7 +341,11 @@ impl Worker for RedactWorker<'_> {
         batch
             .iter_mut()
             .zip(model)
-            .map(|(item, model)| self.redact_item(item, model))
+            .zip(unreadable)
+            .map(|((item, model), unreadable)| match unreadable {
+                Some(e) => Err(e),
+                None => self.redact_item(item, model),
+            })
             .collect()
     }
 }
@@ -348,21 +357,12 @@ impl RedactWorker<'_> {
         let mut spans = Vec::new();
         let mut counts: Map<String, Value> = Map::new();
         for (index, field) in stage.fields.iter().enumerate() {
-            let text = match item.fields.get(field) {
-                Some(Value::String(text)) => text,
-                Some(other) => {
-                    return Err(format!(
-                        "field `{field}` is {}, not a string; list only text fields in `fields`",
-                        json_type(other)
-                    ));
-                }
-                None if stage.skip_missing => continue,
-                None => {
-                    return Err(format!(
-                        "field `{field}` is missing; add it to the input, change `fields`, or set `missing = \"skip\"`"
-                    ));
-                }
-            };
+            if stage.skip_missing && !item.fields.contains_key(field) {
+                continue;
+            }
+            let text = item.text(field).map_err(|e| {
+                format!("{e}; add it to the input, list only text fields in `fields`, or set `missing = \"skip\"`")
+            })?;
             self.find(text, std::mem::take(&mut model[index]));
             if self.found.is_empty() {
                 continue;
@@ -458,17 +458,6 @@ fn pseudonym(key: &[u8], entity: &str, value: &str) -> String {
     mac.update(value.as_bytes());
     let digest = mac.finalize().into_bytes();
     hex::encode(&digest[..5])
-}
-
-fn json_type(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
-    }
 }
 
 #[cfg(test)]

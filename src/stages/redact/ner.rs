@@ -23,7 +23,7 @@ use anyhow::{Context, anyhow};
 use regex::Regex;
 
 use super::recognizers::Found;
-use crate::engines::onnx::{Encoder, TextModel};
+use crate::engines::onnx::{Encoder, TextModel, Tokens};
 use crate::pipeline::threads::Threads;
 
 /// Model types (BIO tags without the prefix) and the lai entity each becomes.
@@ -168,12 +168,15 @@ struct Vote {
 }
 
 impl NerWorker<'_> {
-    /// Entity spans (byte ranges) for every text, in text order.
-    pub fn find(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Vec<Found>>> {
+    /// Entity spans (byte ranges) for every text, in text order, or why a text could not be
+    /// read (it fails alone); an engine error fails them all.
+    pub fn find(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Result<Vec<Found>, String>>> {
         let model = self.model;
-        let tokens: Vec<_> = texts
+        let tokenized: Vec<_> = texts.iter().map(|t| model.text.tokenize(t, true)).collect();
+        let empty = Tokens::default();
+        let tokens: Vec<&Tokens> = tokenized
             .iter()
-            .map(|t| model.text.tokenize(t, true).unwrap_or_else(|_| empty()))
+            .map(|t| t.as_ref().unwrap_or(&empty))
             .collect();
         let mut windows: Vec<&[u32]> = Vec::new();
         let mut owner: Vec<(usize, usize)> = Vec::new();
@@ -211,9 +214,13 @@ impl NerWorker<'_> {
         )?;
         Ok(texts
             .iter()
-            .zip(&tokens)
+            .zip(&tokenized)
             .zip(&votes)
-            .map(|((text, t), votes)| self.decode(text, &t.offsets, votes))
+            .map(|((text, t), votes)| {
+                t.as_ref()
+                    .map(|t| self.decode(text, &t.offsets, votes))
+                    .map_err(|e| format!("NER model: {e}"))
+            })
             .collect())
     }
 
@@ -279,13 +286,6 @@ impl NerWorker<'_> {
             !f.span.is_empty() && anchored && !inside_word && !wordless
         });
         found
-    }
-}
-
-fn empty() -> crate::engines::onnx::Tokens {
-    crate::engines::onnx::Tokens {
-        ids: Vec::new(),
-        offsets: Vec::new(),
     }
 }
 
