@@ -14,10 +14,12 @@ use anyhow::{Context, bail};
 use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
 use crate::config::schema::{Default, OptionSpec};
 use crate::config::{self, ComponentKind, LoadError, Pipeline};
+use crate::ledger::shard::{self, Shard};
+use crate::ledger::{Ledger, Priors, RunEnd, RunRow};
 use crate::models::{self, Catalog, FileState, ModelStore};
-use crate::pipeline::item::{Item, Provenance};
+use crate::pipeline::item::{Item, Provenance, sha256_hex};
 use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
-use crate::pipeline::{self, RunOptions, Stop};
+use crate::pipeline::{self, Admit, RunOptions, Stop};
 use crate::sinks::{self, OpenContext, SINKS, Sink};
 use crate::sources::{Input, SOURCES};
 use crate::stages::STAGES;
@@ -26,6 +28,8 @@ pub const EXIT_OK: u8 = 0;
 pub const EXIT_ITEMS_FAILED: u8 = 1;
 /// Usage or configuration error, or a fatal error that stopped the run.
 pub const EXIT_FATAL: u8 = 2;
+/// Another run holds the output folder's lock (cron: try again later; EX_TEMPFAIL).
+pub const EXIT_LOCKED: u8 = 75;
 pub const EXIT_INTERRUPTED: u8 = 130;
 
 /// After this many failed items, stderr gets a note instead of one line each.
@@ -44,6 +48,12 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run(ref args) => run(args, store(!args.no_verify)?),
         Command::Check { ref pipelines } => Ok(check(pipelines)),
+        Command::Ledger {
+            ref out,
+            failed,
+            ref ids,
+        } => ledger_command(out.as_deref(), failed, ids),
+        Command::Merge { ref out } => merge(out),
         Command::Stages { ref name } => stages(name.as_deref()),
         Command::Models(ref command) => models_command(command, &store(true)?),
     }
@@ -111,9 +121,9 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         .map(|n| store.resolve(n))
         .collect::<anyhow::Result<Vec<_>>>()?;
     let started_at = SystemTime::now();
+    let run_id = run_id(started_at);
     let provenance = Arc::new(Provenance {
         lai_version: env!("CARGO_PKG_VERSION"),
-        run_id: run_id(started_at),
         pipeline_sha256: pipeline.sha256.clone(),
         models: models
             .iter()
@@ -130,16 +140,76 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             })
             .collect(),
     });
+    // The resume key: what the pipeline does and with which exact model files.
+    let all_files: Vec<String> = models
+        .iter()
+        .flat_map(|m| {
+            m.files
+                .iter()
+                .map(move |f| format!("model {} {}", m.name, f.sha256))
+        })
+        .collect();
+    let config_sha256 =
+        sha256_hex(format!("{}\n{}", pipeline.config, all_files.join("\n")).as_bytes());
+    let shard = match &args.shard {
+        Some(text) => Some(Shard::parse(text)?),
+        None => Shard::from_env(&|name| std::env::var(name).ok())?,
+    };
     let from_stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
     // A filter: `-` in, records out on stdout, nothing written to files.
     let filter = from_stdin && args.out.is_none();
-    let out_dir = args
+    if filter && (args.fresh || args.retry_failed) {
+        bail!("--fresh and --retry-failed need an output folder (--out): a filter keeps no ledger");
+    }
+    let mut out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    if let Some(shard) = &shard {
+        out_dir = shard.dir(&out_dir);
+    }
+
+    // The output folder: one run at a time, repaired after a crash, earlier results known.
+    let mut _lock = None;
+    let mut ledger = None;
+    let mut priors = Priors::default();
+    let mut resume = std::collections::HashMap::new();
+    if !filter {
+        let Some(lock) = crate::ledger::lock(&out_dir)? else {
+            eprintln!(
+                "error: another lai run is using {} (its lock file {} is held); this run did nothing. Wait for it to finish, or give another --out",
+                out_dir.display(),
+                out_dir.join(crate::ledger::LOCK).display()
+            );
+            return Ok(ExitCode::from(EXIT_LOCKED));
+        };
+        _lock = Some(lock);
+        let mut l = Ledger::open(&out_dir)?;
+        let cut = l.repair()?;
+        if cut > 0 && !args.quiet {
+            eprintln!("note: cut {cut} bytes of unfinished records left by an interrupted run");
+        }
+        if args.fresh {
+            l.forget_all()?;
+        }
+        l.compact()?;
+        resume = l.resume()?;
+        priors = l.priors()?;
+        l.begin_run(&RunRow {
+            run_id: &run_id,
+            pipeline: &pipeline.path.display().to_string(),
+            pipeline_sha256: &pipeline.sha256,
+            config_sha256: &config_sha256,
+            models: serde_json::to_string(&provenance.models)?,
+            shard: shard.map(|s| s.label()),
+            started_at: &report::timestamp(started_at),
+        })?;
+        ledger = Some(l);
+    }
     let ctx = OpenContext {
         out_dir: out_dir.clone(),
         provenance: Arc::clone(&provenance),
+        resume,
     };
     type Outputs = (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>);
     let (outputs, dead_letters): Outputs = if filter {
@@ -152,11 +222,71 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             .iter()
             .map(|o| o.open(&ctx))
             .collect::<anyhow::Result<Vec<_>>>()?;
-        let dead = ctx.resolve(&pipeline.dead_letter).display().to_string();
-        (outputs, Some(sinks::jsonl::dead_letters(&dead)?))
+        let dead = ctx.resolve(&pipeline.dead_letter);
+        (outputs, Some(sinks::jsonl::dead_letters(&ctx, &dead)?))
     };
     let targets: Vec<String> = outputs.iter().map(|o| o.target()).collect();
     let dead_target = dead_letters.as_ref().map(|d| d.target());
+    if let Some(shard) = &shard
+        && let Some(outside) = targets
+            .iter()
+            .chain(&dead_target)
+            .find(|t| *t != "stdout" && !Path::new(t).starts_with(&out_dir))
+    {
+        bail!(
+            "shard {}: output {outside} is outside the shard's folder {}; in a sharded run every output path must start with {{out}}",
+            shard.label(),
+            out_dir.display()
+        );
+    }
+
+    // Intake: another shard's items are not ours; items done before are skipped.
+    let skipped_failed = AtomicU64::new(0);
+    let same_as = std::sync::Mutex::new(Vec::new());
+    let admit = |item: &Item| -> Admit {
+        if shard.is_some_and(|s| !s.owns(&item.id)) {
+            return Admit::Elsewhere;
+        }
+        let prior = priors.by_id.get(&item.id);
+        if args.retry_failed {
+            return if prior.is_some_and(|p| !p.done) {
+                Admit::Process
+            } else {
+                Admit::Skip
+            };
+        }
+        match prior {
+            Some(p) if p.input_sha256 == item.input_sha256 && p.config_sha256 == config_sha256 => {
+                if !p.done {
+                    skipped_failed.fetch_add(1, Ordering::Relaxed);
+                }
+                Admit::Skip
+            }
+            _ => {
+                // A renamed file: the same bytes were done under a name that is gone.
+                let key = (item.input_sha256.clone(), config_sha256.clone());
+                if item.rel_path.is_some()
+                    && item.failure.is_none()
+                    && let Some((id, origin)) = priors.done_content.get(&key)
+                    && *id != item.id
+                    && !Path::new(origin).exists()
+                {
+                    let copy = Item::hashed(
+                        item.id.clone(),
+                        item.origin.clone(),
+                        item.input_sha256.clone(),
+                        serde_json::Map::new(),
+                    );
+                    same_as
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((copy, id.clone()));
+                    return Admit::Skip;
+                }
+                Admit::Process
+            }
+        }
+    };
 
     let stop = Stop::new();
     install_signal_handler(&stop, args.quiet);
@@ -172,6 +302,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         models: &models,
         ordered,
         progress,
+        admit: &admit,
     };
 
     let printed = AtomicU64::new(0);
@@ -189,23 +320,50 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         inputs,
         outputs,
         dead_letters,
+        ledger.as_mut(),
         &options,
         &stop,
         &on_failure,
     );
 
+    // Items that failed in an earlier run and were not retried are still failures.
+    let failed_before = skipped_failed.into_inner();
     let exit = if outcome.fatal.is_some() {
         EXIT_FATAL
     } else if outcome.interrupted {
         EXIT_INTERRUPTED
-    } else if outcome.failed > 0 {
+    } else if outcome.failed + failed_before > 0 {
         EXIT_ITEMS_FAILED
     } else {
         EXIT_OK
     };
+    let finished_at = report::timestamp(SystemTime::now());
+    if let Some(ledger) = ledger.as_mut() {
+        let same_as = same_as.into_inner().unwrap_or_else(|p| p.into_inner());
+        for (item, id) in &same_as {
+            ledger.same_as(item, id);
+        }
+        ledger.commit(&[])?;
+        // Records of items processed again (changed input, prompt or model) leave the files.
+        ledger.compact()?;
+        if ledger.duplicate_ids > 0 {
+            eprintln!(
+                "warning: {} items had the id of an earlier item of this run; each id keeps only its last result in the outputs. Give every record a unique `id`",
+                ledger.duplicate_ids
+            );
+        }
+        ledger.end_run(&RunEnd {
+            finished_at: finished_at.clone(),
+            exit_code: i32::from(exit),
+            read: outcome.read,
+            done: outcome.written,
+            failed: outcome.failed,
+            skipped: outcome.skipped,
+        })?;
+    }
     let report = RunReport {
         lai_version: env!("CARGO_PKG_VERSION"),
-        run_id: provenance.run_id.clone(),
+        run_id: run_id.clone(),
         pipeline: PipelineInfo {
             path: pipeline.path.display().to_string(),
             name: pipeline.name.clone(),
@@ -213,7 +371,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             sha256: pipeline.sha256.clone(),
         },
         started_at: report::timestamp(started_at),
-        finished_at: report::timestamp(SystemTime::now()),
+        finished_at,
         elapsed_s: outcome.elapsed.as_secs_f64(),
         exit_code: i32::from(exit),
         interrupted: outcome.interrupted,
@@ -246,6 +404,17 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             );
         }
         eprintln!("{}", report.summary_table());
+        if failed_before > 0 {
+            eprintln!(
+                "skipped {} items done by earlier runs and {failed_before} that failed in them (`lai ledger --failed` lists them, --retry-failed retries them)",
+                outcome.skipped - failed_before,
+            );
+        } else if outcome.skipped > 0 {
+            eprintln!(
+                "skipped {} items done by earlier runs (--fresh redoes everything)",
+                outcome.skipped
+            );
+        }
     }
     Ok(ExitCode::from(exit))
 }
@@ -307,6 +476,44 @@ fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
     let text = serde_json::to_string_pretty(report).context("serializing the run report")?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("cannot write the run report to {}", path.display()))
+}
+
+fn merge(out: &Path) -> anyhow::Result<ExitCode> {
+    let Some(_lock) = crate::ledger::lock(out)? else {
+        eprintln!(
+            "error: another lai run is using {}; merge when it has finished",
+            out.display()
+        );
+        return Ok(ExitCode::from(EXIT_LOCKED));
+    };
+    let merged = shard::merge(out)?;
+    print_out(&format!(
+        "merged {} shards into {}: {} items done, {} failed\n",
+        merged.shards,
+        out.display(),
+        merged.done,
+        merged.failed
+    ));
+    Ok(ExitCode::from(EXIT_OK))
+}
+
+fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::Result<ExitCode> {
+    let out = out.unwrap_or(Path::new(DEFAULT_OUT));
+    if !out.join(crate::ledger::FILE).exists() {
+        bail!(
+            "no run ledger in {}; give the output folder of a run with -o",
+            out.display()
+        );
+    }
+    let text = if failed {
+        crate::ledger::show_failed(out)?
+    } else if ids.is_empty() {
+        crate::ledger::show_runs(out)?
+    } else {
+        crate::ledger::show_items(out, ids)?
+    };
+    print_out(&text);
+    Ok(ExitCode::from(EXIT_OK))
 }
 
 fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {

@@ -15,7 +15,8 @@ use clap::{Parser, Subcommand, ValueEnum};
   lai check pipelines/*.toml                          validate pipeline files, load nothing
   lai stages                                          every stage, input and output with its options
 
-Exit codes: 0 all items done, 1 some items failed, 2 usage/config/fatal error, 130 interrupted."
+Exit codes: 0 all items done, 1 some items failed, 2 usage/config/fatal error, 75 the output
+folder is in use by another run, 130 interrupted."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -39,9 +40,49 @@ pub enum Command {
 With `-` as the input and no --out, lai is a filter: records go to stdout in input order, the
 pipeline's [[output]] files are not written, and failed items are reported on stderr only.
 
+Otherwise a run resumes: the output folder's ledger (lai-ledger.sqlite) knows every item done
+or failed before, keyed on its content, the pipeline's effective settings and the models'
+sha256; those are skipped, and a changed file, prompt or model is processed again, its new
+record replacing the old. After a crash or kill, rerun the same command. Only one run at a time
+may use an output folder.
+
+Sharding (a Kubernetes Indexed Job, a Slurm array): `--shard K/N` takes the items whose id
+hashes to K (0..N-1) into OUT/shard-K-of-N; `lai merge OUT` joins the shards. K and N default
+from JOB_COMPLETION_INDEX and JOB_COMPLETIONS, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.
+
 Exit codes: 0 all items done, 1 some items failed (see the dead letters, errors.jsonl),
-2 usage/config error or a fatal error (an output could not be written), 130 interrupted.")]
+2 usage/config error or a fatal error (an output could not be written), 75 another run holds
+the output folder (try again later), 130 interrupted.")]
     Run(RunArgs),
+    /// Show the run ledger of an output folder: its runs, or the history of items.
+    #[command(after_help = "Examples:
+  lai ledger                      every run into ./lai-out
+  lai ledger -o out --failed      items whose latest result is a failure, with stage and error
+  lai ledger -o out videos/a.mp4  which run, pipeline and models made this item's output, when
+
+The ledger is an SQLite file, OUT/lai-ledger.sqlite; its schema is in the README.")]
+    Ledger {
+        /// Output folder whose ledger to read [default: lai-out].
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Only items whose latest result is a failure.
+        #[arg(long)]
+        failed: bool,
+        /// Item ids to show the history of.
+        ids: Vec<String>,
+    },
+    /// Join the shards of a sharded run (OUT/shard-K-of-N) into OUT: outputs and ledger.
+    #[command(after_help = "Examples:
+  lai run pipelines/redact.toml docs -o out --shard 0/2 & lai run pipelines/redact.toml docs -o out --shard 1/2
+  lai merge out
+
+Every shard 0..N-1 must be present and not running. Appended outputs (JSONL, CSV, npy, dead
+letters) are concatenated record by record, files of their own are copied, the ledgers are
+combined. Merging again rebuilds OUT's merged files from the shards.")]
+    Merge {
+        /// The output folder holding shard-K-of-N folders.
+        out: PathBuf,
+    },
     /// Validate pipeline files without loading models or reading inputs.
     #[command(after_help = "Examples:
   lai check pipelines/redact.toml
@@ -120,6 +161,16 @@ pub struct RunArgs {
     /// Write a machine-readable JSON run report to this file.
     #[arg(long, value_name = "FILE")]
     pub report: Option<PathBuf>,
+    /// Process every item again, replacing all earlier outputs in the output folder.
+    #[arg(long)]
+    pub fresh: bool,
+    /// Process only the items whose latest result is a failure.
+    #[arg(long, conflicts_with = "fresh")]
+    pub retry_failed: bool,
+    /// Take only shard K of N (K from 0), into OUT/shard-K-of-N [default: from $LAI_SHARD,
+    /// $JOB_COMPLETION_INDEX/$JOB_COMPLETIONS, $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT].
+    #[arg(long, value_name = "K/N", env = "LAI_SHARD")]
+    pub shard: Option<String>,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

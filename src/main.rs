@@ -4,6 +4,7 @@
 //! - `cli`: command-line syntax; `app`: turns a command into work and an exit code.
 //! - `audio`: decoding audio and video files to 16 kHz mono chunks (symphonia, rubato).
 //! - `config`: pipeline files: parse, validate every key with locations, build components.
+//! - `ledger`: the run ledger in the output folder (resume, crash repair, sharding, merge).
 //! - `models`: the model catalog, the models directory, verification and downloads.
 //! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
 //! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
@@ -13,6 +14,7 @@ mod audio;
 mod cli;
 mod config;
 mod engines;
+mod ledger;
 mod models;
 mod pipeline;
 mod sinks;

@@ -312,3 +312,61 @@ fn transcribe_then_cleanup_in_one_run() {
     }
     assert!(out.path().join("text/hello.txt").exists());
 }
+
+// A stage `timeout` turns a generation that runs too long into item errors that say so; the
+// run ends normally (exit 1) instead of hanging, and a whisper stage honours it too.
+#[test]
+fn timeout_fails_items_instead_of_hanging() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path());
+    let p = pipeline(
+        dir.path(),
+        "slow",
+        "prompt = \"Write a long story about {{text}}\"\nmax_tokens = 2000\ntimeout = \"1ms\"",
+    );
+    let out = dir.path().join("slow-out");
+    let started = std::time::Instant::now();
+    lai()
+        .args(["run", "--progress", "never", "--jobs", "2"])
+        .arg(&p)
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1);
+    assert!(started.elapsed().as_secs() < 60, "it gave up early");
+    let errors = jsonl(&out.join("errors.jsonl"));
+    assert_eq!(errors.len(), 12);
+    assert!(
+        errors.iter().all(|e| e["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("timed out: stage `llm`")),
+        "{errors:?}"
+    );
+
+    let audio = dir.path().join("audio.toml");
+    std::fs::write(
+        &audio,
+        "[input]\nkind = \"files\"\n[[stage]]\nuse = \"transcribe\"\ntimeout = \"1ms\"\n[[output]]\nkind = \"jsonl\"\n",
+    )
+    .unwrap();
+    let out = dir.path().join("audio-out");
+    lai()
+        .args(["run", "--progress", "never"])
+        .arg(&audio)
+        .arg(repo("samples/audio/lecture.ogg"))
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(1);
+    let errors = jsonl(&out.join("errors.jsonl"));
+    assert!(
+        errors[0]["error"]
+            .as_str()
+            .unwrap()
+            .starts_with("timed out: stage `transcribe`"),
+        "{errors:?}"
+    );
+}

@@ -58,6 +58,10 @@ const TOP_LEVEL: &[OptionSpec] = &[
 pub struct Pipeline {
     pub path: PathBuf,
     pub sha256: String,
+    /// What the pipeline does, as canonical text: every component's kind and effective options
+    /// (not its speed settings) and the sha256 of each file they read. With the models'
+    /// sha256s it keys resume: a changed prompt reprocesses, a reformatted file does not.
+    pub config: String,
     pub name: String,
     pub description: String,
     pub source: Arc<dyn Source>,
@@ -74,6 +78,8 @@ pub struct StagePlan {
     pub max_wait: Duration,
     /// 0 means one per `--jobs`.
     pub workers: usize,
+    /// Longest one item may take in a call of the stage.
+    pub timeout: Option<Duration>,
     pub stage: Arc<dyn Stage>,
 }
 
@@ -159,6 +165,11 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
         }
         Some(entry) => component(entry, "[input]".into(), "kind", SOURCES, diag),
     };
+    let mut config = vec![format!("dead_letter={}", top.str("dead_letter"))];
+    let source = source.map(|(source, text)| {
+        config.push(format!("input {text}"));
+        source
+    });
 
     let stages = match find(entries, "stage") {
         None => {
@@ -174,6 +185,11 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
             .filter_map(|(i, table)| stage_plan(table, i + 1, diag))
             .collect(),
     };
+    config.extend(
+        stages
+            .iter()
+            .map(|(kind, o, _)| format!("stage {kind} {}", o.effective())),
+    );
     let stages = label_stages(stages);
 
     let outputs: Vec<Box<dyn SinkSpec>> = match find(entries, "output") {
@@ -189,10 +205,16 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
             .enumerate()
             .filter_map(|(i, table)| {
                 let context = format!("[[output]] {}", i + 1);
-                component(table, context, "kind", SINKS, diag)
+                let (sink, text) = component(table, context, "kind", SINKS, diag)?;
+                config.push(format!("output {text}"));
+                Some(sink)
             })
             .collect(),
     };
+    for path in &diag.reads {
+        let sha = std::fs::read(path).map_or_else(|_| "unreadable".into(), |b| sha256_hex(&b));
+        config.push(format!("file {} {sha}", path.display()));
+    }
 
     let name = top.opt_str("name").unwrap_or_else(|| {
         path.file_stem()
@@ -201,6 +223,7 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
     Some(Pipeline {
         path: path.to_path_buf(),
         sha256: sha256_hex(bytes),
+        config: config.join("\n"),
         name,
         description: top.str("description"),
         source: Arc::from(source?),
@@ -248,9 +271,10 @@ fn component<T: ?Sized>(
     selector: &str,
     registry: &'static [ComponentKind<T>],
     diag: &mut Diagnostics,
-) -> Option<Box<T>> {
+) -> Option<(Box<T>, String)> {
     let (kind, options) = kind_and_options(node.as_node(), context, selector, registry, diag)?;
-    (kind.build)(&options, diag)
+    let built = (kind.build)(&options, diag)?;
+    Some((built, format!("{} {}", kind.name, options.effective())))
 }
 
 fn stage_plan(
@@ -280,6 +304,7 @@ fn label_stages(stages: Vec<(&'static str, Options, Box<dyn Stage>)>) -> Vec<Sta
                 batch_size: options.usize("batch_size"),
                 max_wait: options.duration("max_wait"),
                 workers: options.usize("workers"),
+                timeout: options.opt_duration("timeout"),
                 stage: Arc::from(stage),
             }
         })

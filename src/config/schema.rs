@@ -104,12 +104,26 @@ impl fmt::Display for Problem {
     }
 }
 
+/// Options that change how fast a run goes, not what it writes: left out of the resume key.
+const RUNTIME: &[&str] = &[
+    "batch_size",
+    "max_wait",
+    "workers",
+    "threads",
+    "parallel",
+    "token_budget",
+    "timeout",
+];
+
 /// Collects every problem found in one file, turning byte spans into line and column.
 pub struct Diagnostics {
     file: String,
     text: String,
     index: LineIndex,
     pub problems: Vec<Problem>,
+    /// Files the components read while building (prompts, schemas, examples): part of what
+    /// the pipeline means, so part of its resume key.
+    pub reads: Vec<std::path::PathBuf>,
 }
 
 impl Diagnostics {
@@ -119,6 +133,7 @@ impl Diagnostics {
             text: text.to_string(),
             index: LineIndex::new(text),
             problems: Vec::new(),
+            reads: Vec::new(),
         }
     }
 
@@ -136,12 +151,15 @@ impl Diagnostics {
         self.problems.is_empty()
     }
 
-    /// A path written in the file, taken relative to the file's folder (absolute paths as is).
-    pub fn relative_path(&self, path: &str) -> std::path::PathBuf {
-        std::path::Path::new(&self.file)
+    /// A path written in the file, taken relative to the file's folder (absolute paths as is),
+    /// for a file the component reads now.
+    pub fn relative_path(&mut self, path: &str) -> std::path::PathBuf {
+        let path = std::path::Path::new(&self.file)
             .parent()
             .unwrap_or(std::path::Path::new(""))
-            .join(path)
+            .join(path);
+        self.reads.push(path.clone());
+        path
     }
 }
 
@@ -255,6 +273,18 @@ impl Options {
         }
     }
 
+    /// Every option with its effective value (the user's, else the default), except those in
+    /// `RUNTIME`: two tables that mean the same give the same text.
+    pub fn effective(&self) -> String {
+        let values: Vec<String> = self
+            .spec
+            .iter()
+            .filter(|o| !RUNTIME.contains(&o.name))
+            .filter_map(|o| Some(format!("{}={}", o.name, self.node(o.name)?.canonical())))
+            .collect();
+        values.join(";")
+    }
+
     /// Span of the user's value for `key`, or of the component table.
     pub fn span_of(&self, key: &str) -> Range<usize> {
         self.entries
@@ -295,6 +325,10 @@ impl Options {
 
     pub fn bool(&self, key: &str) -> bool {
         matches!(self.node(key).map(|n| n.value), Some(Value::Bool(true)))
+    }
+
+    pub fn opt_duration(&self, key: &str) -> Option<Duration> {
+        self.node(key).map(|_| self.duration(key))
     }
 
     pub fn duration(&self, key: &str) -> Duration {

@@ -49,6 +49,31 @@ impl Value {
     }
 }
 
+impl Node {
+    /// The value as compact text that ignores formatting and comments: two spellings of the
+    /// same value give the same text (JSON-like, tables in key order as written).
+    pub fn canonical(&self) -> String {
+        match &self.value {
+            Value::Str(s) => serde_json::Value::String(s.clone()).to_string(),
+            Value::Int(i) => i.to_string(),
+            Value::Float(f) => format!("{f:?}"),
+            Value::Bool(b) => b.to_string(),
+            Value::Datetime => "datetime".into(),
+            Value::Array(items) => {
+                let items: Vec<String> = items.iter().map(Node::canonical).collect();
+                format!("[{}]", items.join(","))
+            }
+            Value::Table(entries) => {
+                let entries: Vec<String> = entries
+                    .iter()
+                    .map(|e| format!("{:?}:{}", e.key, e.node.canonical()))
+                    .collect();
+                format!("{{{}}}", entries.join(","))
+            }
+        }
+    }
+}
+
 /// A TOML syntax error with its byte range.
 pub struct SyntaxError {
     pub message: String,

@@ -184,10 +184,12 @@ struct Slot {
 impl Generator<'_> {
     /// Completes every request, `parallel` at a time; one result per request, in order.
     /// `around_decode` is called before each llama.cpp decode and its result held until the
-    /// decode returns (a lease on the CPU threads the context uses).
+    /// decode returns (a lease on the CPU threads the context uses). When `give_up` says so
+    /// (polled before each decode), the unfinished requests end with an error.
     pub fn run<G>(
         &mut self,
         requests: &[Request],
+        give_up: &dyn Fn() -> bool,
         mut around_decode: impl FnMut() -> G,
     ) -> Vec<Result<Completion, String>> {
         let mut results: Vec<Option<Result<Completion, String>>> = vec![None; requests.len()];
@@ -205,6 +207,19 @@ impl Generator<'_> {
                 }
             }
             if slots.iter().all(Option::is_none) {
+                break;
+            }
+            if give_up() {
+                for slot in slots.iter_mut() {
+                    if let Some(s) = slot.take() {
+                        self.ctx
+                            .clear_kv_cache_seq(Some(s.seq as u32), None, None)
+                            .ok();
+                    }
+                }
+                for result in results.iter_mut().filter(|r| r.is_none()) {
+                    *result = Some(Err("generation was stopped: out of time".into()));
+                }
                 break;
             }
             let lease = around_decode();
@@ -414,7 +429,10 @@ mod tests {
                 context: 256,
                 threads: 2,
             };
-            model.generator(&options).unwrap().run(&requests, || ())
+            model
+                .generator(&options)
+                .unwrap()
+                .run(&requests, &|| false, || ())
         };
         let one = run(1);
         let four = run(4);
@@ -454,7 +472,7 @@ mod tests {
             max_tokens: 5,
             ..Request::default()
         };
-        let results = generator.run(&[label, limited, huge], || ());
+        let results = generator.run(&[label, limited, huge], &|| false, || ());
         let text = &results[0].as_ref().unwrap().text;
         assert!(text == "spam" || text == "not spam", "{text:?}");
         let limited = results[1].as_ref().unwrap();

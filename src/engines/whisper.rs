@@ -129,11 +129,25 @@ const VAD_PAD_S: f64 = 0.2;
 /// Silence put between stretches of speech when they are joined for Whisper.
 const VAD_JOIN_S: f64 = 0.1;
 
+/// whisper.cpp's abort callback: asks the `&dyn Fn() -> bool` behind `data`.
+unsafe extern "C" fn abort_if(data: *mut std::ffi::c_void) -> bool {
+    // SAFETY: `transcribe` sets `data` to a `&&dyn Fn() -> bool` that outlives the call.
+    let give_up = unsafe { &*(data as *const &dyn Fn() -> bool) };
+    give_up()
+}
+
 impl Transcriber {
     /// Transcribes 16 kHz mono samples. With a VAD model, only the stretches of speech are
     /// joined and transcribed (silence gives no segments, and costs no Whisper time); segment
     /// and word times are mapped back onto `audio`'s timeline.
-    pub fn transcribe(&mut self, audio: &[f32], options: &Options) -> anyhow::Result<Transcript> {
+    /// `give_up` is polled while whisper.cpp computes; when it says so, the call ends with an
+    /// error.
+    pub fn transcribe(
+        &mut self,
+        audio: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript> {
         let language = if self.multilingual {
             options.language.as_deref()
         } else {
@@ -175,7 +189,16 @@ impl Transcriber {
         params.set_print_timestamps(false);
         // No "(music)" or "[BLANK_AUDIO]" inventions: silence must give an empty transcript.
         params.set_suppress_nst(true);
+        // SAFETY: the user data is `give_up`, borrowed for the whole `full` call below, and
+        // `abort_if` reads it as exactly that type.
+        unsafe {
+            params.set_abort_callback(Some(abort_if));
+            params.set_abort_callback_user_data(&give_up as *const &dyn Fn() -> bool as *mut _);
+        }
         if let Err(e) = self.state.full(params, samples) {
+            if give_up() {
+                bail!("whisper.cpp was stopped: out of time");
+            }
             bail!("whisper.cpp failed to transcribe: {e}");
         }
         let language = match language {
@@ -410,7 +433,7 @@ mod tests {
                 vad_model,
                 ..Options::default()
             };
-            let transcript = transcriber.transcribe(&audio, &options).unwrap();
+            let transcript = transcriber.transcribe(&audio, &options, &|| false).unwrap();
             let said = text(&transcript);
             for word in ["hello", "john", "smith", "london"] {
                 assert!(said.contains(word), "`{word}` missing from {said:?}");
@@ -441,7 +464,7 @@ mod tests {
         let mut transcriber = whisper.transcriber().unwrap();
         let said = text(
             &transcriber
-                .transcribe(&wav("silence.wav"), &options)
+                .transcribe(&wav("silence.wav"), &options, &|| false)
                 .unwrap(),
         );
         assert!(said.trim().is_empty(), "silence gave {said:?}");
@@ -460,7 +483,7 @@ mod tests {
         let transcript = whisper
             .transcriber()
             .unwrap()
-            .transcribe(&wav("hello.wav"), &options)
+            .transcribe(&wav("hello.wav"), &options, &|| false)
             .unwrap();
         let said = text(&transcript);
         assert!(said.contains("john") && said.contains("london"), "{said:?}");

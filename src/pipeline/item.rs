@@ -22,6 +22,8 @@ pub struct Item {
     pub rel_path: Option<std::path::PathBuf>,
     pub fields: Map<String, Value>,
     pub failure: Option<Failure>,
+    /// Seconds each stage's call took for the batch holding this item, for the ledger.
+    pub timings: Vec<(String, f64)>,
 }
 
 /// Why an item failed, and in which stage ("input" for problems reading it).
@@ -51,6 +53,7 @@ impl Item {
             rel_path: None,
             fields,
             failure: None,
+            timings: Vec::new(),
         }
     }
 
@@ -136,11 +139,12 @@ pub struct Record<'a> {
     run: &'a Provenance,
 }
 
-/// How a run's records were made: the same for every record of a run.
+/// How a run's records were made: the same for every record of a run, and for every run of
+/// the same pipeline and models, so a resumed run writes the very bytes an uninterrupted one
+/// would. Which run made a record is in the ledger.
 #[derive(Debug, serde::Serialize)]
 pub struct Provenance {
     pub lai_version: &'static str,
-    pub run_id: String,
     pub pipeline_sha256: String,
     /// Model name -> sha256 of each model file the pipeline uses.
     #[serde(skip_serializing_if = "std::collections::BTreeMap::is_empty")]
@@ -207,14 +211,13 @@ mod tests {
         let item = Item::new("doc-1".into(), "stdin:1".into(), b"{}", fields);
         let run = Provenance {
             lai_version: "0.1.0",
-            run_id: "r".into(),
             pipeline_sha256: "p".into(),
             models: [("m".to_string(), "h".to_string())].into(),
         };
         let record = serde_json::to_value(item.record(&[], &run)).unwrap();
         assert_eq!(
             record.to_string(),
-            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","lai_version":"0.1.0","run_id":"r","pipeline_sha256":"p","models":{"m":"h"}}}"#
+            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","lai_version":"0.1.0","pipeline_sha256":"p","models":{"m":"h"}}}"#
         );
         let only = ["text".to_string()];
         let record = serde_json::to_value(item.record(&only, &run)).unwrap();

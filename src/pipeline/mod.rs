@@ -32,6 +32,7 @@ use anyhow::anyhow;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::{Pipeline, StagePlan};
+use crate::ledger::Ledger;
 use crate::models::ResolvedModel;
 use crate::sinks::Sink;
 use crate::sources::Input;
@@ -86,6 +87,18 @@ pub struct RunOptions<'a> {
     /// Write items in input order (needed for stdin-to-stdout pipes).
     pub ordered: bool,
     pub progress: bool,
+    /// Decides at intake what happens to each item the source read.
+    pub admit: &'a (dyn Fn(&Item) -> Admit + Sync),
+}
+
+/// What intake does with an item.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Admit {
+    Process,
+    /// Not processed (already done, say); counted as read and skipped.
+    Skip,
+    /// Another shard's item: not counted at all.
+    Elsewhere,
 }
 
 /// Per-stage counters, updated by its workers.
@@ -106,6 +119,32 @@ pub struct StartContext<'a> {
     /// The run's CPU threads (`--jobs`), lent to engine calls of all stages.
     pub threads: Arc<Threads>,
     pub meter: Meter,
+    /// When the worker's current batch must give up (the stage's `timeout`).
+    pub deadline: Deadline,
+}
+
+/// When a stage call must give up: the runtime sets it around each batch from the stage's
+/// `timeout`, and engines poll it in their long loops (whisper's abort callback, the llama
+/// token loop), so a hang becomes an item error instead of a stuck run.
+#[derive(Clone, Default)]
+pub struct Deadline(Arc<AtomicU64>);
+
+/// Nanoseconds since the first call, the clock of `Deadline` (0 means none set).
+fn clock_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl Deadline {
+    pub fn passed(&self) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != 0 && clock_ns() >= at
+    }
+
+    fn set(&self, after: Option<Duration>) {
+        let at = after.map_or(0, |d| clock_ns().saturating_add(d.as_nanos() as u64));
+        self.0.store(at, Ordering::Relaxed);
+    }
 }
 
 impl StartContext<'_> {
@@ -120,6 +159,7 @@ impl StartContext<'_> {
                 bar: indicatif::ProgressBar::hidden(),
                 started: Instant::now(),
             },
+            deadline: Deadline::default(),
         }
     }
 
@@ -173,6 +213,8 @@ impl Meter {
 /// What happened in a run.
 pub struct Outcome {
     pub read: u64,
+    /// Items the source read that `admit` turned away.
+    pub skipped: u64,
     pub written: u64,
     pub failed: u64,
     /// Items that failed while being read, before any stage.
@@ -185,12 +227,15 @@ pub struct Outcome {
 }
 
 /// Runs `pipeline` over `inputs`, writing finished items to `sinks` and failed ones to
-/// `dead_letters`; `on_failure` is called for each failed item (to print it).
+/// `dead_letters`, committing each flushed item to `ledger`; `on_failure` is called for each
+/// failed item (to print it).
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     pipeline: &Pipeline,
     inputs: Vec<Input>,
     mut sinks: Vec<Box<dyn Sink>>,
     mut dead_letters: Option<Box<dyn Sink>>,
+    ledger: Option<&mut Ledger>,
     options: &RunOptions,
     stop: &Arc<Stop>,
     on_failure: &(dyn Fn(&Item) + Sync),
@@ -251,6 +296,7 @@ pub fn run(
     let (permit_tx, permit_rx) = bounded::<()>(in_flight);
     let mut counts = Counts::default();
     let mut read = 0u64;
+    let mut skipped = 0u64;
 
     thread::scope(|scope| {
         // Wire the stage queues: queue i feeds stage i; the last queue feeds the writer.
@@ -271,6 +317,7 @@ pub fn run(
                         bar: bar.clone(),
                         started,
                     },
+                    deadline: Deadline::default(),
                 };
                 scope.spawn(move || {
                     if let Err(e) = work(plan, &ctx, &batcher, &tx, &counters, &bar) {
@@ -285,6 +332,7 @@ pub fn run(
         let mut writer = Writer {
             sinks: std::mem::take(&mut sinks),
             dead_letters: dead_letters.take(),
+            ledger,
             on_failure,
             permits: &permit_rx,
             progress: &progress,
@@ -311,6 +359,16 @@ pub fn run(
                 recv(stop.wake_rx) -> _ => break,
                 recv(raw_rx) -> msg => match msg { Ok(item) => item, Err(_) => break },
             };
+            match (options.admit)(&item) {
+                Admit::Process => {}
+                Admit::Skip => {
+                    skipped += 1;
+                    progress.read().inc(1);
+                    progress.written().inc(1);
+                    continue;
+                }
+                Admit::Elsewhere => continue,
+            }
             select! {
                 send(permit_tx, ()) -> sent => if sent.is_err() { break },
                 recv(stop.wake_rx) -> _ => break,
@@ -322,7 +380,7 @@ pub fn run(
                 break;
             }
         }
-        read = seq;
+        read = seq + skipped;
         drop(first_tx);
 
         let result = match writer.join() {
@@ -354,6 +412,7 @@ pub fn run(
     let fatal = fatal.into_inner().unwrap_or_else(|p| p.into_inner());
     Outcome {
         read,
+        skipped,
         written: counts.written,
         failed: counts.failed,
         input_failed: counts.input_failed,
@@ -388,12 +447,20 @@ fn work(
         if !healthy.is_empty() {
             let started = Instant::now();
             let busy = ctx.threads.busy();
+            let n = healthy.len() as u32;
+            ctx.deadline.set(plan.timeout.map(|t| t * n));
             let results =
                 std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
+            let timed_out = ctx.deadline.passed();
+            ctx.deadline.set(None);
             drop(busy);
+            let took = started.elapsed();
             counters
                 .busy_ns
-                .fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+                .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            for item in healthy.iter_mut() {
+                item.timings.push((plan.label.clone(), took.as_secs_f64()));
+            }
             let results = match results {
                 Ok(r) if r.len() == healthy.len() => r,
                 Ok(_) => vec![
@@ -414,7 +481,16 @@ fn work(
             };
             let mut failures = 0;
             for (item, result) in healthy.iter_mut().zip(results) {
-                if let Err(reason) = result {
+                if let Err(mut reason) = result {
+                    if let (true, Some(t)) = (timed_out, plan.timeout) {
+                        reason = format!(
+                            "timed out: stage `{}` took longer than its `timeout` of {:.1}s per item ({} items in {:.1}s); raise `timeout` in the pipeline file, or check this input",
+                            plan.label,
+                            t.as_secs_f64(),
+                            n,
+                            took.as_secs_f64()
+                        );
+                    }
                     item.fail(&plan.label, reason);
                     failures += 1;
                 }
@@ -453,6 +529,7 @@ struct Counts {
 struct Writer<'a> {
     sinks: Vec<Box<dyn Sink>>,
     dead_letters: Option<Box<dyn Sink>>,
+    ledger: Option<&'a mut Ledger>,
     on_failure: &'a (dyn Fn(&Item) + Sync),
     /// Receiving a permit back lets intake admit one more item.
     permits: &'a Receiver<()>,
@@ -490,6 +567,7 @@ impl Writer<'_> {
     }
 
     fn deliver(&mut self, item: Item) -> std::io::Result<()> {
+        let mut places = Vec::new();
         if let Some(failure) = &item.failure {
             self.counts.failed += 1;
             if failure.stage == "input" {
@@ -497,23 +575,37 @@ impl Writer<'_> {
             }
             (self.on_failure)(&item);
             if let Some(dead) = self.dead_letters.as_mut() {
-                dead.write(&item)?;
+                dead.write(&item, &mut places)?;
             }
         } else {
             for sink in self.sinks.iter_mut() {
-                sink.write(&item)?;
+                sink.write(&item, &mut places)?;
             }
             self.counts.written += 1;
+        }
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger.written(&item, places);
         }
         self.progress.written().inc(1);
         let _ = self.permits.try_recv();
         Ok(())
     }
 
+    /// Flushes every sink, then commits the flushed items to the ledger: a record is in the
+    /// ledger only once its bytes are in the file.
     fn flush(&mut self) -> std::io::Result<()> {
         self.sinks
             .iter_mut()
             .chain(self.dead_letters.as_mut())
-            .try_for_each(|s| s.flush())
+            .try_for_each(|s| s.flush())?;
+        let files: Vec<_> = (self.sinks.iter().chain(self.dead_letters.as_ref()))
+            .flat_map(|s| s.appended())
+            .collect();
+        if let Some(ledger) = self.ledger.as_mut() {
+            ledger
+                .commit(&files)
+                .map_err(|e| std::io::Error::other(format!("the run ledger: {e:#}")))?;
+        }
+        Ok(())
     }
 }

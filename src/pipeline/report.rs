@@ -48,6 +48,9 @@ pub struct ItemCounts {
     pub written: u64,
     pub failed: u64,
     pub failed_at_input: u64,
+    /// Read but not processed: done by an earlier run (resume), or not a failure under
+    /// `--retry-failed`.
+    pub skipped: u64,
 }
 
 #[derive(Serialize)]
@@ -82,6 +85,7 @@ impl ItemCounts {
             written: outcome.written,
             failed: outcome.failed,
             failed_at_input: outcome.input_failed,
+            skipped: outcome.skipped,
         }
     }
 }
@@ -160,11 +164,12 @@ impl RunReport {
         );
         let _ = write!(
             out,
-            "{} items in {:.2}s: {} written, {} failed{}",
+            "{} items in {:.2}s: {} written, {} failed, {} skipped{}",
             self.items.read,
             self.elapsed_s,
             self.items.written,
             self.items.failed,
+            self.items.skipped,
             if self.interrupted {
                 " (interrupted)"
             } else {

@@ -1,11 +1,9 @@
 //! The `csv` output: chosen fields as columns, one row per item (via the `csv` crate).
 
-use std::fs::File;
-use std::io::{self, BufWriter};
+use std::io::{self, Write};
+use std::path::PathBuf;
 
-use anyhow::Context;
-
-use super::{OpenContext, Sink, SinkSpec, create_parent};
+use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::Item;
@@ -58,39 +56,58 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>>
 impl SinkSpec for CsvSpec {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
         let path = ctx.resolve(&self.path);
-        create_parent(&path)?;
-        let file =
-            File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
-        let mut writer = csv::Writer::from_writer(BufWriter::with_capacity(256 * 1024, file));
-        writer.write_record(&self.columns)?;
+        let mut file = AppendFile::open(ctx, &path)?;
+        let mut row = Vec::new();
+        if file.is_new() {
+            row_bytes(&mut row, self.columns.iter())?;
+            file.write_all(&row)?;
+            file.end_header();
+        }
         Ok(Box::new(CsvSink {
-            writer,
+            file,
+            row,
             columns: self.columns.clone(),
-            target: path.display().to_string(),
         }))
     }
 }
 
 struct CsvSink {
-    writer: csv::Writer<BufWriter<File>>,
+    file: AppendFile,
+    /// One row's bytes, reused.
+    row: Vec<u8>,
     columns: Vec<String>,
-    target: String,
+}
+
+/// Writes one CSV row (quoted as needed, `\n`-terminated) into `buf`.
+fn row_bytes<T: AsRef<[u8]>>(buf: &mut Vec<u8>, fields: impl Iterator<Item = T>) -> io::Result<()> {
+    buf.clear();
+    let mut writer = csv::Writer::from_writer(buf);
+    writer.write_record(fields).map_err(io::Error::other)?;
+    writer.flush()
 }
 
 impl Sink for CsvSink {
-    fn write(&mut self, item: &Item) -> io::Result<()> {
-        let row = self
+    fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
+        let fields = self
             .columns
             .iter()
             .map(|c| item.field_text(c).unwrap_or_default());
-        self.writer.write_record(row).map_err(io::Error::other)
+        row_bytes(&mut self.row, fields)?;
+        let start = self.file.len();
+        self.file.write_all(&self.row)?;
+        places.push(self.file.place_since(start));
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.writer.flush()
+        self.file.flush()
     }
 
     fn target(&self) -> String {
-        self.target.clone()
+        self.file.path().display().to_string()
+    }
+
+    fn appended(&self) -> Vec<(PathBuf, Committed)> {
+        vec![self.file.committed()]
     }
 }

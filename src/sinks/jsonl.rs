@@ -1,11 +1,9 @@
 //! The `jsonl` output: one JSON record per line, to a file or stdout; also the dead letters.
 
-use std::fs::File;
 use std::io::{self, BufWriter, Write};
+use std::path::{Path, PathBuf};
 
-use anyhow::Context;
-
-use super::{OpenContext, Sink, SinkSpec, create_parent};
+use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::{Item, Provenance};
@@ -51,8 +49,11 @@ impl SinkSpec for JsonlSpec {
         if self.path == "-" {
             return Ok(Box::new(stdout(what)));
         }
-        let path = ctx.resolve(&self.path).display().to_string();
-        Ok(Box::new(JsonlSink::create(&path, what)?))
+        Ok(Box::new(JsonlSink::open(
+            ctx,
+            &ctx.resolve(&self.path),
+            what,
+        )?))
     }
 }
 
@@ -65,20 +66,20 @@ pub enum Writes {
 }
 
 pub struct JsonlSink {
-    out: BufWriter<Box<dyn Write + Send>>,
-    target: String,
+    out: Out,
     what: Writes,
 }
 
+enum Out {
+    File(AppendFile),
+    Stdout(BufWriter<io::Stdout>),
+}
+
 impl JsonlSink {
-    /// Creates (truncates) the file at `path`.
-    pub fn create(path: &str, what: Writes) -> anyhow::Result<Self> {
-        let path_buf = std::path::PathBuf::from(path);
-        create_parent(&path_buf)?;
-        let file = File::create(&path_buf).with_context(|| format!("cannot create {path}"))?;
+    /// Creates the file at `path`, or continues it where the last run's ledger left it.
+    pub fn open(ctx: &OpenContext, path: &Path, what: Writes) -> anyhow::Result<Self> {
         Ok(JsonlSink {
-            out: BufWriter::with_capacity(256 * 1024, Box::new(file)),
-            target: path.to_string(),
+            out: Out::File(AppendFile::open(ctx, path)?),
             what,
         })
     }
@@ -87,33 +88,56 @@ impl JsonlSink {
 /// Records to standard output (filter mode, or `path = "-"`).
 pub fn stdout(what: Writes) -> JsonlSink {
     JsonlSink {
-        out: BufWriter::with_capacity(256 * 1024, Box::new(io::stdout())),
-        target: "stdout".into(),
+        out: Out::Stdout(BufWriter::with_capacity(256 * 1024, io::stdout())),
         what,
     }
 }
 
 /// The dead letters: one error record per failed item, never its content.
-pub fn dead_letters(path: &str) -> anyhow::Result<Box<dyn Sink>> {
-    Ok(Box::new(JsonlSink::create(path, Writes::Errors)?))
+pub fn dead_letters(ctx: &OpenContext, path: &Path) -> anyhow::Result<Box<dyn Sink>> {
+    Ok(Box::new(JsonlSink::open(ctx, path, Writes::Errors)?))
 }
 
 impl Sink for JsonlSink {
-    fn write(&mut self, item: &Item) -> io::Result<()> {
+    fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
+        let (out, start): (&mut dyn Write, _) = match &mut self.out {
+            Out::File(file) => {
+                let start = file.len();
+                (file, Some(start))
+            }
+            Out::Stdout(out) => (out, None),
+        };
         match &self.what {
             Writes::Records(only, run) => {
-                serde_json::to_writer(&mut self.out, &item.record(only, run))?
+                serde_json::to_writer(&mut *out, &item.record(only, run))?
             }
-            Writes::Errors => serde_json::to_writer(&mut self.out, &item.error_record())?,
+            Writes::Errors => serde_json::to_writer(&mut *out, &item.error_record())?,
         }
-        self.out.write_all(b"\n")
+        out.write_all(b"\n")?;
+        if let (Out::File(file), Some(start)) = (&self.out, start) {
+            places.push(file.place_since(start));
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        match &mut self.out {
+            Out::File(file) => file.flush(),
+            Out::Stdout(out) => out.flush(),
+        }
     }
 
     fn target(&self) -> String {
-        self.target.clone()
+        match &self.out {
+            Out::File(file) => file.path().display().to_string(),
+            Out::Stdout(_) => "stdout".into(),
+        }
+    }
+
+    fn appended(&self) -> Vec<(PathBuf, Committed)> {
+        match &self.out {
+            Out::File(file) => vec![file.committed()],
+            Out::Stdout(_) => Vec::new(),
+        }
     }
 }

@@ -4,6 +4,11 @@
 //! starts (never during `lai check`). A `Sink` is driven by the runtime's single writer thread,
 //! so sinks need no locking; the writer flushes them whenever its queue runs dry, so a crash
 //! loses at most the items still in flight.
+//!
+//! Every write says where the item went (`Place`): a byte range of a file the sink appends to
+//! (`AppendFile`), or a file of the item's own. The ledger keeps those places, so a rerun can
+//! cut a file back to its last committed length (a torn record after `kill -9`), drop the
+//! records of items that are processed again, and merge shards record by record.
 
 pub mod csv;
 pub mod jsonl;
@@ -11,7 +16,9 @@ pub mod npy;
 pub mod subtitles;
 pub mod text;
 
-use std::io;
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use crate::config::ComponentKind;
@@ -24,6 +31,17 @@ pub struct OpenContext {
     pub out_dir: PathBuf,
     /// What every record says about how it was made.
     pub provenance: Arc<Provenance>,
+    /// Files a previous run left, with the length and header length the ledger committed:
+    /// these are continued instead of created.
+    pub resume: HashMap<PathBuf, Committed>,
+}
+
+/// How much of an appended file is known good, per the ledger.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Committed {
+    pub len: u64,
+    /// Bytes before the first record (a CSV header row, the npy header).
+    pub header: u64,
 }
 
 impl OpenContext {
@@ -38,10 +56,24 @@ pub trait SinkSpec: Send + Sync {
 }
 
 pub trait Sink: Send {
-    fn write(&mut self, item: &Item) -> io::Result<()>;
+    /// Writes one item, adding where it went to `places`.
+    fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()>;
     fn flush(&mut self) -> io::Result<()>;
     /// Where it writes, for the run report: a path or "stdout".
     fn target(&self) -> String;
+    /// The files it appends to, with their length and header length so far.
+    fn appended(&self) -> Vec<(PathBuf, Committed)> {
+        Vec::new()
+    }
+}
+
+/// Where one item's output went.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Place {
+    pub path: PathBuf,
+    /// `(offset, length)` of its record in a file shared by all items; `None` for a file of
+    /// its own (a transcript's SRT).
+    pub range: Option<(u64, u64)>,
 }
 
 /// Every output kind, selected by `[[output]] kind = "..."`.
@@ -59,6 +91,114 @@ pub fn create_parent(path: &Path) -> anyhow::Result<()> {
     if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
         std::fs::create_dir_all(parent)
             .map_err(|e| anyhow::anyhow!("cannot create folder {}: {e}", parent.display()))?;
+    }
+    Ok(())
+}
+
+/// A file that grows by whole records: created empty, or continued at the length the ledger
+/// committed (anything after it, a torn or unrecorded record, is cut off first).
+pub struct AppendFile {
+    out: BufWriter<File>,
+    path: PathBuf,
+    len: u64,
+    header: u64,
+}
+
+impl AppendFile {
+    pub fn open(ctx: &OpenContext, path: &Path) -> anyhow::Result<AppendFile> {
+        create_parent(path)?;
+        let fail =
+            |e: io::Error| anyhow::anyhow!("cannot open {} for writing: {e}", path.display());
+        let (mut file, committed) = match ctx.resume.get(path) {
+            Some(c) => {
+                let file = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(path)
+                    .map_err(fail)?;
+                file.set_len(c.len).map_err(fail)?;
+                (file, *c)
+            }
+            None => (
+                File::create(path).map_err(fail)?,
+                Committed { len: 0, header: 0 },
+            ),
+        };
+        file.seek(SeekFrom::End(0)).map_err(fail)?;
+        Ok(AppendFile {
+            out: BufWriter::with_capacity(256 * 1024, file),
+            path: path.to_path_buf(),
+            len: committed.len,
+            header: committed.header,
+        })
+    }
+
+    /// True for a file created by this run (it still needs its header).
+    pub fn is_new(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Marks everything written so far as the header.
+    pub fn end_header(&mut self) {
+        self.header = self.len;
+    }
+
+    pub fn len(&self) -> u64 {
+        self.len
+    }
+
+    /// The place of the record written since `start` (a `len()` taken before writing it).
+    pub fn place_since(&self, start: u64) -> Place {
+        Place {
+            path: self.path.clone(),
+            range: Some((start, self.len - start)),
+        }
+    }
+
+    /// Overwrites bytes at `offset` (inside the header) without moving the end.
+    pub fn overwrite(&mut self, offset: u64, bytes: &[u8]) -> io::Result<()> {
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.seek(SeekFrom::Start(offset))?;
+        file.write_all(bytes)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(())
+    }
+
+    pub fn committed(&self) -> (PathBuf, Committed) {
+        let c = Committed {
+            len: self.len,
+            header: self.header,
+        };
+        (self.path.clone(), c)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Write for AppendFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.out.write(buf)?;
+        self.len += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.out.flush()
+    }
+}
+
+/// Brings a file's own header in line with its length after the ledger cut or joined its
+/// records (resume, compaction, merge): an npy matrix declares its row count.
+pub fn refit(path: &Path) -> anyhow::Result<()> {
+    let mut magic = [0u8; 6];
+    let is_npy = File::open(path)
+        .and_then(|mut f| io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"\x93NUMPY";
+    if is_npy {
+        npy::fix_header(path)?;
     }
     Ok(())
 }

@@ -5,12 +5,13 @@
 //! (`numpy.load(path, mmap_mode="r")`). The ids file has one JSON string per line, row order.
 
 use std::fs::File;
-use std::io::{self, BufWriter, Seek, SeekFrom, Write};
+use std::io::{self, Read, Write};
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 use serde_json::Value;
 
-use super::{OpenContext, Sink, SinkSpec, create_parent};
+use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::Item;
@@ -67,56 +68,91 @@ impl SinkSpec for NpySpec {
             Some(ids) => ctx.resolve(ids),
             None => path.with_extension("ids.txt"),
         };
-        create_parent(&path)?;
-        create_parent(&ids_path)?;
-        let create = |p: &std::path::Path| {
-            File::create(p).with_context(|| format!("cannot create {}", p.display()))
+        let mut matrix = AppendFile::open(ctx, &path)?;
+        let width = if matrix.is_new() {
+            matrix.write_all(&header(0, None))?;
+            matrix.end_header();
+            None
+        } else {
+            width(&path)?
         };
-        let mut sink = NpySink {
-            matrix: BufWriter::with_capacity(1 << 20, create(&path)?),
-            ids: BufWriter::new(create(&ids_path)?),
+        let rows = match width {
+            Some(w) => (matrix.len() - HEADER_LEN as u64) / (4 * w as u64),
+            None => 0,
+        };
+        Ok(Box::new(NpySink {
+            matrix,
+            ids: AppendFile::open(ctx, &ids_path)?,
             field: self.field.clone(),
-            rows: 0,
-            width: None,
-            target: path.display().to_string(),
-        };
-        sink.write_header()?;
-        Ok(Box::new(sink))
+            rows,
+            width,
+        }))
     }
 }
 
 struct NpySink {
-    matrix: BufWriter<File>,
-    ids: BufWriter<File>,
+    matrix: AppendFile,
+    ids: AppendFile,
     field: String,
     rows: u64,
     width: Option<usize>,
-    target: String,
 }
 
-impl NpySink {
-    fn write_header(&mut self) -> io::Result<()> {
-        let shape = match self.width {
-            Some(w) => format!("({}, {w})", self.rows),
-            None => "(0, 0)".to_string(),
-        };
-        let mut header =
-            format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}").into_bytes();
-        let prefix = 10; // magic (6), version (2), header length (2)
-        header.resize(HEADER_LEN - prefix - 1, b' ');
-        header.push(b'\n');
-        self.matrix.seek(SeekFrom::Start(0))?;
-        self.matrix.write_all(b"\x93NUMPY\x01\x00")?;
-        self.matrix
-            .write_all(&(header.len() as u16).to_le_bytes())?;
-        self.matrix.write_all(&header)?;
-        self.matrix.seek(SeekFrom::End(0))?;
-        Ok(())
-    }
+/// The npy header for a `rows` x `width` float32 matrix, padded to `HEADER_LEN` bytes.
+fn header(rows: u64, width: Option<usize>) -> Vec<u8> {
+    let shape = match width {
+        Some(w) => format!("({rows}, {w})"),
+        None => "(0, 0)".to_string(),
+    };
+    let mut dict =
+        format!("{{'descr': '<f4', 'fortran_order': False, 'shape': {shape}, }}").into_bytes();
+    let prefix = 10; // magic (6), version (2), header length (2)
+    dict.resize(HEADER_LEN - prefix - 1, b' ');
+    dict.push(b'\n');
+    let mut bytes = b"\x93NUMPY\x01\x00".to_vec();
+    bytes.extend_from_slice(&(dict.len() as u16).to_le_bytes());
+    bytes.extend_from_slice(&dict);
+    bytes
+}
+
+/// The row width an npy file written by lai declares (`None` while it has no rows).
+fn width(path: &Path) -> anyhow::Result<Option<usize>> {
+    let mut head = vec![0u8; HEADER_LEN];
+    File::open(path)
+        .and_then(|mut f| f.read_exact(&mut head))
+        .with_context(|| format!("cannot read the header of {}", path.display()))?;
+    let text = String::from_utf8_lossy(&head);
+    let shape = text
+        .split("'shape': (")
+        .nth(1)
+        .and_then(|rest| rest.split(')').next())
+        .with_context(|| {
+            format!(
+                "{} is not an npy file written by lai; move it away",
+                path.display()
+            )
+        })?;
+    let w: usize = shape
+        .split(',')
+        .nth(1)
+        .and_then(|w| w.trim().parse().ok())
+        .with_context(|| format!("{}: unreadable npy shape ({shape})", path.display()))?;
+    Ok((w > 0).then_some(w))
+}
+
+/// Rewrites the header of an npy file whose rows were cut or joined by the ledger (resume,
+/// merge), so its shape matches its length again.
+pub fn fix_header(path: &Path) -> anyhow::Result<()> {
+    let width = width(path)?;
+    let len = std::fs::metadata(path)?.len();
+    let rows = width.map_or(0, |w| (len - HEADER_LEN as u64) / (4 * w as u64));
+    let mut file = std::fs::OpenOptions::new().write(true).open(path)?;
+    file.write_all(&header(rows, width))?;
+    Ok(())
 }
 
 impl Sink for NpySink {
-    fn write(&mut self, item: &Item) -> io::Result<()> {
+    fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
         let Some(Value::Array(values)) = item.fields.get(&self.field) else {
             return Err(io::Error::other(format!(
                 "item {} has no list field `{}` for the npy output; set its `field`",
@@ -132,23 +168,30 @@ impl Sink for NpySink {
                 self.width.unwrap_or_default()
             )));
         }
+        let start = self.matrix.len();
         for v in values {
             let x = v.as_f64().unwrap_or(f64::NAN) as f32;
             self.matrix.write_all(&x.to_le_bytes())?;
         }
+        places.push(self.matrix.place_since(start));
+        let start = self.ids.len();
         serde_json::to_writer(&mut self.ids, &item.id)?;
         self.ids.write_all(b"\n")?;
+        places.push(self.ids.place_since(start));
         self.rows += 1;
         Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {
-        self.write_header()?;
-        self.matrix.flush()?;
+        self.matrix.overwrite(0, &header(self.rows, self.width))?;
         self.ids.flush()
     }
 
     fn target(&self) -> String {
-        self.target.clone()
+        self.matrix.path().display().to_string()
+    }
+
+    fn appended(&self) -> Vec<(PathBuf, Committed)> {
+        vec![self.matrix.committed(), self.ids.committed()]
     }
 }

@@ -6,7 +6,7 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::{OpenContext, Sink, SinkSpec};
+use super::{OpenContext, Place, Sink, SinkSpec};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::Item;
@@ -124,11 +124,14 @@ fn write_atomically(path: &Path, text: &str) -> io::Result<()> {
 }
 
 impl Sink for TextSink {
-    fn write(&mut self, item: &Item) -> io::Result<()> {
+    fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
         let Some(text) = (self.render)(item, &self.field) else {
             return Ok(());
         };
-        write_atomically(&self.path_for(item), &text)
+        let path = self.path_for(item);
+        write_atomically(&path, &text)?;
+        places.push(Place { path, range: None });
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

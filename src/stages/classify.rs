@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::embed::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
-use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
+use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::StartContext;
@@ -30,6 +30,7 @@ pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),
     MAX_WAIT,
+    TIMEOUT,
     workers("1"),
     MODEL,
     FIELD,

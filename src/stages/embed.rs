@@ -13,7 +13,7 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
+use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::onnx::{Encoder, TextModel, load_runtime};
@@ -73,6 +73,7 @@ pub const THREADS: OptionSpec = opt(
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),
     MAX_WAIT,
+    TIMEOUT,
     workers("1"),
     MODEL,
     FIELD,

@@ -66,6 +66,13 @@ pub const MAX_WAIT: OptionSpec = opt(
     "Longest a partial batch waits for more items before it is processed.",
 );
 
+pub const TIMEOUT: OptionSpec = opt(
+    "timeout",
+    Ty::Duration,
+    Default::Unset,
+    "Longest one item may take in this stage (a batch of n items gets n times it); past it the item fails with a timeout instead of hanging the run. Unset: no limit.",
+);
+
 pub const WORKERS: OptionSpec = workers("0");
 
 /// Worker threads of a stage; `"0"` means one per `--jobs`.

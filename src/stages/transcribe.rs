@@ -14,14 +14,14 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, WORKERS, Worker, batch_size};
+use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
 use crate::audio::{self, TARGET_RATE};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::whisper::{self, Transcriber, WhisperModel};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
-use crate::pipeline::{Meter, StartContext};
+use crate::pipeline::{Deadline, Meter, StartContext};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "transcribe",
@@ -36,6 +36,7 @@ const MIN_CHUNK_S: f64 = 30.0;
 const OPTIONS: &[OptionSpec] = &[
     batch_size("1"),
     MAX_WAIT,
+    TIMEOUT,
     WORKERS,
     opt(
         "model",
@@ -187,6 +188,7 @@ impl Stage for Transcribe {
             options,
             threads: Arc::clone(&ctx.threads),
             meter: ctx.meter.clone(),
+            deadline: ctx.deadline.clone(),
         }))
     }
 }
@@ -197,6 +199,7 @@ struct TranscribeWorker<'a> {
     options: whisper::Options,
     threads: Arc<Threads>,
     meter: Meter,
+    deadline: Deadline,
 }
 
 impl Worker for TranscribeWorker<'_> {
@@ -229,7 +232,10 @@ impl TranscribeWorker<'_> {
                 let want = (self.stage.threads > 0).then_some(self.stage.threads);
                 let lease = self.threads.borrow(want);
                 options.threads = lease.count;
-                let transcript = self.transcriber.transcribe(&chunk.samples, &options);
+                let deadline = &self.deadline;
+                let transcript = self
+                    .transcriber
+                    .transcribe(&chunk.samples, &options, &|| deadline.passed());
                 drop(lease);
                 let transcript = match transcript {
                     Ok(t) => t,

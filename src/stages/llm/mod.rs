@@ -20,13 +20,13 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, Worker, batch_size, workers};
+use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Request};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
-use crate::pipeline::{Meter, StartContext};
+use crate::pipeline::{Deadline, Meter, StartContext};
 use text::{Piece, Template};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
@@ -48,6 +48,7 @@ const TASKS: &[&str] = &["cleanup", "summarize", "extract", "classify"];
 const OPTIONS: &[OptionSpec] = &[
     batch_size("32"),
     MAX_WAIT,
+    TIMEOUT,
     workers("1"),
     opt(
         "model",
@@ -278,7 +279,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
 /// Text given inline in `key` or read from the file named in `file_key`.
 fn inline_or_file(
     options: &Options,
-    diag: &Diagnostics,
+    diag: &mut Diagnostics,
     key: &'static str,
     file_key: &'static str,
     problems: &mut Vec<(&'static str, String)>,
@@ -313,7 +314,7 @@ fn inline_or_file(
 
 fn configure(
     options: &Options,
-    diag: &Diagnostics,
+    diag: &mut Diagnostics,
     problems: &mut Vec<(&'static str, String)>,
 ) -> Option<Llm> {
     let ctx = options.context.clone();
@@ -588,6 +589,7 @@ impl Stage for Llm {
             threads: Arc::clone(&ctx.threads),
             n_threads: threads,
             meter: ctx.meter.clone(),
+            deadline: ctx.deadline.clone(),
         }))
     }
 }
@@ -599,6 +601,7 @@ struct LlmWorker<'a> {
     threads: Arc<Threads>,
     n_threads: usize,
     meter: Meter,
+    deadline: Deadline,
 }
 
 /// One item's progress through the rounds of generation.
@@ -643,8 +646,10 @@ impl Worker for LlmWorker<'_> {
             if requests.is_empty() {
                 break;
             }
-            let (threads, n) = (&self.threads, self.n_threads);
-            let results = self.generator.run(&requests, || threads.borrow(Some(n)));
+            let (threads, n, deadline) = (&self.threads, self.n_threads, &self.deadline);
+            let results = self
+                .generator
+                .run(&requests, &|| deadline.passed(), || threads.borrow(Some(n)));
             let mut by_job: BTreeMap<usize, Vec<Result<Completion, String>>> = BTreeMap::new();
             let generated = results.iter().flatten().map(|c| c.tokens as u64).sum();
             self.meter.add_tokens(generated);

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
 use super::embed::{TOKEN_BUDGET, encoder, text_model};
-use super::{MAX_WAIT, Shared, Stage, WORKERS, Worker, batch_size};
+use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::StartContext;
@@ -39,6 +39,7 @@ const OPERATORS: &[&str] = &["tag", "mask", "hash"];
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),
     MAX_WAIT,
+    TIMEOUT,
     WORKERS,
     opt(
         "fields",

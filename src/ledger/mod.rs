@@ -1,0 +1,716 @@
+//! The run ledger: an SQLite database in the output folder (`lai-ledger.sqlite`) recording every
+//! run and every item, and where each item's output went.
+//!
+//! It is what makes runs resumable and crash safe. The writer appends records to the output
+//! files, flushes them, and only then commits the items and the files' new lengths in one
+//! transaction; so after a `kill -9` anything past a file's committed length is a torn or
+//! unrecorded record, cut off before the next run continues the file. An item processed again
+//! (changed input, prompt or model; a retried failure) replaces its earlier row, and
+//! `compact` removes the earlier row's records from the files, so every item appears once.
+//!
+//! The schema (`SCHEMA`) is documented in the README; `lai ledger` prints the common queries.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use rusqlite::{Connection, OptionalExtension, params};
+
+use crate::pipeline::item::Item;
+use crate::sinks::{self, Committed, Place};
+
+pub mod shard;
+
+pub const FILE: &str = "lai-ledger.sqlite";
+
+/// Bumped when the schema changes incompatibly; an older ledger is refused with a message.
+const VERSION: i64 = 1;
+
+pub const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS runs (
+    run_id          TEXT PRIMARY KEY,
+    pipeline        TEXT NOT NULL,     -- the pipeline file as given
+    pipeline_sha256 TEXT NOT NULL,     -- of its bytes
+    config_sha256   TEXT NOT NULL,     -- effective config + files it reads + model sha256s
+    lai_version     TEXT NOT NULL,
+    models          TEXT NOT NULL,     -- JSON {model name: sha256 of its main file}
+    host            TEXT NOT NULL,
+    shard           TEXT,              -- 'K/N' for a shard of a sharded run
+    started_at      TEXT NOT NULL,     -- UTC, RFC 3339
+    finished_at     TEXT,              -- NULL: still running, or killed
+    exit_code       INTEGER,
+    items_read      INTEGER,
+    items_done      INTEGER,
+    items_failed    INTEGER,
+    items_skipped   INTEGER            -- already done (resume) or outside --retry-failed
+);
+CREATE TABLE IF NOT EXISTS items (
+    item          INTEGER PRIMARY KEY,
+    id            TEXT NOT NULL,       -- file path below the input, or the JSONL record id
+    run_id        TEXT NOT NULL REFERENCES runs (run_id),
+    origin        TEXT NOT NULL,       -- 'docs/a.txt', 'tickets.jsonl:12'
+    input_sha256  TEXT NOT NULL,
+    config_sha256 TEXT NOT NULL,
+    status        TEXT NOT NULL,       -- 'done' | 'failed'
+    current       INTEGER NOT NULL,    -- 1: the item's latest result; 0: replaced by a later one
+    stage         TEXT,                -- failed: the stage that failed ('input' when unreadable)
+    error         TEXT,                -- failed: why
+    same_as       TEXT,                -- done without processing: identical to this item id
+    timings       TEXT,                -- JSON {stage: seconds in the stage call}
+    finished_at   TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS items_by_id ON items (id, current);
+CREATE TABLE IF NOT EXISTS outputs (
+    item   INTEGER NOT NULL REFERENCES items (item),
+    path   TEXT NOT NULL,              -- relative to the output folder when inside it
+    offset INTEGER,                    -- byte range of the item's record in a shared file;
+    length INTEGER                     -- NULL for a file of the item's own (SRT, TXT)
+);
+CREATE INDEX IF NOT EXISTS outputs_by_item ON outputs (item);
+CREATE INDEX IF NOT EXISTS outputs_by_path ON outputs (path);
+CREATE TABLE IF NOT EXISTS files (
+    path   TEXT PRIMARY KEY,           -- a file records are appended to
+    length INTEGER NOT NULL,           -- bytes known good: everything after is cut on resume
+    header INTEGER NOT NULL            -- bytes before the first record
+);
+CREATE TABLE IF NOT EXISTS renames (
+    tmp  TEXT NOT NULL,                -- a compacted copy to move over `path` (crash recovery)
+    path TEXT NOT NULL
+);
+";
+
+pub struct Ledger {
+    pub(crate) conn: Connection,
+    out_dir: PathBuf,
+    /// Items written since the last commit.
+    pending: Vec<Written>,
+    run_id: String,
+    config_sha256: String,
+    /// Items of this run whose id an earlier item of this run already had.
+    pub duplicate_ids: u64,
+}
+
+/// An item as the writer delivered it, waiting for the next commit.
+struct Written {
+    id: String,
+    origin: String,
+    input_sha256: String,
+    failure: Option<(String, String)>,
+    same_as: Option<String>,
+    timings: String,
+    places: Vec<Place>,
+}
+
+/// What a previous run left for one item id: its current row.
+pub struct Prior {
+    pub done: bool,
+    pub input_sha256: String,
+    pub config_sha256: String,
+}
+
+/// Every item's current row, and the done items by content (to recognise a renamed file).
+#[derive(Default)]
+pub struct Priors {
+    pub by_id: HashMap<String, Prior>,
+    /// (input sha256, config sha256) -> (id, origin) of a done item processed with them.
+    pub done_content: HashMap<(String, String), (String, String)>,
+}
+
+/// One run's row, written when it starts.
+pub struct RunRow<'a> {
+    pub run_id: &'a str,
+    pub pipeline: &'a str,
+    pub pipeline_sha256: &'a str,
+    pub config_sha256: &'a str,
+    pub models: String,
+    pub shard: Option<String>,
+    pub started_at: &'a str,
+}
+
+/// A run's counts, written when it ends.
+pub struct RunEnd {
+    pub finished_at: String,
+    pub exit_code: i32,
+    pub read: u64,
+    pub done: u64,
+    pub failed: u64,
+    pub skipped: u64,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger of `out_dir`, finishing a compaction a crash interrupted.
+    pub fn open(out_dir: &Path) -> anyhow::Result<Ledger> {
+        std::fs::create_dir_all(out_dir)
+            .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+        let path = out_dir.join(FILE);
+        let conn = Connection::open(&path)
+            .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
+        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        if tables > 0 && version != VERSION {
+            bail!(
+                "{} was written by another version of lai (ledger version {version}, this lai uses {VERSION}); use a new output folder or move it away",
+                path.display()
+            );
+        }
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
+             {SCHEMA} PRAGMA user_version = {VERSION};"
+        ))
+        .with_context(|| format!("{} is not a usable lai ledger", path.display()))?;
+        let mut ledger = Ledger {
+            conn,
+            out_dir: out_dir.to_path_buf(),
+            pending: Vec::new(),
+            run_id: String::new(),
+            config_sha256: String::new(),
+            duplicate_ids: 0,
+        };
+        ledger.finish_renames()?;
+        Ok(ledger)
+    }
+
+    fn path(&self, key: &str) -> PathBuf {
+        self.out_dir.join(key)
+    }
+
+    /// Cuts every appended file back to its committed length. A file shorter than that (a
+    /// power cut before the OS wrote it) loses the items whose records it no longer holds:
+    /// they become not done, so this run processes them again. Returns bytes cut.
+    pub fn repair(&mut self) -> anyhow::Result<u64> {
+        let files = self.files()?;
+        let mut cut = 0;
+        for (key, committed) in files {
+            let path = self.path(&key);
+            let found = std::fs::metadata(&path).map(|m| m.len()).ok();
+            match found {
+                Some(actual) if actual > committed.len => {
+                    truncate(&path, committed.len)?;
+                    cut += actual - committed.len;
+                    continue;
+                }
+                Some(actual) if actual == committed.len => continue,
+                _ => {}
+            }
+            // Shorter than committed, or gone: its items past the end are lost.
+            let actual = found.unwrap_or(0);
+            let tx = self.conn.transaction()?;
+            tx.execute(
+                "UPDATE items SET current = 0 WHERE item IN
+                   (SELECT item FROM outputs WHERE path = ?1 AND offset + length > ?2)",
+                params![key, actual],
+            )?;
+            tx.execute(
+                "DELETE FROM outputs WHERE path = ?1 AND offset + length > ?2",
+                params![key, actual],
+            )?;
+            let end: Option<u64> = tx.query_row(
+                "SELECT max(offset + length) FROM outputs WHERE path = ?1",
+                [&key],
+                |r| r.get(0),
+            )?;
+            let keep = end.unwrap_or(committed.header);
+            let restart = found.is_none() || actual < committed.header;
+            if restart {
+                // Not even the header survived: the file starts over.
+                tx.execute("DELETE FROM files WHERE path = ?1", [&key])?;
+            } else {
+                tx.execute(
+                    "UPDATE files SET length = ?2 WHERE path = ?1",
+                    params![key, keep],
+                )?;
+            }
+            tx.commit()?;
+            if !restart {
+                truncate(&path, keep)?;
+            }
+            cut += actual.saturating_sub(keep);
+        }
+        Ok(cut)
+    }
+
+    /// The appended files and their committed lengths, for sinks to continue.
+    pub fn resume(&self) -> anyhow::Result<HashMap<PathBuf, Committed>> {
+        Ok(self
+            .files()?
+            .into_iter()
+            .map(|(key, c)| (self.path(&key), c))
+            .collect())
+    }
+
+    fn files(&self) -> anyhow::Result<Vec<(String, Committed)>> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT path, length, header FROM files")?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                Committed {
+                    len: r.get(1)?,
+                    header: r.get(2)?,
+                },
+            ))
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Every item's current row, for deciding what to skip.
+    pub fn priors(&self) -> anyhow::Result<Priors> {
+        let mut priors = Priors::default();
+        let mut stmt = self.conn.prepare(
+            "SELECT id, status, input_sha256, config_sha256, origin, same_as FROM items WHERE current = 1",
+        )?;
+        let mut rows = stmt.query([])?;
+        while let Some(r) = rows.next()? {
+            let id: String = r.get(0)?;
+            let done = r.get::<_, String>(1)? == "done";
+            let prior = Prior {
+                done,
+                input_sha256: r.get(2)?,
+                config_sha256: r.get(3)?,
+            };
+            if done && r.get::<_, Option<String>>(5)?.is_none() {
+                priors.done_content.insert(
+                    (prior.input_sha256.clone(), prior.config_sha256.clone()),
+                    (id.clone(), r.get(4)?),
+                );
+            }
+            priors.by_id.insert(id, prior);
+        }
+        Ok(priors)
+    }
+
+    /// `--fresh`: every earlier result is replaced; `compact` then empties the files.
+    pub fn forget_all(&mut self) -> anyhow::Result<()> {
+        self.conn.execute("UPDATE items SET current = 0", [])?;
+        Ok(())
+    }
+
+    pub fn begin_run(&mut self, run: &RunRow) -> anyhow::Result<()> {
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .map(|h| h.trim().to_string())
+            .or_else(|_| std::env::var("HOSTNAME"))
+            .unwrap_or_default();
+        self.conn.execute(
+            "INSERT INTO runs (run_id, pipeline, pipeline_sha256, config_sha256, lai_version,
+                               models, host, shard, started_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            params![
+                run.run_id,
+                run.pipeline,
+                run.pipeline_sha256,
+                run.config_sha256,
+                env!("CARGO_PKG_VERSION"),
+                run.models,
+                host,
+                run.shard,
+                run.started_at
+            ],
+        )?;
+        self.run_id = run.run_id.to_string();
+        self.config_sha256 = run.config_sha256.to_string();
+        Ok(())
+    }
+
+    pub fn end_run(&mut self, end: &RunEnd) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET finished_at = ?2, exit_code = ?3, items_read = ?4, items_done = ?5,
+                             items_failed = ?6, items_skipped = ?7
+             WHERE run_id = ?1",
+            params![
+                self.run_id,
+                end.finished_at,
+                end.exit_code,
+                end.read,
+                end.done,
+                end.failed,
+                end.skipped
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Notes an item the writer delivered; it is committed with the next `commit`.
+    pub fn written(&mut self, item: &Item, places: Vec<Place>) {
+        let timings: serde_json::Map<String, serde_json::Value> = item
+            .timings
+            .iter()
+            .map(|(stage, s)| (stage.clone(), serde_json::json!((s * 1e4).round() / 1e4)))
+            .collect();
+        self.pending.push(Written {
+            id: item.id.clone(),
+            origin: item.origin.clone(),
+            input_sha256: item.input_sha256.clone(),
+            failure: item
+                .failure
+                .as_ref()
+                .map(|f| (f.stage.clone(), f.reason.clone())),
+            same_as: None,
+            timings: serde_json::Value::Object(timings).to_string(),
+            places,
+        });
+    }
+
+    /// Records that an item is identical (same content, same config) to an item already done
+    /// under another id, so it was not processed again.
+    pub fn same_as(&mut self, item: &Item, done_id: &str) {
+        self.pending.push(Written {
+            id: item.id.clone(),
+            origin: item.origin.clone(),
+            input_sha256: item.input_sha256.clone(),
+            failure: None,
+            same_as: Some(done_id.to_string()),
+            timings: "{}".into(),
+            places: Vec::new(),
+        });
+    }
+
+    /// Commits the pending items and the files' lengths (taken after the sinks flushed).
+    pub fn commit(&mut self, files: &[(PathBuf, Committed)]) -> anyhow::Result<()> {
+        let now = crate::pipeline::report::timestamp(std::time::SystemTime::now());
+        let out_dir = &self.out_dir;
+        let tx = self.conn.transaction()?;
+        {
+            let mut replace = tx.prepare_cached(
+                "UPDATE items SET current = 0 WHERE id = ?1 AND current = 1 RETURNING run_id",
+            )?;
+            let mut insert = tx.prepare_cached(
+                "INSERT INTO items (id, run_id, origin, input_sha256, config_sha256, status,
+                                    current, stage, error, same_as, timings, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11)",
+            )?;
+            let mut output = tx.prepare_cached(
+                "INSERT INTO outputs (item, path, offset, length) VALUES (?1, ?2, ?3, ?4)",
+            )?;
+            for w in &self.pending {
+                let replaced: Option<String> =
+                    replace.query_row([&w.id], |r| r.get(0)).optional()?;
+                if replaced.as_ref() == Some(&self.run_id) {
+                    self.duplicate_ids += 1;
+                }
+                let (stage, error) = w.failure.clone().unzip();
+                insert.execute(params![
+                    w.id,
+                    self.run_id,
+                    w.origin,
+                    w.input_sha256,
+                    self.config_sha256,
+                    if w.failure.is_some() {
+                        "failed"
+                    } else {
+                        "done"
+                    },
+                    stage,
+                    error,
+                    w.same_as,
+                    w.timings,
+                    now
+                ])?;
+                let item = tx.last_insert_rowid();
+                for place in &w.places {
+                    let (offset, length) = place.range.unzip();
+                    let path = key(out_dir, &place.path);
+                    output.execute(params![item, path, offset, length])?;
+                }
+            }
+            let mut file = tx.prepare_cached(
+                "INSERT INTO files (path, length, header) VALUES (?1, ?2, ?3)
+                 ON CONFLICT (path) DO UPDATE SET length = ?2, header = ?3",
+            )?;
+            for (path, c) in files {
+                file.execute(params![key(out_dir, path), c.len, c.header])?;
+            }
+        }
+        tx.commit()?;
+        self.pending.clear();
+        Ok(())
+    }
+
+    /// Removes the records of replaced items from the files (and their own files that no
+    /// current item uses), so each item appears once. Returns how many records went.
+    pub fn compact(&mut self) -> anyhow::Result<u64> {
+        let stale: Vec<(String, bool)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT DISTINCT o.path, o.offset IS NOT NULL FROM outputs o
+                 JOIN items i ON i.item = o.item WHERE i.current = 0",
+            )?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut removed = 0;
+        for (key, ranged) in stale {
+            removed += if ranged {
+                self.compact_file(&key)?
+            } else {
+                self.remove_own_file(&key)?
+            };
+        }
+        Ok(removed)
+    }
+
+    /// Rewrites one appended file with only its current items' records.
+    fn compact_file(&mut self, key: &str) -> anyhow::Result<u64> {
+        let path = self.path(key);
+        let header: u64 = self
+            .conn
+            .query_row("SELECT header FROM files WHERE path = ?1", [key], |r| {
+                r.get(0)
+            })
+            .optional()?
+            .unwrap_or(0);
+        let live: Vec<(i64, u64, u64)> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT o.rowid, o.offset, o.length FROM outputs o JOIN items i ON i.item = o.item
+                 WHERE o.path = ?1 AND i.current = 1 ORDER BY o.offset",
+            )?;
+            let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        let mut tmp = path.as_os_str().to_owned();
+        tmp.push(".lai-compact");
+        let tmp = PathBuf::from(tmp);
+        let mut moved = Vec::with_capacity(live.len());
+        let len = (|| -> io::Result<u64> {
+            let mut from = File::open(&path)?;
+            let mut to = io::BufWriter::new(File::create(&tmp)?);
+            let mut len = copy_range(&mut from, &mut to, 0, header)?;
+            for (rowid, offset, length) in &live {
+                moved.push((*rowid, len));
+                len += copy_range(&mut from, &mut to, *offset, *length)?;
+            }
+            to.into_inner().map_err(|e| e.into_error())?.sync_all()?;
+            Ok(len)
+        })()
+        .with_context(|| format!("cannot compact {}", path.display()))?;
+        let tx = self.conn.transaction()?;
+        let removed = tx.execute(
+            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM items WHERE current = 0)",
+            [key],
+        )?;
+        for (rowid, offset) in moved {
+            tx.execute(
+                "UPDATE outputs SET offset = ?2 WHERE rowid = ?1",
+                params![rowid, offset],
+            )?;
+        }
+        tx.execute(
+            "UPDATE files SET length = ?2 WHERE path = ?1",
+            params![key, len],
+        )?;
+        tx.execute(
+            "INSERT INTO renames (tmp, path) VALUES (?1, ?2)",
+            params![tmp.to_string_lossy(), key],
+        )?;
+        tx.commit()?;
+        self.finish_renames()?;
+        Ok(removed as u64)
+    }
+
+    /// Moves compacted copies into place: the ledger already describes them.
+    fn finish_renames(&mut self) -> anyhow::Result<()> {
+        let renames: Vec<(String, String)> = {
+            let mut stmt = self.conn.prepare("SELECT tmp, path FROM renames")?;
+            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
+            rows.collect::<Result<_, _>>()?
+        };
+        for (tmp, key) in renames {
+            let path = self.path(&key);
+            if Path::new(&tmp).exists() {
+                std::fs::rename(&tmp, &path)
+                    .with_context(|| format!("cannot replace {}", path.display()))?;
+                sinks::refit(&path)?;
+            }
+            self.conn
+                .execute("DELETE FROM renames WHERE tmp = ?1", [&tmp])?;
+        }
+        Ok(())
+    }
+
+    /// Deletes an item's own file (an SRT of a replaced result) unless a current item uses it.
+    fn remove_own_file(&mut self, key: &str) -> anyhow::Result<u64> {
+        let used: bool = self.conn.query_row(
+            "SELECT EXISTS (SELECT 1 FROM outputs o JOIN items i ON i.item = o.item
+                            WHERE o.path = ?1 AND i.current = 1)",
+            [key],
+            |r| r.get(0),
+        )?;
+        if !used {
+            let path = self.path(key);
+            if let Err(e) = std::fs::remove_file(&path)
+                && e.kind() != io::ErrorKind::NotFound
+            {
+                return Err(e).with_context(|| format!("cannot remove {}", path.display()));
+            }
+        }
+        let removed = self.conn.execute(
+            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM items WHERE current = 0)",
+            [key],
+        )?;
+        Ok(removed as u64)
+    }
+}
+
+/// How a path is stored: relative to the output folder when inside it.
+fn key(out_dir: &Path, path: &Path) -> String {
+    path.strip_prefix(out_dir)
+        .unwrap_or(path)
+        .to_string_lossy()
+        .into_owned()
+}
+
+fn truncate(path: &Path, len: u64) -> anyhow::Result<()> {
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .with_context(|| format!("cannot repair {}", path.display()))?;
+    file.set_len(len)
+        .with_context(|| format!("cannot repair {}", path.display()))?;
+    sinks::refit(path)
+}
+
+pub(crate) fn copy_range(
+    from: &mut File,
+    to: &mut impl Write,
+    offset: u64,
+    length: u64,
+) -> io::Result<u64> {
+    from.seek(SeekFrom::Start(offset))?;
+    let copied = io::copy(&mut from.take(length), to)?;
+    if copied != length {
+        return Err(io::Error::new(
+            io::ErrorKind::UnexpectedEof,
+            format!("the file ends inside a record at byte {offset}"),
+        ));
+    }
+    Ok(copied)
+}
+
+/// The lock file that keeps two runs out of one output folder.
+pub const LOCK: &str = "lai.lock";
+
+/// Takes the output folder's lock for as long as the returned file lives; `None` when another
+/// process holds it. The OS drops the lock when the process dies, even by `kill -9`.
+pub fn lock(out_dir: &Path) -> anyhow::Result<Option<File>> {
+    std::fs::create_dir_all(out_dir)
+        .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
+    let path = out_dir.join(LOCK);
+    let file = File::create(&path).with_context(|| format!("cannot create {}", path.display()))?;
+    match file.try_lock() {
+        Ok(()) => Ok(Some(file)),
+        Err(std::fs::TryLockError::WouldBlock) => Ok(None),
+        Err(std::fs::TryLockError::Error(e)) => {
+            Err(e).with_context(|| format!("cannot lock {}", path.display()))
+        }
+    }
+}
+
+/// Opens a ledger read-only, for `lai ledger` (works while a run writes to it).
+fn read_only(out_dir: &Path) -> anyhow::Result<Connection> {
+    let path = out_dir.join(FILE);
+    Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
+        .with_context(|| format!("cannot open the run ledger {}", path.display()))
+}
+
+/// Rows of a query as aligned text columns under `headers`.
+fn table(
+    conn: &Connection,
+    sql: &str,
+    args: &[&dyn rusqlite::ToSql],
+    headers: &[&str],
+) -> anyhow::Result<String> {
+    let mut stmt = conn.prepare(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut cells: Vec<Vec<String>> = vec![headers.iter().map(|h| h.to_string()).collect()];
+    while let Some(r) = rows.next()? {
+        let row = (0..headers.len())
+            .map(|i| {
+                Ok(match r.get_ref(i)? {
+                    rusqlite::types::ValueRef::Null => "-".to_string(),
+                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
+                    rusqlite::types::ValueRef::Real(x) => x.to_string(),
+                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
+                        String::from_utf8_lossy(t).into_owned()
+                    }
+                })
+            })
+            .collect::<rusqlite::Result<Vec<String>>>()?;
+        cells.push(row);
+    }
+    let widths: Vec<usize> = (0..headers.len())
+        .map(|i| {
+            cells
+                .iter()
+                .map(|r| r[i].chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    let mut out = String::new();
+    for row in &cells {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(c, w)| format!("{c:<w$}"))
+            .collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    Ok(out)
+}
+
+/// Every run into the folder, oldest first.
+pub fn show_runs(out_dir: &Path) -> anyhow::Result<String> {
+    let conn = read_only(out_dir)?;
+    table(
+        &conn,
+        "SELECT run_id, started_at, coalesce(finished_at, 'unfinished'), exit_code, items_read,
+                items_done, items_failed, items_skipped, shard, pipeline, substr(config_sha256, 1, 12), models
+         FROM runs ORDER BY rowid",
+        &[],
+        &["run", "started", "finished", "exit", "read", "done", "failed", "skipped", "shard", "pipeline", "config", "models"],
+    )
+}
+
+/// Every row of the given item ids, oldest first, with the run's pipeline and models and where
+/// the output went.
+pub fn show_items(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
+    let conn = read_only(out_dir)?;
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&table(
+            &conn,
+            "SELECT i.id, i.status, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
+                    i.finished_at, i.run_id, r.pipeline, r.models, coalesce(i.error, i.same_as),
+                    (SELECT group_concat(o.path || coalesce('@' || o.offset, ''), ' ')
+                     FROM outputs o WHERE o.item = i.item)
+             FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
+            &[id],
+            &[
+                "id",
+                "status",
+                "result",
+                "finished",
+                "run",
+                "pipeline",
+                "models",
+                "error/same as",
+                "outputs",
+            ],
+        )?);
+    }
+    Ok(text)
+}
+
+/// Items whose latest result is a failure.
+pub fn show_failed(out_dir: &Path) -> anyhow::Result<String> {
+    let conn = read_only(out_dir)?;
+    table(
+        &conn,
+        "SELECT id, origin, stage, error, run_id FROM items
+         WHERE current = 1 AND status = 'failed' ORDER BY item",
+        &[],
+        &["id", "origin", "stage", "error", "run"],
+    )
+}
