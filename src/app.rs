@@ -247,7 +247,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         if shard.is_some_and(|s| !s.owns(&item.id)) {
             return Admit::Elsewhere;
         }
-        let prior = priors.by_id.get(&item.id);
+        let prior = priors.get(&item.id);
         if args.retry_failed {
             return if prior.is_some_and(|p| !p.done) {
                 Admit::Process
@@ -264,12 +264,15 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             }
             _ => {
                 // A renamed file: the same bytes were done under a name that is gone.
-                let key = (item.input_sha256.clone(), config_sha256.clone());
+                let renamed = || {
+                    priors
+                        .done_copies(&item.input_sha256, &config_sha256)
+                        .into_iter()
+                        .find(|(id, origin)| *id != item.id && !Path::new(origin).exists())
+                };
                 if item.rel_path.is_some()
                     && item.failure.is_none()
-                    && let Some((id, origin)) = priors.done_content.get(&key)
-                    && *id != item.id
-                    && !Path::new(origin).exists()
+                    && let Some((id, _)) = renamed()
                 {
                     let copy = Item::hashed(
                         item.id.clone(),
@@ -280,7 +283,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
                     same_as
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
-                        .push((copy, id.clone()));
+                        .push((copy, id));
                     return Admit::Skip;
                 }
                 Admit::Process

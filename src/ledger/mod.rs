@@ -52,7 +52,6 @@ CREATE TABLE IF NOT EXISTS items (
     run_id        TEXT NOT NULL REFERENCES runs (run_id),
     origin        TEXT NOT NULL,       -- 'docs/a.txt', 'tickets.jsonl:12'
     input_sha256  TEXT NOT NULL,
-    config_sha256 TEXT NOT NULL,
     status        TEXT NOT NULL,       -- 'done' | 'failed'
     current       INTEGER NOT NULL,    -- 1: the item's latest result; 0: replaced by a later one
     stage         TEXT,                -- failed: the stage that failed ('input' when unreadable)
@@ -69,11 +68,13 @@ CREATE TABLE IF NOT EXISTS outputs (
     length INTEGER                     -- NULL for a file of the item's own (SRT, TXT)
 );
 CREATE INDEX IF NOT EXISTS outputs_by_item ON outputs (item);
-CREATE INDEX IF NOT EXISTS outputs_by_path ON outputs (path);
 CREATE TABLE IF NOT EXISTS files (
     path   TEXT PRIMARY KEY,           -- a file records are appended to
     length INTEGER NOT NULL,           -- bytes known good: everything after is cut on resume
     header INTEGER NOT NULL            -- bytes before the first record
+);
+CREATE TABLE IF NOT EXISTS doomed (
+    item INTEGER PRIMARY KEY           -- replaced items whose records are still in the files
 );
 CREATE TABLE IF NOT EXISTS renames (
     tmp  TEXT NOT NULL,                -- a compacted copy to move over `path` (crash recovery)
@@ -87,7 +88,6 @@ pub struct Ledger {
     /// Items written since the last commit.
     pending: Vec<Written>,
     run_id: String,
-    config_sha256: String,
     /// Items of this run whose id an earlier item of this run already had.
     pub duplicate_ids: u64,
 }
@@ -110,12 +110,78 @@ pub struct Prior {
     pub config_sha256: String,
 }
 
-/// Every item's current row, and the done items by content (to recognise a renamed file).
+/// Earlier results, looked up one item at a time (nothing is loaded up front, so memory stays
+/// flat however many items the ledger holds).
 #[derive(Default)]
 pub struct Priors {
-    pub by_id: HashMap<String, Prior>,
-    /// (input sha256, config sha256) -> (id, origin) of a done item processed with them.
-    pub done_content: HashMap<(String, String), (String, String)>,
+    conn: Option<std::sync::Mutex<Connection>>,
+    /// Content hash prefix -> items done with the run's configuration (see `done_copies`).
+    copies: std::sync::OnceLock<HashMap<u64, Vec<i64>>>,
+}
+
+impl Priors {
+    fn query<T>(&self, f: impl FnOnce(&Connection) -> rusqlite::Result<T>) -> Option<T> {
+        let conn = self.conn.as_ref()?;
+        let conn = conn.lock().unwrap_or_else(|p| p.into_inner());
+        f(&conn).ok()
+    }
+
+    /// The current result of item `id`, if any (`None` too if the ledger cannot be read: the
+    /// item is processed again, never lost).
+    pub fn get(&self, id: &str) -> Option<Prior> {
+        self.query(|c| {
+            c.prepare_cached(
+                "SELECT i.status = 'done', i.input_sha256, r.config_sha256
+                 FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 AND i.current = 1",
+            )?
+            .query_row([id], |r| {
+                Ok(Prior {
+                    done: r.get(0)?,
+                    input_sha256: r.get(1)?,
+                    config_sha256: r.get(2)?,
+                })
+            })
+        })
+    }
+
+    /// (id, origin) of the items done from these exact input bytes with this configuration.
+    /// The first call reads every current done item's content hash into memory (no index
+    /// on content: it would slow every commit), so only runs that ask pay for it.
+    pub fn done_copies(&self, input_sha256: &str, config_sha256: &str) -> Vec<(String, String)> {
+        let copies = self.copies.get_or_init(|| {
+            self.query(|c| {
+                let mut stmt = c.prepare(
+                    "SELECT i.input_sha256, i.item FROM items i JOIN runs r ON r.run_id = i.run_id
+                     WHERE r.config_sha256 = ?1 AND i.current = 1 AND i.status = 'done'
+                       AND i.same_as IS NULL",
+                )?;
+                let mut copies: HashMap<u64, Vec<i64>> = HashMap::new();
+                let mut rows = stmt.query([config_sha256])?;
+                while let Some(r) = rows.next()? {
+                    let sha: String = r.get(0)?;
+                    copies.entry(content(&sha)).or_default().push(r.get(1)?);
+                }
+                Ok(copies)
+            })
+            .unwrap_or_default()
+        });
+        let Some(items) = copies.get(&content(input_sha256)) else {
+            return Vec::new();
+        };
+        items
+            .iter()
+            .filter_map(|item| {
+                self.query(|c| {
+                    c.prepare_cached("SELECT id, origin, input_sha256 FROM items WHERE item = ?1")?
+                        .query_row([item], |r| {
+                            Ok((r.get::<_, String>(0)?, r.get(1)?, r.get::<_, String>(2)?))
+                        })
+                })
+            })
+            .filter(|(_, _, sha)| sha == input_sha256)
+            .map(|(id, origin, _)| (id, origin))
+            .collect()
+    }
 }
 
 /// One run's row, written when it starts.
@@ -165,7 +231,6 @@ impl Ledger {
             out_dir: out_dir.to_path_buf(),
             pending: Vec::new(),
             run_id: String::new(),
-            config_sha256: String::new(),
             duplicate_ids: 0,
         };
         ledger.finish_renames()?;
@@ -197,6 +262,11 @@ impl Ledger {
             // Shorter than committed, or gone: its items past the end are lost.
             let actual = found.unwrap_or(0);
             let tx = self.conn.transaction()?;
+            tx.execute(
+                "INSERT OR IGNORE INTO doomed
+                 SELECT item FROM outputs WHERE path = ?1 AND offset + length > ?2",
+                params![key, actual],
+            )?;
             tx.execute(
                 "UPDATE items SET current = 0 WHERE item IN
                    (SELECT item FROM outputs WHERE path = ?1 AND offset + length > ?2)",
@@ -256,35 +326,26 @@ impl Ledger {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Every item's current row, for deciding what to skip.
+    /// Earlier results, read on a connection of their own while this run's writer commits.
     pub fn priors(&self) -> anyhow::Result<Priors> {
-        let mut priors = Priors::default();
-        let mut stmt = self.conn.prepare(
-            "SELECT id, status, input_sha256, config_sha256, origin, same_as FROM items WHERE current = 1",
+        let conn = Connection::open_with_flags(
+            self.out_dir.join(FILE),
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY,
         )?;
-        let mut rows = stmt.query([])?;
-        while let Some(r) = rows.next()? {
-            let id: String = r.get(0)?;
-            let done = r.get::<_, String>(1)? == "done";
-            let prior = Prior {
-                done,
-                input_sha256: r.get(2)?,
-                config_sha256: r.get(3)?,
-            };
-            if done && r.get::<_, Option<String>>(5)?.is_none() {
-                priors.done_content.insert(
-                    (prior.input_sha256.clone(), prior.config_sha256.clone()),
-                    (id.clone(), r.get(4)?),
-                );
-            }
-            priors.by_id.insert(id, prior);
-        }
-        Ok(priors)
+        Ok(Priors {
+            conn: Some(std::sync::Mutex::new(conn)),
+            copies: std::sync::OnceLock::new(),
+        })
     }
 
     /// `--fresh`: every earlier result is replaced; `compact` then empties the files.
     pub fn forget_all(&mut self) -> anyhow::Result<()> {
-        self.conn.execute("UPDATE items SET current = 0", [])?;
+        self.conn.execute_batch(
+            "BEGIN;
+             INSERT OR IGNORE INTO doomed SELECT item FROM items WHERE current = 1;
+             UPDATE items SET current = 0 WHERE current = 1;
+             COMMIT;",
+        )?;
         Ok(())
     }
 
@@ -310,7 +371,6 @@ impl Ledger {
             ],
         )?;
         self.run_id = run.run_id.to_string();
-        self.config_sha256 = run.config_sha256.to_string();
         Ok(())
     }
 
@@ -374,21 +434,26 @@ impl Ledger {
         let tx = self.conn.transaction()?;
         {
             let mut replace = tx.prepare_cached(
-                "UPDATE items SET current = 0 WHERE id = ?1 AND current = 1 RETURNING run_id",
+                "UPDATE items SET current = 0 WHERE id = ?1 AND current = 1 RETURNING item, run_id",
             )?;
+            let mut doom = tx.prepare_cached("INSERT OR IGNORE INTO doomed (item) VALUES (?1)")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO items (id, run_id, origin, input_sha256, config_sha256, status,
-                                    current, stage, error, same_as, timings, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 1, ?7, ?8, ?9, ?10, ?11)",
+                "INSERT INTO items (id, run_id, origin, input_sha256, status, current, stage,
+                                    error, same_as, timings, finished_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut output = tx.prepare_cached(
                 "INSERT INTO outputs (item, path, offset, length) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for w in &self.pending {
-                let replaced: Option<String> =
-                    replace.query_row([&w.id], |r| r.get(0)).optional()?;
-                if replaced.as_ref() == Some(&self.run_id) {
-                    self.duplicate_ids += 1;
+                let replaced: Option<(i64, String)> = replace
+                    .query_row([&w.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if let Some((item, run)) = replaced {
+                    doom.execute([item])?;
+                    if run == self.run_id {
+                        self.duplicate_ids += 1;
+                    }
                 }
                 let (stage, error) = w.failure.clone().unzip();
                 insert.execute(params![
@@ -396,7 +461,6 @@ impl Ledger {
                     self.run_id,
                     w.origin,
                     w.input_sha256,
-                    self.config_sha256,
                     if w.failure.is_some() {
                         "failed"
                     } else {
@@ -433,8 +497,8 @@ impl Ledger {
     pub fn compact(&mut self) -> anyhow::Result<u64> {
         let stale: Vec<(String, bool)> = {
             let mut stmt = self.conn.prepare(
-                "SELECT DISTINCT o.path, o.offset IS NOT NULL FROM outputs o
-                 JOIN items i ON i.item = o.item WHERE i.current = 0",
+                "SELECT DISTINCT path, offset IS NOT NULL FROM outputs
+                 WHERE item IN (SELECT item FROM doomed)",
             )?;
             let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
             rows.collect::<Result<_, _>>()?
@@ -447,6 +511,7 @@ impl Ledger {
                 self.remove_own_file(&key)?
             };
         }
+        self.conn.execute("DELETE FROM doomed", [])?;
         Ok(removed)
     }
 
@@ -462,8 +527,8 @@ impl Ledger {
             .unwrap_or(0);
         let live: Vec<(i64, u64, u64)> = {
             let mut stmt = self.conn.prepare(
-                "SELECT o.rowid, o.offset, o.length FROM outputs o JOIN items i ON i.item = o.item
-                 WHERE o.path = ?1 AND i.current = 1 ORDER BY o.offset",
+                "SELECT rowid, offset, length FROM outputs
+                 WHERE path = ?1 AND item NOT IN (SELECT item FROM doomed) ORDER BY offset",
             )?;
             let rows = stmt.query_map([key], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
             rows.collect::<Result<_, _>>()?
@@ -486,7 +551,7 @@ impl Ledger {
         .with_context(|| format!("cannot compact {}", path.display()))?;
         let tx = self.conn.transaction()?;
         let removed = tx.execute(
-            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM items WHERE current = 0)",
+            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM doomed)",
             [key],
         )?;
         for (rowid, offset) in moved {
@@ -531,8 +596,8 @@ impl Ledger {
     /// Deletes an item's own file (an SRT of a replaced result) unless a current item uses it.
     fn remove_own_file(&mut self, key: &str) -> anyhow::Result<u64> {
         let used: bool = self.conn.query_row(
-            "SELECT EXISTS (SELECT 1 FROM outputs o JOIN items i ON i.item = o.item
-                            WHERE o.path = ?1 AND i.current = 1)",
+            "SELECT EXISTS (SELECT 1 FROM outputs
+                            WHERE path = ?1 AND item NOT IN (SELECT item FROM doomed))",
             [key],
             |r| r.get(0),
         )?;
@@ -545,11 +610,19 @@ impl Ledger {
             }
         }
         let removed = self.conn.execute(
-            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM items WHERE current = 0)",
+            "DELETE FROM outputs WHERE path = ?1 AND item IN (SELECT item FROM doomed)",
             [key],
         )?;
         Ok(removed as u64)
     }
+}
+
+/// A sha256 (hex) shortened to its first 8 bytes, for an in-memory lookup.
+fn content(sha256_hex: &str) -> u64 {
+    sha256_hex
+        .get(..16)
+        .and_then(|h| u64::from_str_radix(h, 16).ok())
+        .unwrap_or(0)
 }
 
 /// How a path is stored: relative to the output folder when inside it.
@@ -713,4 +786,59 @@ pub fn show_failed(out_dir: &Path) -> anyhow::Result<String> {
         &[],
         &["id", "origin", "stage", "error", "run"],
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn item(id: &str) -> Item {
+        Item::new(id.into(), id.into(), id.as_bytes(), serde_json::Map::new())
+    }
+
+    // A torn tail past the committed length is cut; a file shorter than committed (a power
+    // cut) gives back the items whose records it lost, and keeps the others.
+    #[test]
+    fn repair_cuts_tails_and_gives_back_lost_items() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut ledger = Ledger::open(dir.path()).unwrap();
+        ledger
+            .begin_run(&RunRow {
+                run_id: "r1",
+                pipeline: "p.toml",
+                pipeline_sha256: "p",
+                config_sha256: "c",
+                models: "{}".into(),
+                shard: None,
+                started_at: "t",
+            })
+            .unwrap();
+        let path = dir.path().join("r.jsonl");
+        std::fs::write(&path, "a\nbb\n").unwrap();
+        for (id, range) in [("a", (0, 2)), ("bb", (2, 3))] {
+            let place = Place {
+                path: path.clone(),
+                range: Some(range),
+            };
+            ledger.written(&item(id), vec![place]);
+        }
+        let committed = Committed { len: 5, header: 0 };
+        ledger.commit(&[(path.clone(), committed)]).unwrap();
+
+        std::fs::write(&path, "a\nbb\nc-to").unwrap();
+        assert_eq!(ledger.repair().unwrap(), 4);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\nbb\n");
+
+        std::fs::write(&path, "a\nb").unwrap();
+        ledger.repair().unwrap();
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "a\n");
+        let priors = ledger.priors().unwrap();
+        assert!(priors.get("a").is_some_and(|p| p.done));
+        assert!(
+            priors.get("bb").is_none(),
+            "its record is gone: process it again"
+        );
+        assert_eq!(ledger.resume().unwrap()[&path].len, 2);
+        assert_eq!(ledger.compact().unwrap(), 0);
+    }
 }
