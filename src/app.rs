@@ -189,14 +189,9 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         if cut > 0 && !args.quiet {
             eprintln!("note: cut {cut} bytes of unfinished records left by an interrupted run");
         }
-        if args.fresh {
-            l.forget_all()?;
-        }
-        l.compact()?;
-        resume = l.resume()?;
-        priors = l.priors()?;
         l.begin_run(&RunRow {
             run_id: &run_id,
+            name: &pipeline.name,
             pipeline: &pipeline.path.display().to_string(),
             pipeline_sha256: &pipeline.sha256,
             config_sha256: &config_sha256,
@@ -204,6 +199,12 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             shard: shard.map(|s| s.label()),
             started_at: &report::timestamp(started_at),
         })?;
+        if args.fresh {
+            l.forget_all()?;
+        }
+        l.compact()?;
+        resume = l.resume()?;
+        priors = l.priors()?;
         ledger = Some(l);
     }
     let ctx = OpenContext {

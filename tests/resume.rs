@@ -501,3 +501,50 @@ fn shards_merged_equal_one_run() {
     lai().arg("merge").arg(&out).assert().success();
     assert_eq!(tree(&out), merged);
 }
+
+// Two pipelines writing into one folder (as scripts/setup.sh does) keep their own items: a
+// rerun of either skips everything and neither loses the other's records.
+#[test]
+fn pipelines_sharing_a_folder_keep_their_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("docs.jsonl");
+    corpus(&input, 60, ""); // line 51 is broken
+    let first = pipeline(dir.path(), "\"email\"", false);
+    let second = dir.path().join("second.toml");
+    let text = std::fs::read_to_string(&first).unwrap();
+    std::fs::write(
+        &second,
+        text.replace("name = \"redact\"", "name = \"phones\"")
+            .replace("[\"email\"]", "[\"phone\"]")
+            .replace("redacted.jsonl", "phones.jsonl")
+            .replace("redactions.csv", "phones.csv"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let report = dir.path().join("report.json");
+    let report_arg = ["--report", report.to_str().unwrap()];
+    for p in [&first, &second, &first, &second] {
+        run(p, &input, &out, &report_arg).code(1);
+    }
+    assert_eq!(counts(&report)["written"], 0);
+    assert_eq!(jsonl(&out.join("redacted.jsonl")).len(), 59);
+    assert_eq!(jsonl(&out.join("phones.jsonl")).len(), 59);
+    assert_eq!(
+        jsonl(&out.join("errors.jsonl")).len(),
+        2,
+        "one dead letter per pipeline"
+    );
+    run(
+        &first,
+        &input,
+        &out,
+        &[&report_arg[..], &["--fresh"]].concat(),
+    )
+    .code(1);
+    assert_eq!(
+        jsonl(&out.join("phones.jsonl")).len(),
+        59,
+        "--fresh is per pipeline"
+    );
+    assert_eq!(jsonl(&out.join("errors.jsonl")).len(), 2);
+}

@@ -31,6 +31,7 @@ const VERSION: i64 = 1;
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
     run_id          TEXT PRIMARY KEY,
+    name            TEXT NOT NULL,     -- the pipeline's name: items are keyed by name and id
     pipeline        TEXT NOT NULL,     -- the pipeline file as given
     pipeline_sha256 TEXT NOT NULL,     -- of its bytes
     config_sha256   TEXT NOT NULL,     -- effective config + files it reads + model sha256s
@@ -48,6 +49,7 @@ CREATE TABLE IF NOT EXISTS runs (
 );
 CREATE TABLE IF NOT EXISTS items (
     item          INTEGER PRIMARY KEY,
+    name          TEXT NOT NULL,       -- the pipeline's name (pipelines sharing a folder)
     id            TEXT NOT NULL,       -- file path below the input, or the JSONL record id
     run_id        TEXT NOT NULL REFERENCES runs (run_id),
     origin        TEXT NOT NULL,       -- 'docs/a.txt', 'tickets.jsonl:12'
@@ -60,7 +62,7 @@ CREATE TABLE IF NOT EXISTS items (
     timings       TEXT,                -- JSON {stage: seconds in the stage call}
     finished_at   TEXT NOT NULL
 );
-CREATE INDEX IF NOT EXISTS items_by_id ON items (id, current);
+CREATE INDEX IF NOT EXISTS items_by_id ON items (name, id, current);
 CREATE TABLE IF NOT EXISTS outputs (
     item   INTEGER NOT NULL REFERENCES items (item),
     path   TEXT NOT NULL,              -- relative to the output folder when inside it
@@ -88,6 +90,8 @@ pub struct Ledger {
     /// Items written since the last commit.
     pending: Vec<Written>,
     run_id: String,
+    /// The pipeline's name, which items are keyed under with their id.
+    name: String,
     /// Items of this run whose id an earlier item of this run already had.
     pub duplicate_ids: u64,
 }
@@ -115,6 +119,8 @@ pub struct Prior {
 #[derive(Default)]
 pub struct Priors {
     conn: Option<std::sync::Mutex<Connection>>,
+    /// The pipeline name the items are looked up under.
+    name: String,
     /// Content hash prefix -> items done with the run's configuration (see `done_copies`).
     copies: std::sync::OnceLock<HashMap<u64, Vec<i64>>>,
 }
@@ -132,9 +138,10 @@ impl Priors {
         self.query(|c| {
             c.prepare_cached(
                 "SELECT i.status = 'done', i.input_sha256, r.config_sha256
-                 FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 AND i.current = 1",
+                 FROM items i JOIN runs r ON r.run_id = i.run_id
+                 WHERE i.name = ?2 AND i.id = ?1 AND i.current = 1",
             )?
-            .query_row([id], |r| {
+            .query_row([id, &self.name], |r| {
                 Ok(Prior {
                     done: r.get(0)?,
                     input_sha256: r.get(1)?,
@@ -152,11 +159,11 @@ impl Priors {
             self.query(|c| {
                 let mut stmt = c.prepare(
                     "SELECT i.input_sha256, i.item FROM items i JOIN runs r ON r.run_id = i.run_id
-                     WHERE r.config_sha256 = ?1 AND i.current = 1 AND i.status = 'done'
-                       AND i.same_as IS NULL",
+                     WHERE r.config_sha256 = ?1 AND i.name = ?2 AND i.current = 1
+                       AND i.status = 'done' AND i.same_as IS NULL",
                 )?;
                 let mut copies: HashMap<u64, Vec<i64>> = HashMap::new();
-                let mut rows = stmt.query([config_sha256])?;
+                let mut rows = stmt.query([config_sha256, &self.name])?;
                 while let Some(r) = rows.next()? {
                     let sha: String = r.get(0)?;
                     copies.entry(content(&sha)).or_default().push(r.get(1)?);
@@ -187,6 +194,8 @@ impl Priors {
 /// One run's row, written when it starts.
 pub struct RunRow<'a> {
     pub run_id: &'a str,
+    /// The pipeline's name: items are keyed by it and their id.
+    pub name: &'a str,
     pub pipeline: &'a str,
     pub pipeline_sha256: &'a str,
     pub config_sha256: &'a str,
@@ -231,6 +240,7 @@ impl Ledger {
             out_dir: out_dir.to_path_buf(),
             pending: Vec::new(),
             run_id: String::new(),
+            name: String::new(),
             duplicate_ids: 0,
         };
         ledger.finish_renames()?;
@@ -334,18 +344,24 @@ impl Ledger {
         )?;
         Ok(Priors {
             conn: Some(std::sync::Mutex::new(conn)),
+            name: self.name.clone(),
             copies: std::sync::OnceLock::new(),
         })
     }
 
     /// `--fresh`: every earlier result is replaced; `compact` then empties the files.
+    /// Only this run's pipeline's items: others sharing the folder keep theirs.
     pub fn forget_all(&mut self) -> anyhow::Result<()> {
-        self.conn.execute_batch(
-            "BEGIN;
-             INSERT OR IGNORE INTO doomed SELECT item FROM items WHERE current = 1;
-             UPDATE items SET current = 0 WHERE current = 1;
-             COMMIT;",
+        let tx = self.conn.transaction()?;
+        tx.execute(
+            "INSERT OR IGNORE INTO doomed SELECT item FROM items WHERE name = ?1 AND current = 1",
+            [&self.name],
         )?;
+        tx.execute(
+            "UPDATE items SET current = 0 WHERE name = ?1 AND current = 1",
+            [&self.name],
+        )?;
+        tx.commit()?;
         Ok(())
     }
 
@@ -355,9 +371,9 @@ impl Ledger {
             .or_else(|_| std::env::var("HOSTNAME"))
             .unwrap_or_default();
         self.conn.execute(
-            "INSERT INTO runs (run_id, pipeline, pipeline_sha256, config_sha256, lai_version,
-                               models, host, shard, started_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            "INSERT INTO runs (run_id, name, pipeline, pipeline_sha256, config_sha256,
+                               lai_version, models, host, shard, started_at)
+             VALUES (?1, ?10, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 run.run_id,
                 run.pipeline,
@@ -367,10 +383,12 @@ impl Ledger {
                 run.models,
                 host,
                 run.shard,
-                run.started_at
+                run.started_at,
+                run.name
             ],
         )?;
         self.run_id = run.run_id.to_string();
+        self.name = run.name.to_string();
         Ok(())
     }
 
@@ -434,20 +452,21 @@ impl Ledger {
         let tx = self.conn.transaction()?;
         {
             let mut replace = tx.prepare_cached(
-                "UPDATE items SET current = 0 WHERE id = ?1 AND current = 1 RETURNING item, run_id",
+                "UPDATE items SET current = 0 WHERE name = ?2 AND id = ?1 AND current = 1
+                 RETURNING item, run_id",
             )?;
             let mut doom = tx.prepare_cached("INSERT OR IGNORE INTO doomed (item) VALUES (?1)")?;
             let mut insert = tx.prepare_cached(
-                "INSERT INTO items (id, run_id, origin, input_sha256, status, current, stage,
-                                    error, same_as, timings, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)",
+                "INSERT INTO items (name, id, run_id, origin, input_sha256, status, current,
+                                    stage, error, same_as, timings, finished_at)
+                 VALUES (?11, ?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)",
             )?;
             let mut output = tx.prepare_cached(
                 "INSERT INTO outputs (item, path, offset, length) VALUES (?1, ?2, ?3, ?4)",
             )?;
             for w in &self.pending {
                 let replaced: Option<(i64, String)> = replace
-                    .query_row([&w.id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .query_row([&w.id, &self.name], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
                 if let Some((item, run)) = replaced {
                     doom.execute([item])?;
@@ -470,7 +489,8 @@ impl Ledger {
                     error,
                     w.same_as,
                     w.timings,
-                    now
+                    now,
+                    self.name
                 ])?;
                 let item = tx.last_insert_rowid();
                 for place in &w.places {
@@ -739,10 +759,10 @@ pub fn show_runs(out_dir: &Path) -> anyhow::Result<String> {
     table(
         &conn,
         "SELECT run_id, started_at, coalesce(finished_at, 'unfinished'), exit_code, items_read,
-                items_done, items_failed, items_skipped, shard, pipeline, substr(config_sha256, 1, 12), models
+                items_done, items_failed, items_skipped, shard, name, pipeline, substr(config_sha256, 1, 12), models
          FROM runs ORDER BY rowid",
         &[],
-        &["run", "started", "finished", "exit", "read", "done", "failed", "skipped", "shard", "pipeline", "config", "models"],
+        &["run", "started", "finished", "exit", "read", "done", "failed", "skipped", "shard", "name", "pipeline", "config", "models"],
     )
 }
 
@@ -805,6 +825,7 @@ mod tests {
         ledger
             .begin_run(&RunRow {
                 run_id: "r1",
+                name: "p",
                 pipeline: "p.toml",
                 pipeline_sha256: "p",
                 config_sha256: "c",

@@ -145,7 +145,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
         let base: i64 =
             tx.query_row("SELECT coalesce(max(item), 0) FROM items", [], |r| r.get(0))?;
         tx.execute(
-            "INSERT INTO items SELECT item + ?1, id, run_id, origin, input_sha256,
+            "INSERT INTO items SELECT item + ?1, name, id, run_id, origin, input_sha256,
                     status, current, stage, error, same_as, timings, finished_at FROM shard.items",
             [base],
         )?;
