@@ -8,7 +8,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{engines, jsonl, lai, repo};
+use common::{engines, jsonl, lai, lai_run, repo};
 
 /// Twelve short documents as JSONL.
 fn corpus(dir: &Path) -> std::path::PathBuf {
@@ -273,14 +273,7 @@ fn bad_options_and_bad_items_are_reported() {
         "task = \"classify\"\nchoices = [\"billing\", \"other\"]",
     );
     let out = dir.path().join("mixed-out");
-    lai()
-        .args(["run", "--progress", "never"])
-        .arg(&p)
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .code(1);
+    lai_run(&p, &input, &out, &[]).code(1);
     assert_eq!(jsonl(&out.join("out.jsonl")).len(), 1);
     let errors = std::fs::read_to_string(out.join("errors.jsonl")).unwrap();
     assert!(errors.contains("no `text` text field"), "{errors}");
@@ -327,14 +320,7 @@ fn timeout_fails_items_instead_of_hanging() {
     );
     let out = dir.path().join("slow-out");
     let started = std::time::Instant::now();
-    lai()
-        .args(["run", "--progress", "never", "--jobs", "2"])
-        .arg(&p)
-        .arg(&input)
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .code(1);
+    lai_run(&p, &input, &out, &["--jobs", "2"]).code(1);
     assert!(started.elapsed().as_secs() < 60, "it gave up early");
     let errors = jsonl(&out.join("errors.jsonl"));
     assert_eq!(errors.len(), 12);
@@ -353,14 +339,7 @@ fn timeout_fails_items_instead_of_hanging() {
     )
     .unwrap();
     let out = dir.path().join("audio-out");
-    lai()
-        .args(["run", "--progress", "never"])
-        .arg(&audio)
-        .arg(repo("samples/audio/lecture.ogg"))
-        .arg("-o")
-        .arg(&out)
-        .assert()
-        .code(1);
+    lai_run(&audio, &repo("samples/audio/lecture.ogg"), &out, &[]).code(1);
     let errors = jsonl(&out.join("errors.jsonl"));
     assert!(
         errors[0]["error"]

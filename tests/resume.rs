@@ -14,7 +14,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{jsonl, lai};
+use common::{jsonl, lai, lai_run};
 
 /// A rules-only redact pipeline (no model: fast) with a JSONL, a CSV and a per-item output.
 fn pipeline(dir: &Path, entities: &str, per_item: bool) -> PathBuf {
@@ -51,14 +51,7 @@ fn corpus(path: &Path, n: usize, salt: &str) {
 }
 
 fn run(pipeline: &Path, input: &Path, out: &Path, extra: &[&str]) -> assert_cmd::assert::Assert {
-    lai()
-        .args(["run", "--progress", "never", "--jobs", "2"])
-        .arg(pipeline)
-        .arg(input)
-        .arg("-o")
-        .arg(out)
-        .args(extra)
-        .assert()
+    lai_run(pipeline, input, out, &[&["--jobs", "2"], extra].concat())
 }
 
 /// The lines of a file, sorted (outputs are compared order aside).

@@ -19,6 +19,23 @@ pub fn lai() -> Command {
     Command::cargo_bin("lai").expect("the lai binary is built")
 }
 
+/// `lai run --progress never PIPELINE INPUT -o OUT EXTRA...`, for the caller to assert on.
+pub fn lai_run(
+    pipeline: &Path,
+    input: &Path,
+    out: &Path,
+    extra: &[&str],
+) -> assert_cmd::assert::Assert {
+    lai()
+        .args(["run", "--progress", "never"])
+        .arg(pipeline)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .args(extra)
+        .assert()
+}
+
 /// Every record of a JSONL file.
 pub fn jsonl(path: &Path) -> Vec<Value> {
     std::fs::read_to_string(path)
