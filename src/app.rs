@@ -241,13 +241,10 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         );
     }
 
-    // Intake: another shard's items are not ours; items done before are skipped.
+    // Intake: items done before are skipped (another shard's items never get here).
     let skipped_failed = AtomicU64::new(0);
     let same_as = std::sync::Mutex::new(Vec::new());
     let admit = |item: &Item| -> Admit {
-        if shard.is_some_and(|s| !s.owns(&item.id)) {
-            return Admit::Elsewhere;
-        }
         let prior = priors.get(&item.id);
         if args.retry_failed {
             return if prior.is_some_and(|p| !p.done) {
@@ -306,6 +303,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         models: &models,
         ordered,
         progress,
+        shard,
         admit: &admit,
     };
 

@@ -33,6 +33,7 @@ use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::{Pipeline, StagePlan};
 use crate::ledger::Ledger;
+use crate::ledger::shard::Shard;
 use crate::models::ResolvedModel;
 use crate::sinks::Sink;
 use crate::sources::Input;
@@ -87,6 +88,8 @@ pub struct RunOptions<'a> {
     /// Write items in input order (needed for stdin-to-stdout pipes).
     pub ordered: bool,
     pub progress: bool,
+    /// Takes only this shard's items (the source passes over the others).
+    pub shard: Option<Shard>,
     /// Decides at intake what happens to each item the source read.
     pub admit: &'a (dyn Fn(&Item) -> Admit + Sync),
 }
@@ -97,8 +100,6 @@ pub enum Admit {
     Process,
     /// Not processed (already done, say); counted as read and skipped.
     Skip,
-    /// Another shard's item: not counted at all.
-    Elsewhere,
 }
 
 /// Per-stage counters, updated by its workers.
@@ -277,8 +278,10 @@ pub fn run(
     {
         let source = Arc::clone(&pipeline.source);
         let inputs = inputs.clone();
+        let shard = options.shard;
         thread::spawn(move || {
-            let result = source.read(&inputs, &mut |item| raw_tx.send(item).is_ok());
+            let wanted = |id: &str| shard.is_none_or(|s| s.owns(id));
+            let result = source.read(&inputs, &wanted, &mut |item| raw_tx.send(item).is_ok());
             let _ = source_done_tx.send(result);
         });
     }
@@ -367,7 +370,6 @@ pub fn run(
                     progress.written().inc(1);
                     continue;
                 }
-                Admit::Elsewhere => continue,
             }
             select! {
                 send(permit_tx, ()) -> sent => if sent.is_err() { break },

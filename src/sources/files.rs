@@ -16,7 +16,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_stdin};
-use super::{Input, Source};
+use super::{Input, Source, Wanted};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::Item;
@@ -170,9 +170,17 @@ impl Files {
     }
 
     /// Reads the files one path input names; false if `emit` asked to stop.
-    fn read_path(&self, input: &Input, emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<bool> {
+    fn read_path(
+        &self,
+        input: &Input,
+        wanted: Wanted,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> anyhow::Result<bool> {
         let mut failure = None;
         let going = self.walk(std::slice::from_ref(input), &mut |found| {
+            if !is_jsonl(&found.path) && !wanted(&found.id) {
+                return true;
+            }
             if is_media(&found.path) {
                 return emit(self.media_item(found));
             }
@@ -187,7 +195,10 @@ impl Files {
                 }
             };
             let mut reader = BufReader::with_capacity(256 * 1024, file);
-            match self.records.read_records(&mut reader, &found.id, emit) {
+            match self
+                .records
+                .read_records(&mut reader, &found.id, wanted, emit)
+            {
                 Ok(going) => going,
                 Err(e) => {
                     failure = Some(anyhow::Error::new(e).context(format!("reading {}", found.id)));
@@ -282,11 +293,16 @@ pub fn decode_text(bytes: &[u8]) -> Result<&str, String> {
 }
 
 impl Source for Files {
-    fn read(&self, inputs: &[Input], emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<()> {
+    fn read(
+        &self,
+        inputs: &[Input],
+        wanted: Wanted,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> anyhow::Result<()> {
         for input in inputs {
             let going = match input {
-                Input::Stdin => read_stdin(&self.records, emit)?,
-                Input::Path(_) => self.read_path(input, emit)?,
+                Input::Stdin => read_stdin(&self.records, wanted, emit)?,
+                Input::Path(_) => self.read_path(input, wanted, emit)?,
             };
             if !going {
                 break;

@@ -11,7 +11,7 @@ use anyhow::Context;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::{Input, Source};
+use super::{Input, Source, Wanted};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::pipeline::item::Item;
@@ -63,6 +63,7 @@ impl RecordReader {
         &self,
         reader: &mut dyn BufRead,
         name: &str,
+        wanted: Wanted,
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> io::Result<bool> {
         let mut line = Vec::new();
@@ -92,7 +93,7 @@ impl RecordReader {
                     item
                 }
             };
-            if !emit(item) {
+            if wanted(&item.id) && !emit(item) {
                 return Ok(false);
             }
         }
@@ -231,16 +232,21 @@ fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn Source>> 
 }
 
 impl Source for Jsonl {
-    fn read(&self, inputs: &[Input], emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<()> {
+    fn read(
+        &self,
+        inputs: &[Input],
+        wanted: Wanted,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> anyhow::Result<()> {
         for input in inputs {
             let going = match input {
-                Input::Stdin => read_stdin(&self.reader, emit)?,
+                Input::Stdin => read_stdin(&self.reader, wanted, emit)?,
                 Input::Path(path) => {
                     let file = File::open(path)
                         .with_context(|| format!("cannot open {}", path.display()))?;
                     let mut reader = BufReader::with_capacity(256 * 1024, file);
                     self.reader
-                        .read_records(&mut reader, &path.display().to_string(), emit)
+                        .read_records(&mut reader, &path.display().to_string(), wanted, emit)
                         .with_context(|| format!("reading {}", path.display()))?
                 }
             };
@@ -255,11 +261,12 @@ impl Source for Jsonl {
 /// Reads JSONL records from standard input.
 pub fn read_stdin(
     reader: &RecordReader,
+    wanted: Wanted,
     emit: &mut dyn FnMut(Item) -> bool,
 ) -> anyhow::Result<bool> {
     let mut stdin = BufReader::with_capacity(256 * 1024, io::stdin());
     reader
-        .read_records(&mut stdin, "stdin", emit)
+        .read_records(&mut stdin, "stdin", wanted, emit)
         .context("reading standard input")
 }
 
@@ -274,7 +281,7 @@ mod tests {
         };
         let mut items = Vec::new();
         reader
-            .read_records(&mut &text[..], "t", &mut |i| {
+            .read_records(&mut &text[..], "t", &|_| true, &mut |i| {
                 items.push(i);
                 true
             })

@@ -22,9 +22,18 @@ pub enum Input {
     Path(PathBuf),
 }
 
+/// Which item ids a run takes (a shard's): the others are passed over, files among them unread.
+pub type Wanted<'a> = &'a dyn Fn(&str) -> bool;
+
 pub trait Source: Send + Sync {
-    /// Reads every input in order, calling `emit` per item; stops early when `emit` says so.
-    fn read(&self, inputs: &[Input], emit: &mut dyn FnMut(Item) -> bool) -> anyhow::Result<()>;
+    /// Reads every input in order, calling `emit` per item that `wanted` takes; stops early
+    /// when `emit` says so.
+    fn read(
+        &self,
+        inputs: &[Input],
+        wanted: Wanted,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> anyhow::Result<()>;
 
     /// How many items `read` will produce, when that is cheap to know (for progress ETA).
     fn count(&self, _inputs: &[Input]) -> Option<u64> {
