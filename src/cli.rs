@@ -50,9 +50,10 @@ Sharding (a Kubernetes Indexed Job, a Slurm array): `--shard K/N` takes the item
 hashes to K (0..N-1) into OUT/shard-K-of-N; `lai merge OUT` joins the shards. K and N default
 from JOB_COMPLETION_INDEX and JOB_COMPLETIONS, or SLURM_ARRAY_TASK_ID and SLURM_ARRAY_TASK_COUNT.
 
-Exit codes: 0 all items done, 1 some items failed (see the dead letters, errors.jsonl),
-2 usage/config error or a fatal error (an output could not be written), 75 another run holds
-the output folder (try again later), 130 interrupted.")]
+Exit codes: 0 all items done, 1 some items failed, in this run or in an earlier one and not
+retried (see the dead letters, errors.jsonl, and `lai ledger --failed`), 2 usage/config error
+or a fatal error (an output could not be written), 75 another run holds the output folder (try
+again later), 130 interrupted.")]
     Run(RunArgs),
     /// Show the run ledger of an output folder: its runs, or the history of items.
     #[command(after_help = "Examples:
