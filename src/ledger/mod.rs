@@ -222,8 +222,18 @@ impl Ledger {
         let path = out_dir.join(FILE);
         let conn = Connection::open(&path)
             .with_context(|| format!("cannot open the run ledger {}", path.display()))?;
-        let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
-        let tables: i64 = conn.query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))?;
+        let unusable = || {
+            format!(
+                "{} is not a usable lai ledger; move it away (the next run then processes every item again)",
+                path.display()
+            )
+        };
+        let version: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .with_context(unusable)?;
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .with_context(unusable)?;
         if tables > 0 && version != VERSION {
             bail!(
                 "{} was written by another version of lai (ledger version {version}, this lai uses {VERSION}); use a new output folder or move it away",
@@ -234,7 +244,7 @@ impl Ledger {
             "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA busy_timeout = 5000;
              {SCHEMA} PRAGMA user_version = {VERSION};"
         ))
-        .with_context(|| format!("{} is not a usable lai ledger", path.display()))?;
+        .with_context(unusable)?;
         let mut ledger = Ledger {
             conn,
             out_dir: out_dir.to_path_buf(),

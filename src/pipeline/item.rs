@@ -121,7 +121,7 @@ impl Item {
 }
 
 /// "a number", "an array", ...: a JSON value's type for messages.
-fn json_type(v: &Value) -> &'static str {
+pub fn json_type(v: &Value) -> &'static str {
     match v {
         Value::Null => "null",
         Value::Bool(_) => "a boolean",

@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use super::{Input, Source, Wanted};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use crate::pipeline::item::{Item, json_type};
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "jsonl",
@@ -116,7 +116,7 @@ impl RecordReader {
                 line,
                 format!(
                     "line {line_no}: expected a JSON object like {{\"text\": \"...\"}}, found {}",
-                    kind_of(&other)
+                    json_type(&other)
                 ),
             ),
             Err(e) => Item::failed(
@@ -138,17 +138,6 @@ fn describe(e: &serde_json::Error) -> String {
     match text.rfind(" at line ") {
         Some(i) => text[..i].to_string(),
         None => text,
-    }
-}
-
-fn kind_of(v: &Value) -> &'static str {
-    match v {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
     }
 }
 
