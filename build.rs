@@ -20,6 +20,14 @@ fn main() {
     // libllama's own dependency libggml would not be found.
     println!("cargo:rustc-link-arg=-Wl,--disable-new-dtags");
     println!("cargo:rustc-link-arg=-Wl,-rpath,$ORIGIN");
+    // The CUDA build finds cudart and cuBLAS in the toolkit it was built with (never its stubs:
+    // the driver's libcuda comes from the system).
+    println!("cargo:rerun-if-env-changed=CUDA_PATH");
+    if std::env::var_os("CARGO_FEATURE_CUDA").is_some()
+        && let Ok(cuda) = std::env::var("CUDA_PATH")
+    {
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{cuda}/lib");
+    }
     println!("cargo:rerun-if-env-changed=DEP_LLAMA_GGML_CMAKE_DIR");
     let cmake_dir = std::env::var("DEP_LLAMA_GGML_CMAKE_DIR").unwrap_or_default();
     let Some(lib_dir) = Path::new(&cmake_dir).parent().filter(|d| d.is_dir()) else {

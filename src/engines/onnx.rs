@@ -13,10 +13,13 @@ use std::sync::OnceLock;
 
 use anyhow::{Context, anyhow, bail};
 use ort::environment::Environment;
+use ort::ep;
 use ort::session::Session;
 use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
+
+use super::device::Device;
 
 /// Environment variable naming a libonnxruntime to use instead of the catalog's.
 pub const RUNTIME_ENV: &str = "LAI_ONNXRUNTIME";
@@ -140,9 +143,22 @@ pub struct Encoder {
 }
 
 impl Encoder {
-    pub fn load(env: &Environment, model: &Path, threads: usize) -> anyhow::Result<Encoder> {
+    pub fn load(
+        env: &Environment,
+        model: &Path,
+        threads: usize,
+        device: Device,
+    ) -> anyhow::Result<Encoder> {
         let configure = || -> Result<_, String> {
-            let b = Session::builder(env).map_err(|e| e.to_string())?;
+            let mut b = Session::builder(env).map_err(|e| e.to_string())?;
+            if device == Device::Gpu {
+                // An error instead of ONNX Runtime's silent fallback to the CPU.
+                b = b
+                    .with_execution_providers([ep::CUDA::default().build().error_on_failure()])
+                    .map_err(|e| {
+                        format!("{e} (the CUDA provider needs cuBLAS, cuRAND and cuDNN 9 for CUDA 13 on the library path)")
+                    })?;
+            }
             let b = b
                 .with_optimization_level(GraphOptimizationLevel::Level3)
                 .map_err(|e| e.to_string())?;

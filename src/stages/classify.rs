@@ -17,6 +17,7 @@ use super::embed::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS,
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::device::DEVICE;
 use crate::pipeline::StartContext;
 use crate::pipeline::item::Item;
 
@@ -86,6 +87,7 @@ const OPTIONS: &[OptionSpec] = &[
     LONG,
     TOKEN_BUDGET,
     THREADS,
+    DEVICE,
 ];
 
 /// How items are compared with the references.
@@ -188,7 +190,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         _ => Method::Nearest,
     };
     Some(Box::new(Classify {
-        embedding: Embedding::from_options(options),
+        embedding: Embedding::from_options(options, diag)?,
         to: options.str("to"),
         references,
         labels,

@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::device::{DEVICE, Device, Placement};
 use crate::engines::onnx::{Encoder, TextModel, load_runtime};
 use crate::models::EncoderConfig;
 use crate::pipeline::StartContext;
@@ -57,12 +58,17 @@ pub const LONG: OptionSpec = opt(
 pub const TOKEN_BUDGET: OptionSpec = opt(
     "token_budget",
     Ty::Int {
-        min: 16,
+        min: 0,
         max: 1 << 24,
     },
-    Default::Value("512"),
-    "Most tokens (padding included) in one model call; small batches stay in the CPU's caches (512 ran 2x faster than 8192 on CPU).",
+    Default::Value("0"),
+    "Most tokens (padding included) in one model call. 0: 512 on the CPU (small batches stay in its caches: 512 ran 2x faster than 8192), 16384 on the GPU (which needs big ones to be busy).",
 );
+
+/// `token_budget = 0` on each device.
+const BUDGET_CPU: usize = 512;
+const BUDGET_GPU: usize = 16384;
+
 pub const THREADS: OptionSpec = opt(
     "threads",
     Ty::Int { min: 0, max: 1024 },
@@ -87,6 +93,7 @@ const OPTIONS: &[OptionSpec] = &[
     LONG,
     TOKEN_BUDGET,
     THREADS,
+    DEVICE,
 ];
 
 /// How a stage embeds text: the options `embed` and `classify` share.
@@ -97,55 +104,92 @@ pub struct Embedding {
     pub pool_long: bool,
     pub token_budget: usize,
     pub threads: usize,
+    pub device: Placement,
     embedder: Shared<Embedder>,
 }
 
 impl Embedding {
-    pub fn from_options(options: &Options) -> Embedding {
-        Embedding {
+    pub fn from_options(options: &Options, diag: &mut Diagnostics) -> Option<Embedding> {
+        Some(Embedding {
             model_name: options.str("model"),
             field: options.str("field"),
             overlap: options.usize("overlap_tokens"),
             pool_long: options.str("long") == "pool",
             token_budget: options.usize("token_budget"),
             threads: options.usize("threads"),
+            device: Placement::from_options(options, diag)?,
             embedder: Shared::default(),
-        }
+        })
     }
 
     /// The catalog models to resolve: the encoder and ONNX Runtime.
     pub fn models(&self) -> Vec<String> {
-        vec![self.model_name.clone(), RUNTIME.to_string()]
+        vec![self.model_name.clone(), runtime().to_string()]
     }
 
     /// Loads the shared model (once) and this worker's session.
     pub fn start<'a>(&'a self, ctx: &StartContext) -> anyhow::Result<EmbedWorker<'a>> {
-        let threads = if self.threads > 0 {
-            self.threads
-        } else {
-            ctx.threads.total()
-        };
         let embedder = self
             .embedder
             .get(|| Embedder::load(ctx, &self.model_name))?;
-        let encoder = encoder(ctx, &self.model_name, threads)?;
         Ok(EmbedWorker {
             spec: self,
             embedder,
-            encoder,
+            session: session(
+                ctx,
+                &self.model_name,
+                self.threads,
+                self.token_budget,
+                self.device,
+            )?,
             threads: Arc::clone(&ctx.threads),
-            n_threads: threads,
         })
     }
 }
 
-/// The catalog entry of the ONNX Runtime library.
-pub const RUNTIME: &str = "onnxruntime";
+/// The catalog entry of the ONNX Runtime library: the CUDA build loads the one with the CUDA
+/// provider (it runs CPU stages too; a process loads one).
+pub fn runtime() -> &'static str {
+    if cfg!(feature = "cuda") {
+        "onnxruntime-cuda"
+    } else {
+        "onnxruntime"
+    }
+}
 
-/// A worker's session of the ONNX model `name`, with `threads` threads.
-pub fn encoder(ctx: &StartContext, name: &str, threads: usize) -> anyhow::Result<Encoder> {
-    let env = load_runtime(ctx.model_file(RUNTIME, "runtime", "library")?)?;
-    Encoder::load(env, ctx.model_file(name, "onnx", "model")?, threads)
+/// A worker's ONNX session and how it is driven on its device.
+pub struct Session {
+    pub encoder: Encoder,
+    /// CPU threads per model call.
+    pub threads: usize,
+    /// Most tokens (padding included) per model call.
+    pub token_budget: usize,
+}
+
+/// A worker's session of the ONNX model `name` on its device. `threads` 0 is all of `--jobs` on
+/// the CPU and one on the GPU (the CPU is left to other stages); `token_budget` 0 is the
+/// device's own.
+pub fn session(
+    ctx: &StartContext,
+    name: &str,
+    threads: usize,
+    token_budget: usize,
+    placement: Placement,
+) -> anyhow::Result<Session> {
+    let device = ctx.place(placement)?;
+    let (all_threads, default_budget) = match device {
+        Device::Gpu => (1, BUDGET_GPU),
+        Device::Cpu => (ctx.threads.total(), BUDGET_CPU),
+    };
+    let or = |value: usize, default: usize| if value == 0 { default } else { value };
+    let threads = or(threads, all_threads);
+    let env = load_runtime(ctx.model_file(runtime(), "runtime", "library")?)?;
+    let model = ctx.model_file(name, "onnx", "model")?;
+    Ok(Session {
+        encoder: Encoder::load(env, model, threads, device)?,
+        threads,
+        token_budget: or(token_budget, default_budget),
+    })
 }
 
 /// A model's tokenizer and window, and its catalog `[model.encoder]` entry, for any stage on
@@ -203,9 +247,8 @@ pub struct Vector {
 pub struct EmbedWorker<'a> {
     spec: &'a Embedding,
     embedder: &'a Embedder,
-    encoder: Encoder,
+    session: Session,
     threads: Arc<Threads>,
-    n_threads: usize,
 }
 
 impl EmbedWorker<'_> {
@@ -282,14 +325,14 @@ impl EmbedWorker<'_> {
                 }
             }
         }
-        let (threads, n) = (&self.threads, self.n_threads);
+        let (threads, n) = (&self.threads, self.session.threads);
         let pooling = &self.embedder.pooling;
         // Rows summed into each text's vector: all token rows (mean) or one per window (CLS).
         let mut pooled = vec![0usize; texts.len()];
-        self.encoder.run(
+        self.session.encoder.run(
             model,
             &windows,
-            spec.token_budget,
+            self.session.token_budget,
             || threads.borrow(Some(n)),
             |w, rows, width| {
                 let i = owner[w];
@@ -353,9 +396,9 @@ struct Embed {
     to: String,
 }
 
-fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
+fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     Some(Box::new(Embed {
-        embedding: Embedding::from_options(options),
+        embedding: Embedding::from_options(options, diag)?,
         to: options.str("to"),
     }))
 }

@@ -18,6 +18,7 @@ use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
 use crate::audio::{self, TARGET_RATE};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::device::{DEVICE, Device, Placement};
 use crate::engines::whisper::{self, Transcriber, WhisperModel};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
@@ -110,6 +111,7 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("\"path\""),
         "Field holding the audio or video file's path.",
     ),
+    DEVICE,
 ];
 
 struct Transcribe {
@@ -119,6 +121,7 @@ struct Transcribe {
     threads: usize,
     chunk_s: f64,
     path_field: String,
+    device: Placement,
     /// Loaded by the first worker to start, then shared by all.
     model: Shared<WhisperModel>,
 }
@@ -162,6 +165,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         threads: options.usize("threads"),
         chunk_s,
         path_field: options.str("path_field"),
+        device: Placement::from_options(options, diag)?,
         model: Shared::default(),
     }))
 }
@@ -179,13 +183,23 @@ impl Stage for Transcribe {
         if let Some(vad) = &self.vad_model_name {
             options.vad_model = Some(ctx.model_file(vad, "whisper", "vad")?.to_path_buf());
         }
-        let model = self
-            .model
-            .get(|| WhisperModel::load(ctx.model_file(&self.model_name, "whisper", "model")?))?;
+        let device = ctx.place(self.device)?;
+        let model = self.model.get(|| {
+            WhisperModel::load(
+                ctx.model_file(&self.model_name, "whisper", "model")?,
+                device,
+            )
+        })?;
         Ok(Box::new(TranscribeWorker {
             stage: self,
             transcriber: model.transcriber()?,
             options,
+            // On the GPU whisper.cpp's CPU work is small: one thread, the rest to other stages.
+            want: match (self.threads, device) {
+                (0, Device::Gpu) => Some(1),
+                (0, Device::Cpu) => None,
+                (n, _) => Some(n),
+            },
             threads: Arc::clone(&ctx.threads),
             meter: ctx.meter.clone(),
             deadline: ctx.deadline.clone(),
@@ -197,6 +211,8 @@ struct TranscribeWorker<'a> {
     stage: &'a Transcribe,
     transcriber: Transcriber,
     options: whisper::Options,
+    /// Threads per call: `None` shares `--jobs` among the busy workers.
+    want: Option<usize>,
     threads: Arc<Threads>,
     meter: Meter,
     deadline: Deadline,
@@ -229,8 +245,7 @@ impl TranscribeWorker<'_> {
             let mut heard = Ok(());
             for chunk in &rx {
                 let mut options = self.options.clone();
-                let want = (self.stage.threads > 0).then_some(self.stage.threads);
-                let lease = self.threads.borrow(want);
+                let lease = self.threads.borrow(self.want);
                 options.threads = lease.count;
                 let deadline = &self.deadline;
                 let transcript = self

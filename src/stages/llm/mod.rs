@@ -23,6 +23,7 @@ use serde_json::{Map, Value, json};
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::device::{DEVICE, Device, Placement};
 use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Request};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
@@ -46,7 +47,7 @@ const TOKENS: Ty = Ty::Int {
 const TASKS: &[&str] = &["cleanup", "summarize", "extract", "classify"];
 
 const OPTIONS: &[OptionSpec] = &[
-    batch_size("32"),
+    batch_size("128"),
     MAX_WAIT,
     TIMEOUT,
     workers("1"),
@@ -124,9 +125,9 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "parallel",
-        Ty::Int { min: 1, max: 256 },
-        Default::Value("8"),
-        "Sequences decoded together in one context; more uses the CPU (or GPU) better, up to a point.",
+        Ty::Int { min: 0, max: 256 },
+        Default::Value("0"),
+        "Sequences decoded together in one context; more uses the CPU or GPU better, up to a point. 0: 8 on the CPU, 64 on the GPU.",
     ),
     opt(
         "context",
@@ -201,9 +202,23 @@ const OPTIONS: &[OptionSpec] = &[
         "threads",
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
-        "CPU threads per worker's context; 0 uses all of `--jobs` (shared with other stages, never oversubscribed).",
+        "CPU threads per worker's context; 0 uses all of `--jobs` (shared with other stages, never oversubscribed), or one on the GPU.",
+    ),
+    DEVICE,
+    opt(
+        "gpu_layers",
+        Ty::Int {
+            min: 0,
+            max: 100_000,
+        },
+        Default::Value("100000"),
+        "On the GPU: how many of the model's layers go there (the rest stay on the CPU, for a model larger than the GPU's memory); the default is all.",
     ),
 ];
+
+/// `parallel = 0`: sequences per context on each device.
+const PARALLEL_CPU: usize = 8;
+const PARALLEL_GPU: usize = 64;
 
 /// How the outputs of an input's pieces become one output.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -241,6 +256,8 @@ struct Llm {
     overlap_tokens: usize,
     guard: Option<Guard>,
     threads: usize,
+    device: Placement,
+    gpu_layers: u32,
     model: Shared<LlmModel>,
 }
 
@@ -484,6 +501,8 @@ fn configure(
         overlap_tokens: options.usize("overlap_tokens"),
         guard,
         threads: options.usize("threads"),
+        device: Placement::from_options(options, diag)?,
+        gpu_layers: u32::try_from(options.int("gpu_layers")).unwrap_or(u32::MAX),
         model: Shared::default(),
     })
 }
@@ -562,9 +581,14 @@ impl Stage for Llm {
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
-        let model = self
-            .model
-            .get(|| LlmModel::load(ctx.model_file(&self.model_name, "llama", "model")?))?;
+        let device = ctx.place(self.device)?;
+        let model = self.model.get(|| {
+            LlmModel::load(
+                ctx.model_file(&self.model_name, "llama", "model")?,
+                device,
+                self.gpu_layers,
+            )
+        })?;
         if !model.has_chat_template() && !self.custom_prompt {
             anyhow::bail!(
                 "model `{}` has no chat template in its GGUF metadata, so the built-in `{}` prompt cannot be used; give the stage a `prompt` that writes the whole prompt in the model's format",
@@ -572,13 +596,19 @@ impl Stage for Llm {
                 self.task.as_deref().unwrap_or("task")
             );
         }
-        let threads = if self.threads > 0 {
-            self.threads
-        } else {
-            ctx.threads.total()
+        // On the GPU the CPU only samples tokens: one thread, leaving the rest to other stages.
+        let threads = match (self.threads, device) {
+            (0, Device::Gpu) => 1,
+            (0, Device::Cpu) => ctx.threads.total(),
+            (n, _) => n,
+        };
+        let parallel = match (self.parallel, device) {
+            (0, Device::Gpu) => PARALLEL_GPU,
+            (0, Device::Cpu) => PARALLEL_CPU,
+            (n, _) => n,
         };
         let generator = model.generator(&GeneratorOptions {
-            parallel: self.parallel,
+            parallel,
             context: self.context,
             threads,
         })?;

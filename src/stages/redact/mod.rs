@@ -20,10 +20,11 @@ use sha2::Sha256;
 
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
-use super::embed::{TOKEN_BUDGET, encoder, text_model};
+use super::embed::{TOKEN_BUDGET, session, text_model};
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::engines::device::{DEVICE, Placement};
 use crate::pipeline::StartContext;
 use crate::pipeline::item::Item;
 
@@ -118,6 +119,7 @@ const OPTIONS: &[OptionSpec] = &[
         "ONNX Runtime threads per worker for the NER model; 0 uses all of `--jobs`. One thread per worker, one worker per job, ran fastest on CPU.",
     ),
     TOKEN_BUDGET,
+    DEVICE,
     opt(
         "summary_field",
         Ty::Str,
@@ -132,6 +134,7 @@ struct NerSpec {
     min_score: f32,
     threads: usize,
     token_budget: usize,
+    device: Placement,
     model: Shared<ner::NerModel>,
 }
 
@@ -214,12 +217,14 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     if !ok {
         return None;
     }
+    let device = Placement::from_options(options, diag)?;
     let ner = options.opt_str("ner_model").map(|model_name| NerSpec {
         model_name,
         entities: options.str_list("ner_entities"),
         min_score: options.float("ner_min_score") as f32,
         threads: options.usize("threads"),
         token_budget: options.usize("token_budget"),
+        device,
         model: Shared::default(),
     });
     let names = recognizers
@@ -263,7 +268,7 @@ impl Stage for Redact {
     fn models(&self) -> Vec<String> {
         self.ner
             .iter()
-            .flat_map(|n| [n.model_name.clone(), super::embed::RUNTIME.to_string()])
+            .flat_map(|n| [n.model_name.clone(), super::embed::runtime().to_string()])
             .collect()
     }
 
@@ -277,19 +282,18 @@ impl Stage for Redact {
                     let config = ctx.model_file(&spec.model_name, "onnx", "config")?;
                     ner::NerModel::load(text, config, &spec.entities, first_index)
                 })?;
-                let n_threads = if spec.threads > 0 {
-                    spec.threads
-                } else {
-                    ctx.threads.total()
-                };
                 Some(ner::NerWorker {
                     model,
-                    encoder: encoder(ctx, &spec.model_name, n_threads)?,
+                    session: session(
+                        ctx,
+                        &spec.model_name,
+                        spec.threads,
+                        spec.token_budget,
+                        spec.device,
+                    )?,
                     threads: Arc::clone(&ctx.threads),
-                    n_threads,
                     first_index,
                     min_score: spec.min_score,
-                    token_budget: spec.token_budget,
                 })
             }
         };

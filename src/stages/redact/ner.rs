@@ -23,8 +23,9 @@ use anyhow::{Context, anyhow};
 use regex::Regex;
 
 use super::recognizers::Found;
-use crate::engines::onnx::{Encoder, TextModel, Tokens};
+use crate::engines::onnx::{TextModel, Tokens};
 use crate::pipeline::threads::Threads;
+use crate::stages::embed::Session;
 
 /// Model types (BIO tags without the prefix) and the lai entity each becomes.
 pub const MAPPING: &[(&str, &str)] = &[
@@ -151,12 +152,10 @@ impl NerModel {
 /// One worker's NER session.
 pub struct NerWorker<'a> {
     pub model: &'a NerModel,
-    pub encoder: Encoder,
+    pub session: Session,
     pub threads: Arc<Threads>,
-    pub n_threads: usize,
     pub first_index: usize,
     pub min_score: f32,
-    pub token_budget: usize,
 }
 
 /// A token's best label so far: its distance from the nearest window edge, label, probability.
@@ -188,11 +187,11 @@ impl NerWorker<'_> {
         }
         let mut votes: Vec<Vec<Option<Vote>>> =
             tokens.iter().map(|t| vec![None; t.ids.len()]).collect();
-        let (threads, n) = (&self.threads, self.n_threads);
-        self.encoder.run(
+        let (threads, n) = (&self.threads, self.session.threads);
+        self.session.encoder.run(
             &model.text,
             &windows,
-            self.token_budget,
+            self.session.token_budget,
             || threads.borrow(Some(n)),
             |w, rows, width| {
                 let (text, start) = owner[w];
