@@ -24,6 +24,17 @@ pub enum Device {
     Gpu,
 }
 
+impl Device {
+    /// A sizing option where 0 means "the device's own": `value`, else `cpu` or `gpu`.
+    pub fn pick(self, value: usize, cpu: usize, gpu: usize) -> usize {
+        match (value, self) {
+            (0, Device::Cpu) => cpu,
+            (0, Device::Gpu) => gpu,
+            (n, _) => n,
+        }
+    }
+}
+
 /// A stage's `device` option.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Placement {

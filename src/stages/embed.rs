@@ -16,7 +16,7 @@ use serde_json::{Value, json};
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Device, Placement};
+use crate::engines::device::{DEVICE, Placement};
 use crate::engines::onnx::{Encoder, TextModel, load_runtime};
 use crate::models::EncoderConfig;
 use crate::pipeline::StartContext;
@@ -177,18 +177,13 @@ pub fn session(
     placement: Placement,
 ) -> anyhow::Result<Session> {
     let device = ctx.place(placement)?;
-    let (all_threads, default_budget) = match device {
-        Device::Gpu => (1, BUDGET_GPU),
-        Device::Cpu => (ctx.threads.total(), BUDGET_CPU),
-    };
-    let or = |value: usize, default: usize| if value == 0 { default } else { value };
-    let threads = or(threads, all_threads);
+    let threads = device.pick(threads, ctx.threads.total(), 1);
     let env = load_runtime(ctx.model_file(runtime(), "runtime", "library")?)?;
     let model = ctx.model_file(name, "onnx", "model")?;
     Ok(Session {
         encoder: Encoder::load(env, model, threads, device)?,
         threads,
-        token_budget: or(token_budget, default_budget),
+        token_budget: device.pick(token_budget, BUDGET_CPU, BUDGET_GPU),
     })
 }
 

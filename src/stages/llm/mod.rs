@@ -23,7 +23,7 @@ use serde_json::{Map, Value, json};
 use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Device, Placement};
+use crate::engines::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Request};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
@@ -597,16 +597,8 @@ impl Stage for Llm {
             );
         }
         // On the GPU the CPU only samples tokens: one thread, leaving the rest to other stages.
-        let threads = match (self.threads, device) {
-            (0, Device::Gpu) => 1,
-            (0, Device::Cpu) => ctx.threads.total(),
-            (n, _) => n,
-        };
-        let parallel = match (self.parallel, device) {
-            (0, Device::Gpu) => PARALLEL_GPU,
-            (0, Device::Cpu) => PARALLEL_CPU,
-            (n, _) => n,
-        };
+        let threads = device.pick(self.threads, ctx.threads.total(), 1);
+        let parallel = device.pick(self.parallel, PARALLEL_CPU, PARALLEL_GPU);
         let generator = model.generator(&GeneratorOptions {
             parallel,
             context: self.context,
