@@ -7,6 +7,7 @@
 # embedded (JSONL and .npy) and the held-out sample tickets classified. Safe to run again.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 python3 scripts/fetch-models.py
 cargo build --release --locked
 ./target/release/lai models verify

@@ -3,6 +3,7 @@
 # formatting, lints (warnings are errors), all tests. Engine tests use the real models.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+scripts/deps.sh
 python3 scripts/fetch-models.py
 cargo fmt --all -- --check
 cargo clippy --locked --all-targets -- -D warnings

@@ -419,7 +419,7 @@ fn interrupt_flushes_and_exits_130() {
     stdin.flush().unwrap();
     // Wait until the records are written (flushed when the queue runs dry).
     let path = out.path().join("redacted.jsonl");
-    let deadline = Instant::now() + Duration::from_secs(20);
+    let deadline = Instant::now() + Duration::from_secs(300);
     while std::fs::read_to_string(&path).map_or(0, |t| t.lines().count()) < 10 {
         assert!(
             Instant::now() < deadline,
@@ -460,7 +460,7 @@ fn closed_stdout_ends_the_run() {
     let mut first = [0u8; 64];
     std::io::Read::read_exact(&mut stdout, &mut first).unwrap();
     drop(stdout);
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(300);
     loop {
         if let Some(status) = child.try_wait().unwrap() {
             assert_ne!(status.code(), Some(0), "a cut-off run is not a success");

@@ -321,7 +321,8 @@ fn timeout_fails_items_instead_of_hanging() {
     let out = dir.path().join("slow-out");
     let started = std::time::Instant::now();
     lai_run(&p, &input, &out, &["--jobs", "2"]).code(1);
-    assert!(started.elapsed().as_secs() < 60, "it gave up early");
+    // Generous: a stuck run never ends; a busy machine only slows a working one.
+    assert!(started.elapsed().as_secs() < 600, "it gave up early");
     let errors = jsonl(&out.join("errors.jsonl"));
     assert_eq!(errors.len(), 12);
     assert!(
