@@ -31,6 +31,9 @@ pub const EXIT_FATAL: u8 = 2;
 /// Another run holds the output folder's lock (cron: try again later; EX_TEMPFAIL).
 pub const EXIT_LOCKED: u8 = 75;
 pub const EXIT_INTERRUPTED: u8 = 130;
+/// The reader of stdout went away (`| head`): what a shell shows for a process that SIGPIPE
+/// ended, without dying mid-write.
+pub const EXIT_READER_GONE: u8 = 141;
 
 /// After this many failed items, stderr gets a note instead of one line each.
 const MAX_PRINTED_FAILURES: u64 = 50;
@@ -64,12 +67,12 @@ fn load_or_report(path: &Path) -> Option<Pipeline> {
         Ok(p) => Some(p),
         Err(e) => {
             match &e {
-                LoadError::Unreadable(_) => eprintln!("error: {e}"),
+                LoadError::Unreadable(_) => stderr_line!("error: {e}"),
                 LoadError::Invalid(problems) => {
                     for p in problems {
-                        eprintln!("error: {p}");
+                        stderr_line!("error: {p}");
                     }
-                    eprintln!(
+                    stderr_line!(
                         "{}: {} problem{}; see `lai stages` for every key",
                         path.display(),
                         problems.len(),
@@ -176,7 +179,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let mut resume = std::collections::HashMap::new();
     if !filter {
         let Some(lock) = crate::ledger::lock(&out_dir)? else {
-            eprintln!(
+            stderr_line!(
                 "error: another lai run is using {} (its lock file {} is held); this run did nothing. Wait for it to finish, or give another --out",
                 out_dir.display(),
                 out_dir.join(crate::ledger::LOCK).display()
@@ -187,7 +190,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         let mut l = Ledger::open(&out_dir)?;
         let cut = l.repair()?;
         if cut > 0 && !args.quiet {
-            eprintln!("note: cut {cut} bytes of unfinished records left by an interrupted run");
+            stderr_line!("note: cut {cut} bytes of unfinished records left by an interrupted run");
         }
         l.begin_run(&RunRow {
             run_id: &run_id,
@@ -311,9 +314,9 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let on_failure = |item: &Item| {
         let n = printed.fetch_add(1, Ordering::Relaxed);
         if let (Some(f), true) = (&item.failure, n < MAX_PRINTED_FAILURES) {
-            eprintln!("error: {}: {}: {}", item.origin, f.stage, f.reason);
+            stderr_line!("error: {}: {}: {}", item.origin, f.stage, f.reason);
         } else if n == MAX_PRINTED_FAILURES {
-            eprintln!("error: more items failed; see the dead letters for all of them");
+            stderr_line!("error: more items failed; see the dead letters for all of them");
         }
     };
 
@@ -332,6 +335,8 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let failed_before = skipped_failed.into_inner();
     let exit = if outcome.fatal.is_some() {
         EXIT_FATAL
+    } else if outcome.reader_gone {
+        EXIT_READER_GONE
     } else if outcome.interrupted {
         EXIT_INTERRUPTED
     } else if outcome.failed + failed_before > 0 {
@@ -349,7 +354,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         // Records of items processed again (changed input, prompt or model) leave the files.
         ledger.compact()?;
         if ledger.duplicate_ids > 0 {
-            eprintln!(
+            stderr_line!(
                 "warning: {} items had the id of an earlier item of this run; each id keeps only its last result in the outputs. Give every record a unique `id`",
                 ledger.duplicate_ids
             );
@@ -380,7 +385,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
         jobs,
         ordered,
-        models_verified: store.verify,
+        models_verified: store.verify && models.iter().all(|m| m.verified),
         models,
         peak_rss_bytes: report::peak_rss_bytes(),
         inputs: args
@@ -398,22 +403,22 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         write_report(path, &report)?;
     }
     if let Some(e) = &outcome.fatal {
-        eprintln!("error: {e:#}");
+        stderr_line!("error: {e:#}");
     }
     if !args.quiet {
         if outcome.read == 0 && outcome.fatal.is_none() && !outcome.interrupted {
-            eprintln!(
+            stderr_line!(
                 "warning: no items found in the inputs; check the paths and `glob` in [input]"
             );
         }
-        eprintln!("{}", report.summary_table());
+        stderr_line!("{}", report.summary_table());
         if failed_before > 0 {
-            eprintln!(
+            stderr_line!(
                 "skipped {} items done by earlier runs and {failed_before} that failed in them (`lai ledger --failed` lists them, --retry-failed retries them)",
                 outcome.skipped - failed_before,
             );
         } else if outcome.skipped > 0 {
-            eprintln!(
+            stderr_line!(
                 "skipped {} items done by earlier runs (--fresh redoes everything)",
                 outcome.skipped
             );
@@ -456,11 +461,11 @@ fn install_signal_handler(stop: &Arc<Stop>, quiet: bool) {
             std::process::exit(i32::from(EXIT_INTERRUPTED));
         }
         if !quiet {
-            eprintln!("\nstopping: finishing items in flight (press Ctrl-C again to quit now)");
+            stderr_line!("\nstopping: finishing items in flight (press Ctrl-C again to quit now)");
         }
     });
     if let Err(e) = result {
-        eprintln!("warning: cannot handle Ctrl-C/SIGTERM gracefully: {e}");
+        stderr_line!("warning: cannot handle Ctrl-C/SIGTERM gracefully: {e}");
     }
 }
 
@@ -483,7 +488,7 @@ fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
 
 fn merge(out: &Path) -> anyhow::Result<ExitCode> {
     let Some(_lock) = crate::ledger::lock(out)? else {
-        eprintln!(
+        stderr_line!(
             "error: another lai run is using {}; merge when it has finished",
             out.display()
         );
@@ -667,11 +672,11 @@ fn pull(store: &ModelStore, names: &[String], mirror: Option<&str>) -> anyhow::R
     for m in store.catalog.select(names)? {
         for f in &m.file {
             if models::check_file(&store.dir, f)? == FileState::Ok {
-                println!("{:<24} present   {}", m.name, f.path);
+                stdout_line!("{:<24} present   {}", m.name, f.path);
                 continue;
             }
             let Some(url) = models::pull::source_url(f, mirror) else {
-                eprintln!(
+                stderr_line!(
                     "error: {}: no download address for {}; prepare it with `scripts/fetch-models.py {}` or give --mirror URL",
                     m.name, f.path, m.name
                 );
@@ -687,9 +692,9 @@ fn pull(store: &ModelStore, names: &[String], mirror: Option<&str>) -> anyhow::R
             });
             bar.finish_and_clear();
             match result {
-                Ok(()) => println!("{:<24} pulled    {} (sha256 ok)", m.name, f.path),
+                Ok(()) => stdout_line!("{:<24} pulled    {} (sha256 ok)", m.name, f.path),
                 Err(e) => {
-                    eprintln!("error: {}: {e:#}", m.name);
+                    stderr_line!("error: {}: {e:#}", m.name);
                     all_ok = false;
                 }
             }

@@ -16,7 +16,7 @@ use clap::{Parser, Subcommand, ValueEnum};
   lai stages                                          every stage, input and output with its options
 
 Exit codes: 0 all items done, 1 some items failed, 2 usage/config/fatal error, 75 the output
-folder is in use by another run, 130 interrupted."
+folder is in use by another run, 130 interrupted, 141 the reader of stdout went away (| head)."
 )]
 pub struct Cli {
     #[command(subcommand)]
@@ -53,7 +53,7 @@ from JOB_COMPLETION_INDEX and JOB_COMPLETIONS, or SLURM_ARRAY_TASK_ID and SLURM_
 Exit codes: 0 all items done, 1 some items failed, in this run or in an earlier one and not
 retried (see the dead letters, errors.jsonl, and `lai ledger --failed`), 2 usage/config error
 or a fatal error (an output could not be written), 75 another run holds the output folder (try
-again later), 130 interrupted.")]
+again later), 130 interrupted, 141 the reader of the records on stdout went away (`| head`).")]
     Run(RunArgs),
     /// Show the run ledger of an output folder: its runs, or the history of items.
     #[command(after_help = "Examples:

@@ -9,6 +9,28 @@
 //! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
 //! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
 
+/// `eprintln!` that never panics: with stderr closed (`lai run ... 2>&1 | head`) the message is
+/// lost and the run goes on, instead of a panic (exit 101) in the middle of writing outputs.
+macro_rules! stderr_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stderr(), $($arg)*);
+    }};
+}
+
+/// `println!` that never panics: a reader that went away (`lai models list | head -1`) ends
+/// the command quietly with 141, as a shell's SIGPIPE would, instead of a panic (exit 101).
+macro_rules! stdout_line {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(141);
+            }
+        }
+    }};
+}
+
 mod app;
 mod audio;
 mod cli;
@@ -30,7 +52,7 @@ fn main() -> ExitCode {
     match app::main(cli) {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            stderr_line!("error: {e:#}");
             ExitCode::from(app::EXIT_FATAL)
         }
     }

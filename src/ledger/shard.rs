@@ -172,6 +172,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
         };
         let mut open: Option<(String, File)> = None;
         for (item, key, offset, length) in outputs {
+            check_inside(&key, dir)?;
             let target = out.join(&key);
             let source_path = dir.join(&key);
             let (offset, length) = match offset.zip(length) {
@@ -240,6 +241,24 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
     Ok(counts)
 }
 
+/// An output path from a shard's ledger is a plain relative path inside the folder: a ledger
+/// is a file anyone may have edited, and merging must never read or write outside `out`.
+fn check_inside(key: &str, shard: &Path) -> anyhow::Result<()> {
+    let path = Path::new(key);
+    let plain = !key.is_empty()
+        && path
+            .components()
+            .all(|c| matches!(c, std::path::Component::Normal(_)));
+    if !plain {
+        bail!(
+            "the ledger of {} names an output outside its folder ({key:?}); refusing to merge \
+             it: the ledger was edited or damaged (rerun that shard with --fresh)",
+            shard.display()
+        );
+    }
+    Ok(())
+}
+
 /// Every `shard-K-of-N` folder in `out`, in K order; all of 0..N-1 must be there.
 fn find_shards(out: &Path) -> anyhow::Result<Vec<(Shard, PathBuf)>> {
     let entries = std::fs::read_dir(out)
@@ -298,6 +317,18 @@ mod tests {
             sizes[owners[0].k as usize] += 1;
         }
         assert!(sizes.iter().all(|&s| (800..1200).contains(&s)), "{sizes:?}");
+    }
+
+    // Output paths from a shard's ledger that leave the folder are refused before merging.
+    #[test]
+    fn merge_refuses_paths_outside() {
+        let shard = Path::new("out/shard-0-of-2");
+        assert!(check_inside("redacted.jsonl", shard).is_ok());
+        assert!(check_inside("text/a.txt", shard).is_ok());
+        for bad in ["../x", "/etc/passwd", "a/../../x", "", "./a"] {
+            let err = check_inside(bad, shard).unwrap_err().to_string();
+            assert!(err.contains("outside its folder"), "{bad}: {err}");
+        }
     }
 
     #[test]

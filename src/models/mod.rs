@@ -278,6 +278,9 @@ impl ModelStore {
         );
         let mut verified = self.verify;
         let mut files = Vec::new();
+        if let Some(local) = runtime_override(entry)? {
+            return Ok(local);
+        }
         for file in &entry.file {
             let path = self.dir.join(&file.path);
             if !self.verify {
@@ -322,6 +325,46 @@ impl ModelStore {
             verified,
         })
     }
+}
+
+/// Environment variable naming a libonnxruntime to use instead of the catalog's.
+pub const ONNX_RUNTIME_ENV: &str = "LAI_ONNXRUNTIME";
+
+/// The runtime library named by `$LAI_ONNXRUNTIME` in place of the catalog's, if set: it has no
+/// pin, so it is hashed, reported with its actual sha256 and marked unverified, with a warning.
+fn runtime_override(entry: &ModelEntry) -> anyhow::Result<Option<ResolvedModel>> {
+    let Some(path) = std::env::var_os(ONNX_RUNTIME_ENV).filter(|p| !p.is_empty()) else {
+        return Ok(None);
+    };
+    if entry.engine != "runtime" {
+        return Ok(None);
+    }
+    let path = PathBuf::from(path);
+    let sha256 = sha256_file(&path).with_context(|| {
+        format!(
+            "{ONNX_RUNTIME_ENV} names {}, which cannot be read; point it at a libonnxruntime.so \
+             (1.31) or unset it to use the catalog's `{}`",
+            path.display(),
+            entry.name
+        )
+    })?;
+    stderr_line!(
+        "warning: using ONNX Runtime from {ONNX_RUNTIME_ENV}={} (sha256 {sha256}): not pinned by \
+         the catalog, so the run is marked unverified",
+        path.display()
+    );
+    let role = entry.file.first().map_or("library", |f| f.role.as_str());
+    Ok(Some(ResolvedModel {
+        name: entry.name.clone(),
+        engine: entry.engine.clone(),
+        files: vec![ResolvedFile {
+            role: role.to_string(),
+            path,
+            sha256,
+        }],
+        encoder: None,
+        verified: false,
+    }))
 }
 
 #[cfg(test)]

@@ -92,8 +92,9 @@ fn download(
     let resume = match status {
         206 => true,
         200 => false,
-        416 => {
-            // Our partial file does not fit the server's file: start over.
+        // Our partial file does not fit the server's file: start over, once. A server that
+        // answers 416 to a request without a range is broken; say so instead of asking again.
+        416 if offset > 0 => {
             std::fs::remove_file(partial).ok();
             return download(url, partial, 0, total, on_progress);
         }

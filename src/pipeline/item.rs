@@ -24,6 +24,9 @@ pub struct Item {
     pub failure: Option<Failure>,
     /// Seconds each stage's call took for the batch holding this item, for the ledger.
     pub timings: Vec<(String, f64)>,
+    /// Bytes this item holds of the runtime's byte budget (`budget.rs`), given back when it
+    /// is written.
+    pub weight: u64,
 }
 
 /// Why an item failed, and in which stage ("input" for problems reading it).
@@ -54,6 +57,7 @@ impl Item {
             fields,
             failure: None,
             timings: Vec::new(),
+            weight: 0,
         }
     }
 
@@ -81,16 +85,30 @@ impl Item {
         }
     }
 
-    /// The dead-letter record: identity and error only, never the item's content.
+    /// The dead-letter record: identity and error only, never the item's content nor a hash
+    /// of it (see `RecordProvenance`).
     pub fn error_record(&self) -> Value {
         let failure = self.failure.as_ref();
         json!({
             "id": self.id,
             "origin": self.origin,
-            "input_sha256": self.input_sha256,
             "stage": failure.map(|f| f.stage.as_str()),
             "error": failure.map(|f| f.reason.as_str()),
         })
+    }
+
+    /// About how many bytes the item holds: its text fields and the rest of its JSON, roughly.
+    pub fn size(&self) -> u64 {
+        fn size(value: &Value) -> u64 {
+            match value {
+                Value::String(s) => s.len() as u64,
+                Value::Array(a) => a.iter().map(size).sum::<u64>() + 8,
+                Value::Object(o) => o.iter().map(|(k, v)| k.len() as u64 + size(v)).sum(),
+                _ => 8,
+            }
+        }
+        let fields: u64 = self.fields.iter().map(|(k, v)| k.len() as u64 + size(v)).sum();
+        fields + (self.id.len() + self.origin.len()) as u64 + 128
     }
 
     /// The string in `field`, or what is wrong ("no `text` text field: it is missing"); the
@@ -167,7 +185,6 @@ impl Serialize for Record<'_> {
             "_lai",
             &RecordProvenance {
                 origin: &item.origin,
-                input_sha256: &item.input_sha256,
                 run: self.run,
             },
         )?;
@@ -175,10 +192,12 @@ impl Serialize for Record<'_> {
     }
 }
 
+/// A record's `_lai`: where it came from and how it was made. Deliberately no hash of the
+/// input: published beside a redacted text, a plain hash of the original lets anyone confirm
+/// guesses of what was removed. The input's sha256 stays in the ledger, the site's own store.
 #[derive(serde::Serialize)]
 struct RecordProvenance<'a> {
     origin: &'a str,
-    input_sha256: &'a str,
     #[serde(flatten)]
     run: &'a Provenance,
 }
@@ -200,6 +219,7 @@ mod tests {
         item.fail("redact", "boom".into());
         let text = item.error_record().to_string();
         assert!(text.contains("boom") && !text.contains("secret"));
+        assert!(!text.contains(&sha256_hex(b"x")), "no hash of the input");
     }
 
     // A record's id comes first and provenance is attached.
@@ -217,7 +237,7 @@ mod tests {
         let record = serde_json::to_value(item.record(&[], &run)).unwrap();
         assert_eq!(
             record.to_string(),
-            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","input_sha256":"44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","lai_version":"0.1.0","pipeline_sha256":"p","models":{"m":"h"}}}"#
+            r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","lai_version":"0.1.0","pipeline_sha256":"p","models":{"m":"h"}}}"#
         );
         let only = ["text".to_string()];
         let record = serde_json::to_value(item.record(&only, &run)).unwrap();

@@ -9,12 +9,14 @@
 //! Every edge is a bounded crossbeam channel, and intake takes a permit per item that the writer
 //! returns once the item is written, so at most `in_flight` items exist at any time: memory stays
 //! flat for any number of inputs, and the writer's reorder buffer (input order for pipes) is
-//! bounded by the same number. Each stage has a pool of worker threads; each worker pulls batches
+//! bounded by the same number. The bytes those items hold are bounded too (`budget.rs`): the
+//! source waits for room before it hands on a large document. Each stage has a pool of worker threads; each worker pulls batches
 //! from the stage's queue with its own `Batcher` and owns its engine state. A failed item keeps
 //! flowing (stages skip it) so the writer can send it to the dead letters in order. A stop
 //! (Ctrl-C, SIGTERM, a fatal error) ends intake; what is in flight drains and is flushed.
 
 pub mod batcher;
+pub mod budget;
 pub mod gpu;
 pub mod item;
 pub mod progress;
@@ -237,6 +239,8 @@ pub struct Outcome {
     /// Items that failed while being read, before any stage.
     pub input_failed: u64,
     pub interrupted: bool,
+    /// The reader of the records on stdout went away (`lai run ... - | head`).
+    pub reader_gone: bool,
     pub elapsed: Duration,
     pub stages: Vec<(String, usize, Arc<StageCounters>)>,
     /// A fatal error that ended the run early (a stage could not start, an output failed).
@@ -288,6 +292,7 @@ pub fn run(
         stop.request();
     };
 
+    let budget = Arc::new(budget::ByteBudget::new(budget::MAX_BYTES_IN_FLIGHT));
     // The source runs detached: it may block on stdin forever after a stop.
     let (raw_tx, raw_rx) = bounded::<Item>(in_flight);
     let (source_done_tx, source_done_rx) = bounded::<anyhow::Result<()>>(1);
@@ -295,9 +300,14 @@ pub fn run(
         let source = Arc::clone(&pipeline.source);
         let inputs = inputs.clone();
         let shard = options.shard;
+        let budget = Arc::clone(&budget);
         thread::spawn(move || {
             let wanted = |id: &str| shard.is_none_or(|s| s.owns(id));
-            let result = source.read(&inputs, &wanted, &mut |item| raw_tx.send(item).is_ok());
+            let result = source.read(&inputs, &wanted, &mut |mut item| {
+                item.weight = item.size();
+                budget.take(item.weight);
+                raw_tx.send(item).is_ok()
+            });
             let _ = source_done_tx.send(result);
         });
     }
@@ -316,6 +326,7 @@ pub fn run(
     let mut counts = Counts::default();
     let mut read = 0u64;
     let mut skipped = 0u64;
+    let mut reader_gone = false;
 
     thread::scope(|scope| {
         // Wire the stage queues: queue i feeds stage i; the last queue feeds the writer.
@@ -354,6 +365,7 @@ pub fn run(
             ledger,
             on_failure,
             permits: &permit_rx,
+            budget: &budget,
             progress: &progress,
             counts: Counts::default(),
         };
@@ -381,6 +393,7 @@ pub fn run(
             match (options.admit)(&item) {
                 Admit::Process => {}
                 Admit::Skip => {
+                    budget.give_back(item.weight);
                     skipped += 1;
                     progress.read().inc(1);
                     progress.written().inc(1);
@@ -412,6 +425,7 @@ pub fn run(
             Ok(()) => {}
             Err(Some(e)) if e.kind() == std::io::ErrorKind::BrokenPipe => {
                 // The reader of our output went away (`| head`): stop quietly.
+                reader_gone = true;
                 stop.request();
             }
             Err(Some(e)) => fail_run(anyhow!("writing outputs failed: {e}")),
@@ -434,7 +448,8 @@ pub fn run(
         written: counts.written,
         failed: counts.failed,
         input_failed: counts.input_failed,
-        interrupted: interrupted && fatal.is_none(),
+        interrupted: interrupted && fatal.is_none() && !reader_gone,
+        reader_gone,
         elapsed: started.elapsed(),
         stages: labels
             .into_iter()
@@ -551,6 +566,8 @@ struct Writer<'a> {
     on_failure: &'a (dyn Fn(&Item) + Sync),
     /// Receiving a permit back lets intake admit one more item.
     permits: &'a Receiver<()>,
+    /// Bytes given back let the source read on.
+    budget: &'a budget::ByteBudget,
     progress: &'a Progress,
     counts: Counts,
 }
@@ -606,6 +623,7 @@ impl Writer<'_> {
         }
         self.progress.written().inc(1);
         let _ = self.permits.try_recv();
+        self.budget.give_back(item.weight);
         Ok(())
     }
 

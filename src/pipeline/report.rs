@@ -21,7 +21,8 @@ pub struct RunReport {
     pub fatal_error: Option<String>,
     pub jobs: usize,
     pub ordered: bool,
-    /// False when the run was started with `--no-verify`.
+    /// False when the run was started with `--no-verify` or used a file without a pin (such
+    /// as a runtime library from `$LAI_ONNXRUNTIME`).
     pub models_verified: bool,
     /// Every model the pipeline used: files, their catalog sha256, whether they were verified.
     pub models: Vec<crate::models::ResolvedModel>,

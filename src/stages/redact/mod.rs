@@ -124,7 +124,7 @@ const OPTIONS: &[OptionSpec] = &[
         "summary_field",
         Ty::Str,
         Default::Value("\"redactions\""),
-        "Field that receives the summary: counts by entity and character offsets, never values.",
+        "Field that receives the summary: counts by entity and where each replacement sits in the redacted text (character offsets), never values or their lengths.",
     ),
 ];
 
@@ -417,7 +417,8 @@ impl RedactWorker<'_> {
     }
 
     /// The rewritten text and, per span, (entity, start, end, found by the model) in characters
-    /// of the original.
+    /// of the rewritten text: where the replacement sits, so the summary never tells how long
+    /// a removed value was (beyond what the operator itself shows).
     fn rewrite(&self, text: &str) -> (String, Vec<(String, usize, usize, bool)>) {
         let mut out = String::with_capacity(text.len());
         let mut spans = Vec::with_capacity(self.found.len());
@@ -428,14 +429,14 @@ impl RedactWorker<'_> {
             out.push_str(before);
             char_pos += before.chars().count();
             let value = &text[f.span.clone()];
-            let value_chars = value.chars().count();
+            let replacement_start = out.len();
             match &self.stage.operator {
                 Operator::Tag => {
                     out.push('[');
                     out.push_str(&entity.to_uppercase());
                     out.push(']');
                 }
-                Operator::Mask(c) => out.extend(std::iter::repeat_n(*c, value_chars)),
+                Operator::Mask(c) => out.extend(std::iter::repeat_n(*c, value.chars().count())),
                 Operator::Hash(key) => {
                     out.push('[');
                     out.push_str(&entity.to_uppercase());
@@ -444,9 +445,15 @@ impl RedactWorker<'_> {
                     out.push(']');
                 }
             }
+            let replacement_chars = out[replacement_start..].chars().count();
             let by_model = f.entity >= self.stage.recognizers.len();
-            spans.push((entity.clone(), char_pos, char_pos + value_chars, by_model));
-            char_pos += value_chars;
+            spans.push((
+                entity.clone(),
+                char_pos,
+                char_pos + replacement_chars,
+                by_model,
+            ));
+            char_pos += replacement_chars;
             byte_pos = f.span.end;
         }
         out.push_str(&text[byte_pos..]);
@@ -509,6 +516,21 @@ mod tests {
         assert!(!summary.contains("bob@"));
         assert_eq!(item.fields["redactions"]["spans"][0]["start"], 5);
         assert_eq!(item.fields["redactions"]["by_entity"]["email"], 1);
+    }
+
+    // Offsets point at the replacement in the redacted text, so they never tell how long the
+    // removed value was: two emails of different lengths give the same summary.
+    #[test]
+    fn summary_hides_value_lengths() {
+        let s = stage(Operator::Tag);
+        let short = run(&s, "Mail a@b.io and call +1 415 555 0100.");
+        let long = run(&s, "Mail bartholomew.long@example.com and call +1 415 555 0100.");
+        assert_eq!(short.fields["redactions"], long.fields["redactions"]);
+        let text = short.fields["text"].as_str().unwrap();
+        let span = &short.fields["redactions"]["spans"][1];
+        let (start, end) = (span["start"].as_u64().unwrap(), span["end"].as_u64().unwrap());
+        let replaced: String = text.chars().skip(start as usize).take((end - start) as usize).collect();
+        assert_eq!(replaced, "[PHONE]");
     }
 
     // The same value hashes to the same pseudonym; different values differ.
