@@ -678,7 +678,9 @@ fn pull(store: &ModelStore, names: &[String], mirror: Option<&str>) -> anyhow::R
             let Some(url) = models::pull::source_url(f, mirror) else {
                 stderr_line!(
                     "error: {}: no download address for {}; prepare it with `scripts/fetch-models.py {}` or give --mirror URL",
-                    m.name, f.path, m.name
+                    m.name,
+                    f.path,
+                    m.name
                 );
                 all_ok = false;
                 continue;

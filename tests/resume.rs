@@ -138,7 +138,9 @@ fn sigkill_then_resume_equals_uninterrupted() {
     corpus(&input, 30_000, "");
     let reference = dir.path().join("reference");
     run(&p, &input, &reference, &["-q"]).code(1); // the broken lines fail
-    let full = std::fs::metadata(reference.join("redacted.jsonl")).unwrap().len();
+    let full = std::fs::metadata(reference.join("redacted.jsonl"))
+        .unwrap()
+        .len();
 
     let out = dir.path().join("out");
     let output = out.join("redacted.jsonl");
@@ -164,7 +166,9 @@ fn sigkill_then_resume_equals_uninterrupted() {
         let deadline = Instant::now() + Duration::from_secs(600);
         while std::fs::metadata(&output).map_or(0, |m| m.len()) < target {
             if let Some(status) = child.try_wait().unwrap() {
-                panic!("run {kill} ended ({status}) before its output reached {target} of {full} bytes");
+                panic!(
+                    "run {kill} ended ({status}) before its output reached {target} of {full} bytes"
+                );
             }
             assert!(Instant::now() < deadline, "run {kill} made no progress");
             std::thread::sleep(Duration::from_millis(1));

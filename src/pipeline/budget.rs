@@ -65,7 +65,10 @@ mod tests {
             waiting.take(50);
             tx.send(()).unwrap();
         });
-        assert!(rx.recv_timeout(Duration::from_millis(100)).is_err(), "it waited");
+        assert!(
+            rx.recv_timeout(Duration::from_millis(100)).is_err(),
+            "it waited"
+        );
         budget.give_back(80);
         rx.recv_timeout(Duration::from_secs(60)).unwrap();
         assert_eq!(budget.used(), 50);

@@ -107,7 +107,11 @@ impl Item {
                 _ => 8,
             }
         }
-        let fields: u64 = self.fields.iter().map(|(k, v)| k.len() as u64 + size(v)).sum();
+        let fields: u64 = self
+            .fields
+            .iter()
+            .map(|(k, v)| k.len() as u64 + size(v))
+            .sum();
         fields + (self.id.len() + self.origin.len()) as u64 + 128
     }
 

@@ -524,12 +524,22 @@ mod tests {
     fn summary_hides_value_lengths() {
         let s = stage(Operator::Tag);
         let short = run(&s, "Mail a@b.io and call +1 415 555 0100.");
-        let long = run(&s, "Mail bartholomew.long@example.com and call +1 415 555 0100.");
+        let long = run(
+            &s,
+            "Mail bartholomew.long@example.com and call +1 415 555 0100.",
+        );
         assert_eq!(short.fields["redactions"], long.fields["redactions"]);
         let text = short.fields["text"].as_str().unwrap();
         let span = &short.fields["redactions"]["spans"][1];
-        let (start, end) = (span["start"].as_u64().unwrap(), span["end"].as_u64().unwrap());
-        let replaced: String = text.chars().skip(start as usize).take((end - start) as usize).collect();
+        let (start, end) = (
+            span["start"].as_u64().unwrap(),
+            span["end"].as_u64().unwrap(),
+        );
+        let replaced: String = text
+            .chars()
+            .skip(start as usize)
+            .take((end - start) as usize)
+            .collect();
         assert_eq!(replaced, "[PHONE]");
     }
 
