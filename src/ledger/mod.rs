@@ -67,7 +67,8 @@ CREATE TABLE IF NOT EXISTS outputs (
     item   INTEGER NOT NULL REFERENCES items (item),
     path   TEXT NOT NULL,              -- relative to the output folder when inside it
     offset INTEGER,                    -- byte range of the item's record in a shared file;
-    length INTEGER                     -- NULL for a file of the item's own (SRT, TXT)
+    length INTEGER                     -- NULL offset: a file of the item's own (SRT, TXT),
+                                       -- and length its size when written
 );
 CREATE INDEX IF NOT EXISTS outputs_by_item ON outputs (item);
 CREATE TABLE IF NOT EXISTS files (
@@ -263,8 +264,10 @@ impl Ledger {
 
     /// Cuts every appended file back to its committed length. A file shorter than that (a
     /// power cut before the OS wrote it) loses the items whose records it no longer holds:
-    /// they become not done, so this run processes them again. Returns bytes cut.
+    /// they become not done, so this run processes them again; so do done items whose file
+    /// of their own is missing (see `give_back_lost_own_files`). Returns bytes cut.
     pub fn repair(&mut self) -> anyhow::Result<u64> {
+        self.give_back_lost_own_files()?;
         let files = self.files()?;
         let mut cut = 0;
         for (key, committed) in files {
@@ -319,6 +322,40 @@ impl Ledger {
             cut += actual.saturating_sub(keep);
         }
         Ok(cut)
+    }
+
+    /// Done items whose file of their own (a TXT, an SRT) is gone, or empty where it was
+    /// written with bytes (or its size was not recorded), become not done, and their other
+    /// records are dropped at the next `compact`: the run writes them again. A file edited by
+    /// hand is left alone. One `stat` per file of its own.
+    fn give_back_lost_own_files(&mut self) -> anyhow::Result<()> {
+        let lost: Vec<i64> = {
+            let mut stmt = self.conn.prepare(
+                "SELECT o.item, o.path, o.length FROM outputs o JOIN items i ON i.item = o.item
+                 WHERE o.offset IS NULL AND i.current = 1 AND i.status = 'done'",
+            )?;
+            let mut rows = stmt.query([])?;
+            let mut lost = Vec::new();
+            while let Some(r) = rows.next()? {
+                let key: String = r.get(1)?;
+                let written: Option<u64> = r.get(2)?;
+                let found = std::fs::metadata(self.path(&key)).map(|m| m.len()).ok();
+                if found.is_none() || (found == Some(0) && written != Some(0)) {
+                    lost.push(r.get(0)?);
+                }
+            }
+            lost
+        };
+        if lost.is_empty() {
+            return Ok(());
+        }
+        let tx = self.conn.transaction()?;
+        for item in lost {
+            tx.execute("INSERT OR IGNORE INTO doomed (item) VALUES (?1)", [item])?;
+            tx.execute("UPDATE items SET current = 0 WHERE item = ?1", [item])?;
+        }
+        tx.commit()?;
+        Ok(())
     }
 
     /// The appended files and their committed lengths, for sinks to continue.
@@ -504,7 +541,10 @@ impl Ledger {
                 ])?;
                 let item = tx.last_insert_rowid();
                 for place in &w.places {
-                    let (offset, length) = place.range.unzip();
+                    let (offset, length) = match place.range {
+                        Some((offset, length)) => (Some(offset), Some(length)),
+                        None => (None, place.own_len),
+                    };
                     let path = key(out_dir, &place.path);
                     output.execute(params![item, path, offset, length])?;
                 }
@@ -850,6 +890,7 @@ mod tests {
             let place = Place {
                 path: path.clone(),
                 range: Some(range),
+                own_len: None,
             };
             ledger.written(&item(id), vec![place]);
         }

@@ -39,7 +39,7 @@ use crate::engines::device::{Device, Placement};
 use crate::ledger::Ledger;
 use crate::ledger::shard::Shard;
 use crate::models::ResolvedModel;
-use crate::sinks::Sink;
+use crate::sinks::{Place, Sink};
 use crate::sources::Input;
 use batcher::Batcher;
 use item::Item;
@@ -601,8 +601,11 @@ impl Writer<'_> {
         Ok(())
     }
 
-    fn deliver(&mut self, item: Item) -> std::io::Result<()> {
+    fn deliver(&mut self, mut item: Item) -> std::io::Result<()> {
         let mut places = Vec::new();
+        if item.failure.is_none() {
+            self.write_outputs(&mut item, &mut places)?;
+        }
         if let Some(failure) = &item.failure {
             self.counts.failed += 1;
             if failure.stage == "input" {
@@ -613,9 +616,6 @@ impl Writer<'_> {
                 dead.write(&item, &mut places)?;
             }
         } else {
-            for sink in self.sinks.iter_mut() {
-                sink.write(&item, &mut places)?;
-            }
             self.counts.written += 1;
         }
         if let Some(ledger) = self.ledger.as_mut() {
@@ -627,8 +627,29 @@ impl Writer<'_> {
         Ok(())
     }
 
-    /// Flushes every sink, then commits the flushed items to the ledger: a record is in the
-    /// ledger only once its bytes are in the file.
+    /// Writes a finished item to every output. An output that fails because of the item (a
+    /// file name the file system refuses) makes it a failed item, and the outputs before it
+    /// take it back, so no output holds a record of a failed item; the run goes on.
+    fn write_outputs(&mut self, item: &mut Item, places: &mut Vec<Place>) -> std::io::Result<()> {
+        for i in 0..self.sinks.len() {
+            match self.sinks[i].write(item, places) {
+                Ok(()) => {}
+                Err(e) if crate::sinks::is_item_error(&e) => {
+                    for sink in &mut self.sinks[..i] {
+                        sink.undo()?;
+                    }
+                    places.clear();
+                    item.fail("output", e.to_string());
+                    return Ok(());
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Flushes every sink (its bytes reach the disk), then commits the flushed items to the
+    /// ledger: a record is in the ledger only once its bytes are on disk.
     fn flush(&mut self) -> std::io::Result<()> {
         self.sinks
             .iter_mut()

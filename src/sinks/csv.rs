@@ -1,7 +1,18 @@
 //! The `csv` output: chosen fields as columns, one row per item (via the `csv` crate).
+//!
+//! Text from items is data, never a formula: a string cell that a spreadsheet would evaluate
+//! (starting with `=`, `+`, `-`, `@`, a tab or a carriage return) is written with a `'` in
+//! front, as OWASP advises against CSV injection. Numbers are written as they are.
+//!
+//! A file continued from an earlier run must have this run's header; a file whose header lists
+//! other columns is refused (its rows have the old columns), unless it holds no rows, when its
+//! header is written anew.
 
 use std::io::{self, Write};
 use std::path::PathBuf;
+
+use anyhow::bail;
+use serde_json::Value;
 
 use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::config::ComponentKind;
@@ -10,7 +21,7 @@ use crate::pipeline::item::Item;
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "csv",
-    doc: "A CSV table with the chosen fields as columns (non-string values as JSON).",
+    doc: "A CSV table with the chosen fields as columns (non-string values as JSON); text a spreadsheet would run as a formula (starting with = + - @, tab, CR) gets a leading '.",
     options: OPTIONS,
     build,
 };
@@ -57,16 +68,35 @@ impl SinkSpec for CsvSpec {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>> {
         let path = ctx.resolve(&self.path);
         let mut file = AppendFile::open(ctx, &path)?;
-        let mut row = Vec::new();
+        let mut header = Vec::new();
+        row_bytes(&mut header, self.columns.iter())?;
+        if !file.is_new() {
+            let found = file.read_header().map_err(|e| {
+                anyhow::anyhow!("cannot read the header of {}: {e}", path.display())
+            })?;
+            if found != header {
+                if file.len() > found.len() as u64 {
+                    bail!(
+                        "{} has the columns {} but this pipeline writes {}; its rows cannot change columns. Rerun with --fresh to write every item again, or move the file away, or give the csv output another `path`",
+                        path.display(),
+                        String::from_utf8_lossy(&found).trim_end(),
+                        String::from_utf8_lossy(&header).trim_end()
+                    );
+                }
+                // No rows yet: the header is written anew.
+                file.cut(0)
+                    .map_err(|e| anyhow::anyhow!("cannot rewrite {}: {e}", path.display()))?;
+            }
+        }
         if file.is_new() {
-            row_bytes(&mut row, self.columns.iter())?;
-            file.write_all(&row)?;
+            file.write_all(&header)?;
             file.end_header();
         }
         Ok(Box::new(CsvSink {
             file,
-            row,
+            row: header,
             columns: self.columns.clone(),
+            last: 0,
         }))
     }
 }
@@ -76,6 +106,22 @@ struct CsvSink {
     /// One row's bytes, reused.
     row: Vec<u8>,
     columns: Vec<String>,
+    /// Where the last row started, for `undo`.
+    last: u64,
+}
+
+/// A field as a cell: text that a spreadsheet would evaluate gets a leading `'`.
+fn cell(item: &Item, column: &str) -> String {
+    let text = item.field_text(column).unwrap_or_default();
+    let is_text = !matches!(
+        item.fields.get(column),
+        Some(Value::Number(_) | Value::Bool(_) | Value::Null)
+    );
+    if is_text && text.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+        format!("'{text}")
+    } else {
+        text
+    }
 }
 
 /// Writes one CSV row (quoted as needed, `\n`-terminated) into `buf`.
@@ -88,15 +134,17 @@ fn row_bytes<T: AsRef<[u8]>>(buf: &mut Vec<u8>, fields: impl Iterator<Item = T>)
 
 impl Sink for CsvSink {
     fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
-        let fields = self
-            .columns
-            .iter()
-            .map(|c| item.field_text(c).unwrap_or_default());
+        let fields = self.columns.iter().map(|c| cell(item, c));
         row_bytes(&mut self.row, fields)?;
         let start = self.file.len();
+        self.last = start;
         self.file.write_all(&self.row)?;
         places.push(self.file.place_since(start));
         Ok(())
+    }
+
+    fn undo(&mut self) -> io::Result<()> {
+        self.file.cut(self.last)
     }
 
     fn flush(&mut self) -> io::Result<()> {
@@ -109,5 +157,35 @@ impl Sink for CsvSink {
 
     fn appended(&self) -> Vec<(PathBuf, Committed)> {
         vec![self.file.committed()]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{Map, json};
+
+    // Text that a spreadsheet would run as a formula is quoted with `'`; numbers stay numbers.
+    #[test]
+    fn formula_cells_are_escaped() {
+        let mut fields = Map::new();
+        for (k, v) in [
+            ("eq", json!("=HYPERLINK(\"http://x\")")),
+            ("plus", json!("+1")),
+            ("minus", json!("-2+3")),
+            ("at", json!("@SUM(A1)")),
+            ("tab", json!("\t=1")),
+            ("cr", json!("\r=1")),
+            ("plain", json!("hello = world")),
+            ("number", json!(-3.5)),
+        ] {
+            fields.insert(k.into(), v);
+        }
+        let item = Item::new("a".into(), "a".into(), b"", fields);
+        for column in ["eq", "plus", "minus", "at", "tab", "cr"] {
+            assert!(cell(&item, column).starts_with('\''), "{column}");
+        }
+        assert_eq!(cell(&item, "plain"), "hello = world");
+        assert_eq!(cell(&item, "number"), "-3.5");
     }
 }

@@ -68,6 +68,8 @@ pub enum Writes {
 pub struct JsonlSink {
     out: Out,
     what: Writes,
+    /// Where the last record started, for `undo`.
+    last: u64,
 }
 
 enum Out {
@@ -81,6 +83,7 @@ impl JsonlSink {
         Ok(JsonlSink {
             out: Out::File(AppendFile::open(ctx, path)?),
             what,
+            last: 0,
         })
     }
 }
@@ -90,6 +93,7 @@ pub fn stdout(what: Writes) -> JsonlSink {
     JsonlSink {
         out: Out::Stdout(BufWriter::with_capacity(256 * 1024, io::stdout())),
         what,
+        last: 0,
     }
 }
 
@@ -103,6 +107,7 @@ impl Sink for JsonlSink {
         let (out, start): (&mut dyn Write, _) = match &mut self.out {
             Out::File(file) => {
                 let start = file.len();
+                self.last = start;
                 (file, Some(start))
             }
             Out::Stdout(out) => (out, None),
@@ -118,6 +123,14 @@ impl Sink for JsonlSink {
             places.push(file.place_since(start));
         }
         Ok(())
+    }
+
+    /// A record already sent to stdout cannot be taken back; a file is cut back.
+    fn undo(&mut self) -> io::Result<()> {
+        match &mut self.out {
+            Out::File(file) => file.cut(self.last),
+            Out::Stdout(_) => Ok(()),
+        }
     }
 
     fn flush(&mut self) -> io::Result<()> {

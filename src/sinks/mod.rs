@@ -2,8 +2,13 @@
 //!
 //! A `SinkSpec` is the validated `[[output]]` table; `open` creates the file(s) when the run
 //! starts (never during `lai check`). A `Sink` is driven by the runtime's single writer thread,
-//! so sinks need no locking; the writer flushes them whenever its queue runs dry, so a crash
-//! loses at most the items still in flight.
+//! so sinks need no locking; the writer flushes them whenever its queue runs dry, and a flush
+//! puts the bytes on disk (`sync_data`) before the ledger commits the items, so a crash or a
+//! power cut loses at most the items still in flight.
+//!
+//! A write that fails because of the item (a name the file system refuses, a field an npy
+//! matrix cannot take) is an `item_error`: the item fails alone, and the outputs that already
+//! took it `undo` their write. Any other write error (a closed pipe, a full disk) ends the run.
 //!
 //! Every write says where the item went (`Place`): a byte range of a file the sink appends to
 //! (`AppendFile`), or a file of the item's own. The ledger keeps those places, so a rerun can
@@ -57,7 +62,14 @@ pub trait SinkSpec: Send + Sync {
 
 pub trait Sink: Send {
     /// Writes one item, adding where it went to `places`.
+    ///
+    /// # Errors
+    /// An `item_error` (then nothing of the item was written) or an error of the output itself.
     fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()>;
+    /// Takes back the last item written, because a later output failed for it: no output may
+    /// hold a record of a failed item.
+    fn undo(&mut self) -> io::Result<()>;
+    /// Writes everything buffered and puts it on disk: the ledger commits the items next.
     fn flush(&mut self) -> io::Result<()>;
     /// Where it writes, for the run report: a path or "stdout".
     fn target(&self) -> String;
@@ -74,6 +86,42 @@ pub struct Place {
     /// `(offset, length)` of its record in a file shared by all items; `None` for a file of
     /// its own (a transcript's SRT).
     pub range: Option<(u64, u64)>,
+    /// The length of a file of its own, so a resume can tell that it was emptied.
+    pub own_len: Option<u64>,
+}
+
+impl Place {
+    /// A file of the item's own, `len` bytes long.
+    pub fn own(path: PathBuf, len: u64) -> Place {
+        Place {
+            path,
+            range: None,
+            own_len: Some(len),
+        }
+    }
+}
+
+/// Why a write failed because of the item, not the output: the item fails, the run goes on.
+#[derive(Debug)]
+struct ItemError(String);
+
+impl std::fmt::Display for ItemError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for ItemError {}
+
+/// A write error that is this item's failure (see the module doc). `why` names the file or
+/// field and never holds item content.
+pub fn item_error(why: String) -> io::Error {
+    io::Error::other(ItemError(why))
+}
+
+/// True for an error made by `item_error`.
+pub fn is_item_error(e: &io::Error) -> bool {
+    e.get_ref().is_some_and(|inner| inner.is::<ItemError>())
 }
 
 /// Every output kind, selected by `[[output]] kind = "..."`.
@@ -102,6 +150,8 @@ pub struct AppendFile {
     path: PathBuf,
     len: u64,
     header: u64,
+    /// Bytes were written since the last `sync_data` (an idle flush costs no disk sync).
+    unsynced: bool,
 }
 
 impl AppendFile {
@@ -112,6 +162,7 @@ impl AppendFile {
         let (mut file, committed) = match ctx.resume.get(path) {
             Some(c) => {
                 let file = std::fs::OpenOptions::new()
+                    .read(true)
                     .write(true)
                     .open(path)
                     .map_err(fail)?;
@@ -129,12 +180,36 @@ impl AppendFile {
             path: path.to_path_buf(),
             len: committed.len,
             header: committed.header,
+            unsynced: false,
         })
     }
 
     /// True for a file created by this run (it still needs its header).
     pub fn is_new(&self) -> bool {
         self.len == 0
+    }
+
+    /// The header a continued file already has (empty for a new file).
+    pub fn read_header(&mut self) -> io::Result<Vec<u8>> {
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        let mut header = vec![0; self.header as usize];
+        file.seek(SeekFrom::Start(0))?;
+        io::Read::read_exact(file, &mut header)?;
+        file.seek(SeekFrom::End(0))?;
+        Ok(header)
+    }
+
+    /// Cuts the file back to `len` bytes (an `undo`, or a header written anew when `len` is 0).
+    pub fn cut(&mut self, len: u64) -> io::Result<()> {
+        self.out.flush()?;
+        let file = self.out.get_mut();
+        file.set_len(len)?;
+        file.seek(SeekFrom::End(0))?;
+        self.len = len;
+        self.header = self.header.min(len);
+        self.unsynced = true;
+        Ok(())
     }
 
     /// Marks everything written so far as the header.
@@ -151,6 +226,7 @@ impl AppendFile {
         Place {
             path: self.path.clone(),
             range: Some((start, self.len - start)),
+            own_len: None,
         }
     }
 
@@ -161,6 +237,7 @@ impl AppendFile {
         file.seek(SeekFrom::Start(offset))?;
         file.write_all(bytes)?;
         file.seek(SeekFrom::End(0))?;
+        self.unsynced = true;
         Ok(())
     }
 
@@ -181,11 +258,18 @@ impl Write for AppendFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = self.out.write(buf)?;
         self.len += n as u64;
+        self.unsynced |= n > 0;
         Ok(n)
     }
 
+    /// Writes the buffer out and, if anything changed since the last flush, puts it on disk.
     fn flush(&mut self) -> io::Result<()> {
-        self.out.flush()
+        self.out.flush()?;
+        if self.unsynced {
+            self.out.get_ref().sync_data()?;
+            self.unsynced = false;
+        }
+        Ok(())
     }
 }
 

@@ -86,6 +86,7 @@ impl SinkSpec for NpySpec {
             field: self.field.clone(),
             rows,
             width,
+            last: (0, 0, width),
         }))
     }
 }
@@ -96,6 +97,8 @@ struct NpySink {
     field: String,
     rows: u64,
     width: Option<usize>,
+    /// Before the last row: both files' lengths and the width, for `undo`.
+    last: (u64, u64, Option<usize>),
 }
 
 /// The npy header for a `rows` x `width` float32 matrix, padded to `HEADER_LEN` bytes.
@@ -154,20 +157,23 @@ pub fn fix_header(path: &Path) -> anyhow::Result<()> {
 impl Sink for NpySink {
     fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
         let Some(Value::Array(values)) = item.fields.get(&self.field) else {
-            return Err(io::Error::other(format!(
-                "item {} has no list field `{}` for the npy output; set its `field`",
-                item.id, self.field
+            return Err(super::item_error(format!(
+                "it has no list field `{}` for the npy output {}; set the output's `field`",
+                self.field,
+                self.matrix.path().display()
             )));
         };
-        if *self.width.get_or_insert(values.len()) != values.len() {
-            return Err(io::Error::other(format!(
-                "item {}: `{}` has {} numbers, earlier rows have {}; an npy matrix needs equal rows",
-                item.id,
+        if self.width.is_some_and(|w| w != values.len()) {
+            return Err(super::item_error(format!(
+                "`{}` has {} numbers, earlier rows of {} have {}; an npy matrix needs equal rows",
                 self.field,
                 values.len(),
+                self.matrix.path().display(),
                 self.width.unwrap_or_default()
             )));
         }
+        self.last = (self.matrix.len(), self.ids.len(), self.width);
+        self.width = Some(values.len());
         let start = self.matrix.len();
         for v in values {
             let x = v.as_f64().unwrap_or(f64::NAN) as f32;
@@ -182,8 +188,18 @@ impl Sink for NpySink {
         Ok(())
     }
 
+    fn undo(&mut self) -> io::Result<()> {
+        let (matrix, ids, width) = self.last;
+        self.matrix.cut(matrix)?;
+        self.ids.cut(ids)?;
+        self.width = width;
+        self.rows -= 1;
+        Ok(())
+    }
+
     fn flush(&mut self) -> io::Result<()> {
         self.matrix.overwrite(0, &header(self.rows, self.width))?;
+        self.matrix.flush()?;
         self.ids.flush()
     }
 
