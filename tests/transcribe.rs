@@ -1,6 +1,6 @@
 //! The shipped transcribe pipeline on real audio with the real Whisper and VAD models
-//! (fetched by `scripts/fetch-models.py`): every supported format, bad files, subtitles, and a
-//! one-hour recording in bounded memory.
+//! (fetched by `scripts/fetch-models.py`): every supported format, bad files, subtitles, short
+//! clips packed into shared windows without mixing, and a one-hour recording in bounded memory.
 
 use std::io::Write;
 use std::path::Path;
@@ -9,7 +9,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{jsonl, lai, repo};
+use common::{engines, jsonl, lai, repo};
 
 fn transcribe(inputs: &[&Path], out: &Path) -> assert_cmd::assert::Assert {
     lai()
@@ -78,6 +78,7 @@ fn check_subtitles(path: &Path, vtt: bool) -> String {
 // message while the rest of the folder is transcribed; SRT and VTT files are valid.
 #[test]
 fn folder_of_formats_and_bad_files() {
+    let _engines = engines();
     let dir = tempfile::tempdir().unwrap();
     let input = dir.path().join("in");
     std::fs::create_dir_all(input.join("video")).unwrap();
@@ -173,6 +174,94 @@ fn folder_of_formats_and_bad_files() {
     assert!(report["models"].as_array().unwrap().len() == 2);
 }
 
+/// Each sample clip and words only it says.
+const CLIP_WORDS: &[(&str, &[&str])] = &[
+    ("audio/hello.wav", &["john", "smith", "london"]),
+    ("audio/meeting.mp3", &["quarterly", "budget"]),
+    ("audio/voicemail.flac", &["maria", "clinic", "tuesday"]),
+    ("audio/lecture.ogg", &["sunlight", "oxygen"]),
+    ("audio/interview.m4a", &["renewable"]),
+    ("video/training.mp4", &["helmet"]),
+];
+
+// A folder of short clips (two copies of each sample, so several packed windows) transcribed
+// with packing: every file has its own key words and none of another file's, and every segment
+// and word lies within its own file's duration, in order.
+#[test]
+fn packed_clips_keep_their_own_words() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for (sample, _) in CLIP_WORDS {
+        let name = Path::new(sample).file_name().unwrap().to_str().unwrap();
+        for copy in ["a", "b"] {
+            std::fs::copy(
+                repo("samples").join(sample),
+                input.join(format!("{copy}-{name}")),
+            )
+            .unwrap();
+        }
+    }
+    let pipeline = dir.path().join("words.toml");
+    let shipped = std::fs::read_to_string(repo("pipelines/transcribe.toml")).unwrap();
+    std::fs::write(
+        &pipeline,
+        shipped.replace("# word_timestamps = true", "word_timestamps = true"),
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    lai()
+        .args(["run", "--progress", "never", "--jobs", "2"])
+        .arg(&pipeline)
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .code(0);
+
+    let records = jsonl(&out.join("transcripts.jsonl"));
+    assert_eq!(records.len(), 2 * CLIP_WORDS.len());
+    for record in &records {
+        let id = record["id"].as_str().unwrap();
+        let text = record["text"].as_str().unwrap().to_lowercase();
+        let duration = record["duration_s"].as_f64().unwrap();
+        for (sample, words) in CLIP_WORDS {
+            let own = id.ends_with(Path::new(sample).file_name().unwrap().to_str().unwrap());
+            for word in *words {
+                assert_eq!(
+                    text.contains(word),
+                    own,
+                    "{id}: `{word}` {} in {text:?}",
+                    if own { "missing" } else { "from another file" }
+                );
+            }
+        }
+        let mut last = 0.0;
+        for segment in record["segments"].as_array().unwrap() {
+            let (start, end) = (
+                segment["start"].as_f64().unwrap(),
+                segment["end"].as_f64().unwrap(),
+            );
+            assert!(
+                last <= start && start <= end && end <= duration + 0.01,
+                "{id} ({duration} s): {segment}"
+            );
+            last = start;
+            for word in segment["words"].as_array().unwrap() {
+                let (a, b) = (
+                    word["start"].as_f64().unwrap(),
+                    word["end"].as_f64().unwrap(),
+                );
+                assert!(
+                    start - 0.01 <= a && a <= b && b <= end + 0.01,
+                    "{id}: {word} outside {segment}"
+                );
+            }
+        }
+    }
+}
+
 /// Writes a WAV file (8 kHz, 16-bit mono, so the resampler is exercised) of `minutes` minutes:
 /// silence, with the hello sample spoken at the start of every fifth minute.
 fn long_recording(path: &Path, minutes: usize) {
@@ -224,6 +313,7 @@ fn peak_rss(out: &Path) -> f64 {
 // timestamps land on the hour's timeline.
 #[test]
 fn one_hour_in_bounded_memory() {
+    let _engines = engines();
     let dir = tempfile::tempdir().unwrap();
     let short = dir.path().join("short.wav");
     let long = dir.path().join("long.wav");

@@ -4,6 +4,9 @@
 //! worker calls `transcriber` on its own thread to get a `Transcriber` that owns a whisper state
 //! (the per-thread decoding buffers). Nothing here decodes audio files: it takes 16 kHz mono f32.
 
+pub mod pack;
+
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -35,6 +38,8 @@ pub struct Options {
     pub no_speech_threshold: f32,
     /// Time each word, not only each segment.
     pub word_timestamps: bool,
+    /// Beams of whisper.cpp's beam search; 1 decodes greedily.
+    pub beam_size: usize,
     /// whisper.cpp's Silero VAD model, to skip non-speech.
     pub vad_model: Option<PathBuf>,
 }
@@ -49,6 +54,7 @@ impl Default for Options {
             temperature_increment: 0.2,
             no_speech_threshold: 0.6,
             word_timestamps: false,
+            beam_size: 1,
             vad_model: None,
         }
     }
@@ -155,38 +161,91 @@ impl Transcriber {
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript> {
-        let language = if self.multilingual {
+        match self.speech(Cow::Borrowed(audio), options)? {
+            Some(speech) => self.transcribe_speech(&speech, options, give_up),
+            None => Ok(self.silence(options)),
+        }
+    }
+
+    /// What Whisper should hear of `audio`: its stretches of speech joined (with a VAD model),
+    /// or all of it; `None` when the VAD hears no speech at all.
+    pub fn speech<'a>(
+        &mut self,
+        audio: Cow<'a, [f32]>,
+        options: &Options,
+    ) -> anyhow::Result<Option<Speech<'a>>> {
+        let Some(path) = &options.vad_model else {
+            return Ok(Some(Speech::whole(audio)));
+        };
+        let stretches = self.speech_stretches(path, &audio)?;
+        if stretches.is_empty() {
+            return Ok(None);
+        }
+        Ok(Some(Speech::join(&audio, &stretches)))
+    }
+
+    /// Transcribes prepared speech on its own (in as many windows as it needs), times on the
+    /// timeline of the audio it came from.
+    pub fn transcribe_speech(
+        &mut self,
+        speech: &Speech,
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript> {
+        let mut transcript = self.decode(&speech.samples, options, give_up)?;
+        transcript.map_times(&|t| speech.original(t));
+        Ok(transcript)
+    }
+
+    /// The transcript of audio without speech: no segments, the language if it is known.
+    pub fn silence(&self, options: &Options) -> Transcript {
+        Transcript {
+            language: self.language(options).map(String::from),
+            segments: Vec::new(),
+        }
+    }
+
+    /// Whether one Whisper call may hear several clips at once: only when the language is
+    /// fixed, since whisper.cpp detects (and decodes in) one language per call.
+    pub fn can_pack(&self, options: &Options) -> bool {
+        self.language(options).is_some()
+    }
+
+    /// The language to decode in: English for English-only models, else the one asked for
+    /// (`None`: detect it).
+    fn language<'o>(&self, options: &'o Options) -> Option<&'o str> {
+        if self.multilingual {
             options.language.as_deref()
         } else {
             Some("en")
-        };
-        let timeline = match &options.vad_model {
-            Some(path) => {
-                let speech = self.speech(path, audio)?;
-                if speech.is_empty() {
-                    return Ok(Transcript {
-                        language: language.map(String::from),
-                        segments: Vec::new(),
-                    });
-                }
-                Some(Timeline::join(audio, &speech))
-            }
-            None => None,
-        };
-        let samples = timeline.as_ref().map_or(audio, |t| &t.samples);
-        // whisper.cpp times are in centiseconds of the audio it was given.
-        let at = |cs: i64| {
-            let t = cs as f64 / 100.0;
-            timeline.as_ref().map_or(t, |tl| tl.original(t))
-        };
+        }
+    }
 
-        let mut params = FullParams::new(SamplingStrategy::Greedy { best_of: 1 });
+    /// One whisper.cpp `full` call over `samples`; times in seconds of `samples`.
+    fn decode(
+        &mut self,
+        samples: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript> {
+        let language = self.language(options);
+        let strategy = match options.beam_size {
+            0 | 1 => SamplingStrategy::Greedy { best_of: 1 },
+            n => SamplingStrategy::BeamSearch {
+                beam_size: i32::try_from(n).unwrap_or(i32::MAX),
+                // whisper.cpp's default: no patience factor.
+                patience: -1.0,
+            },
+        };
+        let mut params = FullParams::new(strategy);
         params.set_n_threads(c_threads(options.threads));
         params.set_language(Some(language.unwrap_or("auto")));
         params.set_translate(options.translate);
         if let Some(prompt) = &options.prompt {
             params.set_initial_prompt(prompt);
         }
+        // Each call hears only its own audio: no text of an earlier call primes this one.
+        params.set_no_context(true);
         params.set_temperature_inc(options.temperature_increment);
         params.set_no_speech_thold(options.no_speech_threshold);
         params.set_token_timestamps(options.word_timestamps);
@@ -214,6 +273,8 @@ impl Transcriber {
                 whisper_rs::get_lang_str(self.state.full_lang_id_from_state()).map(String::from)
             }
         };
+        // whisper.cpp times are in centiseconds of the audio it was given.
+        let at = |cs: i64| cs as f64 / 100.0;
         let mut segments = Vec::new();
         for segment in self.state.as_iter() {
             let text = segment
@@ -259,7 +320,11 @@ impl Transcriber {
     }
 
     /// The stretches of speech in `audio` as sample ranges: padded, and merged across short pauses.
-    fn speech(&mut self, model: &Path, audio: &[f32]) -> anyhow::Result<Vec<(usize, usize)>> {
+    fn speech_stretches(
+        &mut self,
+        model: &Path,
+        audio: &[f32],
+    ) -> anyhow::Result<Vec<(usize, usize)>> {
         let vad = match &mut self.vad {
             Some(vad) => vad,
             slot @ None => {
@@ -303,15 +368,24 @@ fn c_threads(n: usize) -> i32 {
     i32::try_from(n.max(1)).unwrap_or(1)
 }
 
-/// Stretches of speech joined into one buffer, and the way back to the original times.
-struct Timeline {
-    samples: Vec<f32>,
+/// Audio prepared for Whisper: the stretches of speech of a clip joined into one buffer (or the
+/// whole clip, without VAD), and the way back to the clip's own timeline.
+pub struct Speech<'a> {
+    pub samples: Cow<'a, [f32]>,
     /// (start in `samples`, start in the original, length), in seconds, in order.
     pieces: Vec<(f64, f64, f64)>,
 }
 
-impl Timeline {
-    fn join(audio: &[f32], speech: &[(usize, usize)]) -> Timeline {
+impl<'a> Speech<'a> {
+    fn whole(audio: Cow<'a, [f32]>) -> Speech<'a> {
+        let len = audio.len() as f64 / f64::from(crate::audio::TARGET_RATE);
+        Speech {
+            samples: audio,
+            pieces: vec![(0.0, 0.0, len)],
+        }
+    }
+
+    fn join(audio: &[f32], speech: &[(usize, usize)]) -> Speech<'a> {
         let rate = f64::from(crate::audio::TARGET_RATE);
         let join = (VAD_JOIN_S * rate) as usize;
         let total: usize = speech.iter().map(|(s, e)| e - s + join).sum();
@@ -326,10 +400,18 @@ impl Timeline {
             samples.extend_from_slice(&audio[start..end]);
             samples.resize(samples.len() + join, 0.0);
         }
-        Timeline { samples, pieces }
+        Speech {
+            samples: Cow::Owned(samples),
+            pieces,
+        }
     }
 
-    /// The original time of a time in the joined audio.
+    /// Seconds of audio Whisper hears.
+    pub fn duration_s(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(crate::audio::TARGET_RATE)
+    }
+
+    /// The original time of a time in `samples`.
     fn original(&self, t: f64) -> f64 {
         let i = self.pieces.partition_point(|p| p.0 <= t).saturating_sub(1);
         let (at, from, len) = self.pieces[i];
@@ -337,8 +419,28 @@ impl Timeline {
     }
 }
 
+impl Transcript {
+    /// Maps every segment and word time through `f`.
+    fn map_times(&mut self, f: &dyn Fn(f64) -> f64) {
+        for segment in &mut self.segments {
+            segment.map_times(f);
+        }
+    }
+}
+
+impl Segment {
+    fn map_times(&mut self, f: &dyn Fn(f64) -> f64) {
+        self.start_s = f(self.start_s);
+        self.end_s = f(self.end_s);
+        for word in &mut self.words {
+            word.start_s = f(word.start_s);
+            word.end_s = f(word.end_s);
+        }
+    }
+}
+
 /// Groups a segment's text tokens into words (a token starting with a space starts a word),
-/// timed on the original timeline by `at` (centiseconds in, seconds out).
+/// timed by `at` (centiseconds in, seconds out).
 fn words(tokens: &[(TokenData, String)], at: &dyn Fn(i64) -> f64) -> Vec<Word> {
     let mut words: Vec<(Word, usize)> = Vec::new();
     for (data, piece) in tokens {

@@ -59,12 +59,17 @@ pub const fn batch_size(default: &'static str) -> OptionSpec {
     )
 }
 
-pub const MAX_WAIT: OptionSpec = opt(
-    "max_wait",
-    Ty::Duration,
-    Default::Value("\"20ms\""),
-    "Longest a partial batch waits for more items before it is processed.",
-);
+pub const MAX_WAIT: OptionSpec = max_wait("\"20ms\"");
+
+/// How long a partial batch waits, with a stage's own default.
+pub const fn max_wait(default: &'static str) -> OptionSpec {
+    opt(
+        "max_wait",
+        Ty::Duration,
+        Default::Value(default),
+        "Longest a partial batch waits for more items before it is processed.",
+    )
+}
 
 pub const TIMEOUT: OptionSpec = opt(
     "timeout",

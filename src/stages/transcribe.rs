@@ -4,22 +4,27 @@
 //! `language`, `duration_s`, and `audio` (the source's codec, sample rate and channels).
 //!
 //! Items name a file in a path field (the `files` source sets it for audio/video files). The
-//! model is loaded once per run and shared; each worker owns a whisper state and a decoder
-//! thread that decodes and resamples the next chunk while whisper works on the current one, so
-//! memory is bounded by two chunks per worker whatever the file's length. Chunks are cut at quiet
-//! moments (see `audio`) and their segments shifted back onto the file's timeline.
+//! model is loaded once per run and shared; each worker owns a whisper state. A worker takes a
+//! batch of files: a decoder thread decodes and resamples them one file ahead of Whisper, and
+//! short clips (after VAD) are packed several to a 30-second window (see
+//! `engines::whisper::pack`), each file still getting only its own segments on its own
+//! timeline. Files longer than a window are streamed instead: decoded one chunk ahead, so
+//! memory is bounded by two chunks whatever the file's length, cut at quiet moments (see
+//! `audio`) and their segments shifted back onto the file's timeline.
 
+use std::borrow::Cow;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
-use crate::audio::{self, TARGET_RATE};
+use super::{Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size, max_wait};
+use crate::audio::{self, AudioInfo, TARGET_RATE};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::device::{DEVICE, Device, Placement};
-use crate::engines::whisper::{self, Transcriber, WhisperModel};
+use crate::engines::whisper::pack::{MAX_CLIP_S, Packer};
+use crate::engines::whisper::{self, Speech, Transcriber, Transcript, WhisperModel};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
 use crate::pipeline::{Deadline, Meter, StartContext};
@@ -33,10 +38,16 @@ pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
 
 /// Shortest chunk: Whisper works in 30-second windows, so less only costs accuracy.
 const MIN_CHUNK_S: f64 = 30.0;
+/// Files up to this long are decoded whole (and packed when short enough); longer ones are
+/// streamed chunk by chunk. Bounds the memory of a batch's decoded clips.
+const WHOLE_FILE_S: f64 = 30.0;
+/// Decoded files the decoder thread may hold ahead of Whisper.
+const DECODED_AHEAD: usize = 2;
 
 const OPTIONS: &[OptionSpec] = &[
-    batch_size("1"),
-    MAX_WAIT,
+    // Packing needs several clips at hand: a batch of 16 fills windows of 5-second clips.
+    batch_size("16"),
+    max_wait("\"100ms\""),
     TIMEOUT,
     WORKERS,
     opt(
@@ -82,6 +93,12 @@ const OPTIONS: &[OptionSpec] = &[
         "Add `words` (start, end, text, probability) to each segment.",
     ),
     opt(
+        "beam_size",
+        Ty::Int { min: 1, max: 16 },
+        Default::Value("1"),
+        "Beams of whisper.cpp's beam search; 1 decodes greedily (fastest). 5 is Whisper's own choice: sometimes more accurate on hard audio, and slower.",
+    ),
+    opt(
         "temperature_increment",
         Ty::Float { min: 0.0, max: 1.0 },
         Default::Value("0.2"),
@@ -92,6 +109,12 @@ const OPTIONS: &[OptionSpec] = &[
         Ty::Float { min: 0.0, max: 1.0 },
         Default::Value("0.6"),
         "A window whose no-speech probability is above this is treated as silence.",
+    ),
+    opt(
+        "pack",
+        Ty::Bool,
+        Default::Value("true"),
+        "Transcribe short files (up to 15 s of speech) several to one 30-second Whisper window, each keeping only its own segments: several times faster on folders of short clips. Needs a fixed language (an English-only model, or `language` set).",
     ),
     opt(
         "threads",
@@ -119,6 +142,8 @@ struct Transcribe {
     vad_model_name: Option<String>,
     options: whisper::Options,
     threads: usize,
+    /// Pack short clips into shared windows.
+    pack: bool,
     chunk_s: f64,
     path_field: String,
     device: Placement,
@@ -160,9 +185,11 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             temperature_increment: options.float("temperature_increment") as f32,
             no_speech_threshold: options.float("no_speech_threshold") as f32,
             word_timestamps: options.bool("word_timestamps"),
+            beam_size: options.usize("beam_size"),
             vad_model: None,
         },
         threads: options.usize("threads"),
+        pack: options.bool("pack"),
         chunk_s,
         path_field: options.str("path_field"),
         device: Placement::from_options(options, diag)?,
@@ -220,42 +247,162 @@ struct TranscribeWorker<'a> {
 
 impl Worker for TranscribeWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
-        batch.iter_mut().map(|item| self.transcribe(item)).collect()
+        let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
+        let mut paths = Vec::with_capacity(batch.len());
+        for (i, item) in batch.iter().enumerate() {
+            match self.path_of(item) {
+                Ok(path) => paths.push((i, path)),
+                Err(e) => results[i] = Err(e),
+            }
+        }
+        let mut long = Vec::new();
+        let deadline = self.deadline.clone();
+        std::thread::scope(|scope| {
+            // Decoding runs ahead of Whisper on its own thread, a bounded number of files ahead.
+            let (tx, rx) = crossbeam_channel::bounded(DECODED_AHEAD);
+            scope.spawn(move || {
+                for (i, path) in paths {
+                    let decoded = decode_whole(&path, &|| deadline.passed());
+                    if tx.send((i, decoded)).is_err() {
+                        break;
+                    }
+                }
+            });
+            let mut packer = Packer::default();
+            for (i, decoded) in rx {
+                match decoded {
+                    Err(e) => results[i] = Err(e),
+                    Ok(None) => long.push(i),
+                    Ok(Some((samples, info))) => {
+                        if let Err(e) = self.prepare(i, samples, info, &mut packer, batch) {
+                            results[i] = Err(e);
+                        }
+                    }
+                }
+                while let Some(window) = packer.window(false) {
+                    self.transcribe_window(window, batch, &mut results);
+                }
+            }
+            while let Some(window) = packer.window(true) {
+                self.transcribe_window(window, batch, &mut results);
+            }
+        });
+        for i in long {
+            results[i] = self.transcribe_streaming(&mut batch[i]);
+        }
+        results
     }
 }
 
+/// A clip waiting in the packer: its batch index, and what the decoder learned of its file.
+type Waiting = (usize, AudioInfo);
+
 impl TranscribeWorker<'_> {
-    fn transcribe(&mut self, item: &mut Item) -> Result<(), String> {
+    fn path_of(&self, item: &Item) -> Result<PathBuf, String> {
         let field = &self.stage.path_field;
-        let Some(Value::String(path)) = item.fields.get(field) else {
-            return Err(format!(
+        match item.fields.get(field) {
+            Some(Value::String(path)) => Ok(PathBuf::from(path)),
+            _ => Err(format!(
                 "no `{field}` field naming an audio file; `transcribe` takes audio/video files, or records with a `{field}` field"
-            ));
+            )),
+        }
+    }
+
+    /// Readies a whole decoded file: silence is finished at once, a short clip waits in the
+    /// packer, a longer one (or any, when the language is not fixed) is transcribed alone.
+    fn prepare(
+        &mut self,
+        i: usize,
+        samples: Vec<f32>,
+        info: AudioInfo,
+        packer: &mut Packer<Waiting>,
+        batch: &mut [Item],
+    ) -> Result<(), String> {
+        self.meter
+            .add_audio_seconds(samples.len() as f64 / f64::from(TARGET_RATE));
+        let speech = self
+            .transcriber
+            .speech(Cow::Owned(samples), &self.options)
+            .map_err(|e| format!("{e:#}"))?;
+        let Some(speech) = speech else {
+            let silence = self.transcriber.silence(&self.options);
+            write(&mut batch[i], silence, &info, self.options.word_timestamps);
+            return Ok(());
         };
-        let path = PathBuf::from(path);
+        if self.stage.pack
+            && speech.duration_s() <= MAX_CLIP_S
+            && self.transcriber.can_pack(&self.options)
+        {
+            packer.push((i, info), speech.into_owned());
+            return Ok(());
+        }
+        let transcript = self
+            .with_threads(|t, options, give_up| t.transcribe_speech(&speech, options, give_up))?;
+        write(
+            &mut batch[i],
+            transcript,
+            &info,
+            self.options.word_timestamps,
+        );
+        Ok(())
+    }
+
+    /// Transcribes one packed window and writes each clip's transcript to its own item.
+    fn transcribe_window(
+        &mut self,
+        window: Vec<(Waiting, Speech<'static>)>,
+        batch: &mut [Item],
+        results: &mut [Result<(), String>],
+    ) {
+        let clips: Vec<&Speech> = window.iter().map(|(_, s)| s).collect();
+        let heard = self
+            .with_threads(|t, options, give_up| Ok(t.transcribe_packed(&clips, options, give_up)))
+            .expect("packed transcription reports per clip. This is a bug.");
+        for (((i, info), _), transcript) in window.iter().zip(heard) {
+            match transcript {
+                Ok(t) => write(&mut batch[*i], t, info, self.options.word_timestamps),
+                Err(e) => results[*i] = Err(format!("{e:#}")),
+            }
+        }
+    }
+
+    /// Runs `f` with threads borrowed from the run's budget and the batch's deadline.
+    fn with_threads<T>(
+        &mut self,
+        f: impl FnOnce(&mut Transcriber, &whisper::Options, &dyn Fn() -> bool) -> anyhow::Result<T>,
+    ) -> Result<T, String> {
+        let mut options = self.options.clone();
+        let lease = self.threads.borrow(self.want);
+        options.threads = lease.count;
+        let deadline = &self.deadline;
+        f(&mut self.transcriber, &options, &|| deadline.passed()).map_err(|e| format!("{e:#}"))
+    }
+
+    /// Transcribes a file longer than a window, decoding it one chunk ahead.
+    fn transcribe_streaming(&mut self, item: &mut Item) -> Result<(), String> {
+        let path = self.path_of(item)?;
         let mut segments: Vec<Value> = Vec::new();
         let mut text = String::new();
         let mut language: Option<String> = None;
         let (tx, rx) = crossbeam_channel::bounded::<audio::Chunk>(1);
         let chunk_s = self.stage.chunk_s;
+        let deadline = self.deadline.clone();
         // Decoding runs one chunk ahead, on its own thread.
         let (decoded, heard) = std::thread::scope(|scope| {
-            let decoder =
-                scope.spawn(move || audio::decode(&path, chunk_s, &mut |c| tx.send(c).is_ok()));
+            let decoder = scope.spawn(move || {
+                audio::decode(&path, chunk_s, &|| deadline.passed(), &mut |c| {
+                    tx.send(c).is_ok()
+                })
+            });
             let mut heard = Ok(());
             for chunk in &rx {
-                let mut options = self.options.clone();
-                let lease = self.threads.borrow(self.want);
-                options.threads = lease.count;
-                let deadline = &self.deadline;
-                let transcript = self
-                    .transcriber
-                    .transcribe(&chunk.samples, &options, &|| deadline.passed());
-                drop(lease);
+                let transcript = self.with_threads(|t, options, give_up| {
+                    t.transcribe(&chunk.samples, options, give_up)
+                });
                 let transcript = match transcript {
                     Ok(t) => t,
                     Err(e) => {
-                        heard = Err(format!("{e:#}"));
+                        heard = Err(e);
                         break;
                     }
                 };
@@ -285,17 +432,65 @@ impl TranscribeWorker<'_> {
         });
         let info = decoded?;
         heard?;
-        let fields: &mut Map<String, Value> = &mut item.fields;
-        fields.insert("text".into(), Value::String(text));
-        fields.insert("segments".into(), Value::Array(segments));
-        fields.insert("language".into(), json!(language));
-        fields.insert("duration_s".into(), json!(round_ms(info.duration_s)));
-        fields.insert(
-            "audio".into(),
-            json!({"codec": info.codec, "sample_rate": info.sample_rate, "channels": info.channels}),
-        );
+        write_fields(item, text, segments, language, &info);
         Ok(())
     }
+}
+
+/// Decodes a file whole if it is at most `WHOLE_FILE_S` long; `None` for a longer file (which
+/// is then streamed).
+fn decode_whole(
+    path: &std::path::Path,
+    give_up: &dyn Fn() -> bool,
+) -> Result<Option<(Vec<f32>, AudioInfo)>, String> {
+    let mut whole: Option<Vec<f32>> = None;
+    let mut long = false;
+    let info = audio::decode(path, WHOLE_FILE_S, give_up, &mut |chunk| {
+        if whole.is_some() {
+            long = true;
+            return false;
+        }
+        whole = Some(chunk.samples);
+        true
+    })?;
+    if long {
+        return Ok(None);
+    }
+    Ok(Some((whole.unwrap_or_default(), info)))
+}
+
+/// Writes a whole file's transcript (times already on the file's timeline) to its item.
+fn write(item: &mut Item, transcript: Transcript, info: &AudioInfo, with_words: bool) {
+    let text = transcript
+        .segments
+        .iter()
+        .map(|s| s.text.as_str())
+        .collect::<Vec<_>>()
+        .join(" ");
+    let segments = transcript
+        .segments
+        .iter()
+        .map(|s| segment_json(s, 0.0, with_words))
+        .collect();
+    write_fields(item, text, segments, transcript.language, info);
+}
+
+fn write_fields(
+    item: &mut Item,
+    text: String,
+    segments: Vec<Value>,
+    language: Option<String>,
+    info: &AudioInfo,
+) {
+    let fields: &mut Map<String, Value> = &mut item.fields;
+    fields.insert("text".into(), Value::String(text));
+    fields.insert("segments".into(), Value::Array(segments));
+    fields.insert("language".into(), json!(language));
+    fields.insert("duration_s".into(), json!(round_ms(info.duration_s)));
+    fields.insert(
+        "audio".into(),
+        json!({"codec": info.codec, "sample_rate": info.sample_rate, "channels": info.channels}),
+    );
 }
 
 fn round_ms(seconds: f64) -> f64 {
