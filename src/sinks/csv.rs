@@ -69,6 +69,10 @@ impl SinkSpec for CsvSpec {
             columns: self.columns.clone(),
         }))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        vec![ctx.resolve(&self.path)]
+    }
 }
 
 struct CsvSink {

@@ -71,6 +71,10 @@ impl SinkSpec for TextSpec {
             render: self.render,
         }))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        vec![ctx.resolve(&self.dir)]
+    }
 }
 
 struct TextSink {
