@@ -21,7 +21,7 @@ use crate::pipeline::item::{Item, Provenance, sha256_hex};
 use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
 use crate::pipeline::{self, Admit, RunOptions, Stop};
 use crate::sinks::{self, OpenContext, SINKS, Sink};
-use crate::sources::{Input, SOURCES};
+use crate::sources::{Fence, Input, SOURCES, printable};
 use crate::stages::STAGES;
 
 pub const EXIT_OK: u8 = 0;
@@ -171,6 +171,21 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     if let Some(shard) = &shard {
         out_dir = shard.dir(&out_dir);
     }
+    // Inputs and outputs never meet: an input that is an output is refused before anything is
+    // opened, and a walk passes over the outputs inside its folder.
+    let inputs = if filter {
+        inputs
+    } else {
+        let planned = OpenContext {
+            out_dir: out_dir.clone(),
+            provenance: Arc::clone(&provenance),
+            resume: std::collections::HashMap::new(),
+        };
+        let mut writes = vec![out_dir.clone(), planned.resolve(&pipeline.dead_letter)];
+        writes.extend(pipeline.outputs.iter().flat_map(|o| o.writes(&planned)));
+        writes.extend(args.report.clone());
+        Fence::new(writes).apply(inputs)?
+    };
 
     // The output folder: one run at a time, repaired after a crash, earlier results known.
     let mut _lock = None;
@@ -256,6 +271,10 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
                 Admit::Skip
             };
         }
+        // An input that could not be read (or repeats an id) is reported on every run.
+        if item.failure.is_some() {
+            return Admit::Process;
+        }
         match prior {
             Some(p) if p.input_sha256 == item.input_sha256 && p.config_sha256 == config_sha256 => {
                 if !p.done {
@@ -314,7 +333,12 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let on_failure = |item: &Item| {
         let n = printed.fetch_add(1, Ordering::Relaxed);
         if let (Some(f), true) = (&item.failure, n < MAX_PRINTED_FAILURES) {
-            stderr_line!("error: {}: {}: {}", item.origin, f.stage, f.reason);
+            stderr_line!(
+                "error: {}: {}: {}",
+                printable(&item.origin),
+                f.stage,
+                printable(&f.reason)
+            );
         } else if n == MAX_PRINTED_FAILURES {
             stderr_line!("error: more items failed; see the dead letters for all of them");
         }
@@ -439,11 +463,11 @@ fn inputs(paths: &[PathBuf]) -> anyhow::Result<Vec<Input>> {
             if p.as_os_str() == "-" {
                 Ok(Input::Stdin)
             } else if p.exists() {
-                Ok(Input::Path(p.clone()))
+                Ok(Input::Path(p.clone(), Fence::none()))
             } else {
                 bail!(
                     "input not found: {}; give existing files or folders, or `-` for stdin",
-                    p.display()
+                    printable(&p.display().to_string())
                 )
             }
         })

@@ -99,6 +99,10 @@ impl SinkSpec for CsvSpec {
             last: 0,
         }))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        vec![ctx.resolve(&self.path)]
+    }
 }
 
 struct CsvSink {

@@ -55,6 +55,13 @@ impl SinkSpec for JsonlSpec {
             what,
         )?))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        if self.path == "-" {
+            return Vec::new();
+        }
+        vec![ctx.resolve(&self.path)]
+    }
 }
 
 /// What a JSONL sink writes per item.

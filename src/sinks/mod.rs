@@ -58,6 +58,9 @@ impl OpenContext {
 
 pub trait SinkSpec: Send + Sync {
     fn open(&self, ctx: &OpenContext) -> anyhow::Result<Box<dyn Sink>>;
+    /// The files or folders `open` would write, known before anything is opened, so the run
+    /// can refuse an input that is one of them.
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf>;
 }
 
 pub trait Sink: Send {

@@ -89,6 +89,15 @@ impl SinkSpec for NpySpec {
             last: (0, 0, width),
         }))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        let path = ctx.resolve(&self.path);
+        let ids = match &self.ids {
+            Some(ids) => ctx.resolve(ids),
+            None => path.with_extension("ids.txt"),
+        };
+        vec![path, ids]
+    }
 }
 
 struct NpySink {

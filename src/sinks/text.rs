@@ -84,6 +84,10 @@ impl SinkSpec for TextSpec {
             last: None,
         }))
     }
+
+    fn writes(&self, ctx: &OpenContext) -> Vec<PathBuf> {
+        vec![ctx.resolve(&self.dir)]
+    }
 }
 
 struct TextSink {

@@ -6,16 +6,20 @@
 //! item per record; audio and video files (by extension) become one item with a `path` field,
 //! left for a stage such as `transcribe` to decode. A text file that is empty, binary or not
 //! UTF-8 becomes a failed item that says so.
+//!
+//! An item's id is its path below the input folder, so no spelling of the folder changes it.
+//! The walk passes over the run's outputs (`fence`), follows a symlink only while it stays
+//! inside the folder, and turns anything it cannot follow (a dangling link, a loop, an
+//! unreadable folder) into one failed item: a walk never ends the run.
 
-use std::fs::File;
-use std::io::BufReader;
 use std::path::{Path, PathBuf};
 
-use anyhow::Context;
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_stdin};
+use super::fence::{self, Fence};
+use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
+use super::unique::{Place, Unique};
 use super::{Input, Source, Wanted};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -118,99 +122,248 @@ fn glob_set(options: &Options, key: &str, diag: &mut Diagnostics) -> Option<Glob
     builder.build().ok()
 }
 
-/// A file to read, with the path shown to users (and used as the item id).
+/// A file to read.
 struct Found {
     path: PathBuf,
+    /// The item id: the path below the input folder (a named file's name), whatever
+    /// spelling of the folder was given.
     id: String,
+    /// The path as walked, for messages.
+    origin: String,
     /// Path below the folder it was found in (or the file name, for a named file).
     below: PathBuf,
 }
 
+/// What the walk reached: a file to read, or a path it could not follow.
+enum Walked {
+    File(Found),
+    /// A dangling or outside-pointing symlink, a loop, an unreadable folder: one failed item.
+    Failed {
+        id: String,
+        origin: String,
+        reason: String,
+    },
+}
+
 impl Files {
-    /// Calls `visit` for every file the inputs name, in order; stops when it returns false.
-    fn walk(&self, inputs: &[Input], visit: &mut dyn FnMut(Found) -> bool) -> anyhow::Result<bool> {
-        for input in inputs {
-            let Input::Path(root) = input else { continue };
-            if !root.is_dir() {
-                let below = PathBuf::from(root.file_name().unwrap_or(root.as_os_str()));
-                if !visit(Found {
-                    path: root.clone(),
-                    id: display(root),
-                    below,
-                }) {
-                    return Ok(false);
+    /// Whether a file below a folder is taken, by `glob` and `exclude`.
+    fn takes(&self, below: &Path) -> bool {
+        self.include.is_match(below) && !self.exclude.is_match(below)
+    }
+
+    /// Calls `visit` for every file one input names, in order, and for every path below it
+    /// that cannot be followed; stops when `visit` returns false. A file reached a second time
+    /// (`unique`) and the run's outputs are passed over.
+    fn walk(
+        &self,
+        root: &Path,
+        outputs: &Fence,
+        unique: &mut Unique,
+        visit: &mut dyn FnMut(Walked, u32, &mut Unique) -> bool,
+    ) -> bool {
+        let origin = display(root);
+        let meta = match std::fs::metadata(root) {
+            Ok(m) => m,
+            Err(e) => {
+                let reason = format!("cannot read {origin}: {e}");
+                let failed = Walked::Failed {
+                    id: origin.clone(),
+                    origin: origin.clone(),
+                    reason,
+                };
+                let place = unique.place(Place::File(origin));
+                return visit(failed, place, unique);
+            }
+        };
+        if !meta.is_dir() {
+            if !unique.first_visit(fence::key(&meta)) {
+                return true;
+            }
+            let below = PathBuf::from(root.file_name().unwrap_or(root.as_os_str()));
+            let found = Found {
+                path: root.to_path_buf(),
+                id: below.to_string_lossy().into_owned(),
+                origin: origin.clone(),
+                below,
+            };
+            let place = unique.place(Place::File(origin));
+            return visit(Walked::File(found), place, unique);
+        }
+        let place = unique.place(Place::Folder(root.to_path_buf()));
+        // The walk is fenced in here: a symlink is followed only while it stays inside.
+        let inside = std::fs::canonicalize(root).unwrap_or_else(|_| root.to_path_buf());
+        let skip = outputs.existing();
+        let mut entries = walkdir::WalkDir::new(root)
+            .follow_links(true)
+            .sort_by_file_name()
+            .into_iter();
+        while let Some(next) = entries.next() {
+            let entry = match next {
+                Ok(entry) => entry,
+                Err(e) => {
+                    if let Some(failed) = self.walk_error(root, &e)
+                        && !visit(failed, place, unique)
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if entry.depth() == 0 {
+                continue;
+            }
+            let is_dir = entry.file_type().is_dir();
+            let below = entry.path().strip_prefix(root).unwrap_or(entry.path());
+            if !self.hidden && is_hidden(entry.file_name()) {
+                if is_dir {
+                    entries.skip_current_dir();
                 }
                 continue;
             }
-            let walker = walkdir::WalkDir::new(root)
-                .follow_links(true)
-                .sort_by_file_name()
-                .into_iter()
-                .filter_entry(|e| self.hidden || e.depth() == 0 || !is_hidden(e.file_name()));
-            for entry in walker {
-                let entry = entry.with_context(|| format!("walking {}", root.display()))?;
-                if !entry.file_type().is_file() {
+            if entry.path_is_symlink() {
+                let target = std::fs::canonicalize(entry.path());
+                if !target.as_ref().is_ok_and(|t| t.starts_with(&inside)) {
+                    if is_dir {
+                        entries.skip_current_dir();
+                    }
+                    if !is_dir && !self.takes(below) {
+                        continue;
+                    }
+                    let to = target.map_or_else(|e| e.to_string(), |t| t.display().to_string());
+                    let failed = Walked::Failed {
+                        id: id_of(below),
+                        origin: display(entry.path()),
+                        reason: format!(
+                            "is a symbolic link to {to}, outside the input folder {}; it was not read. Give the target as an input of its own if it is meant to be read",
+                            display(root)
+                        ),
+                    };
+                    if !visit(failed, place, unique) {
+                        return false;
+                    }
                     continue;
-                }
-                let below = entry.path().strip_prefix(root).unwrap_or(entry.path());
-                if !self.include.is_match(below) || self.exclude.is_match(below) {
-                    continue;
-                }
-                let found = Found {
-                    path: entry.path().to_path_buf(),
-                    id: display(entry.path()),
-                    below: below.to_path_buf(),
-                };
-                if !visit(found) {
-                    return Ok(false);
                 }
             }
+            // One stat per entry: how outputs and files reached twice are recognised.
+            let key = match entry.metadata() {
+                Ok(m) => fence::key(&m),
+                Err(e) => {
+                    if let Some(failed) = self.walk_error(root, &e)
+                        && !visit(failed, place, unique)
+                    {
+                        return false;
+                    }
+                    continue;
+                }
+            };
+            if skip.contains(&key) {
+                if is_dir {
+                    entries.skip_current_dir();
+                }
+                continue;
+            }
+            // FIFOs, sockets and devices are never read (a FIFO would block the run).
+            if !entry.file_type().is_file() || !self.takes(below) {
+                continue;
+            }
+            if !unique.first_visit(key) {
+                continue;
+            }
+            let found = Found {
+                path: entry.path().to_path_buf(),
+                id: id_of(below),
+                origin: display(entry.path()),
+                below: below.to_path_buf(),
+            };
+            if !visit(Walked::File(found), place, unique) {
+                return false;
+            }
         }
-        Ok(true)
+        true
+    }
+
+    /// A path below `root` the walk could not follow, as a failed item; None for one that
+    /// would not have been taken anyway (a hidden name, a broken link not matching `glob`).
+    fn walk_error(&self, root: &Path, e: &walkdir::Error) -> Option<Walked> {
+        let path = e.path().unwrap_or(root);
+        let below = path.strip_prefix(root).unwrap_or(path);
+        let hidden = below.components().any(|c| is_hidden(c.as_os_str()));
+        if !self.hidden && hidden {
+            return None;
+        }
+        let reason = if let Some(ancestor) = e.loop_ancestor() {
+            format!(
+                "is a symbolic link loop (it leads back to {}); it was not walked",
+                display(ancestor)
+            )
+        } else {
+            let io = e.io_error();
+            let dangling = io.is_some_and(|io| io.kind() == std::io::ErrorKind::NotFound)
+                && std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink());
+            if dangling {
+                if !self.takes(below) {
+                    return None;
+                }
+                "is a symbolic link to a file that does not exist".to_string()
+            } else {
+                let why = io.map_or_else(|| e.to_string(), ToString::to_string);
+                format!("cannot be read ({why}); check its permissions")
+            }
+        };
+        let id = if below.as_os_str().is_empty() {
+            display(root)
+        } else {
+            id_of(below)
+        };
+        Some(Walked::Failed {
+            id,
+            origin: display(path),
+            reason,
+        })
     }
 
     /// Reads the files one path input names; false if `emit` asked to stop.
     fn read_path(
         &self,
-        input: &Input,
+        root: &Path,
+        outputs: &Fence,
+        unique: &mut Unique,
         wanted: Wanted,
         emit: &mut dyn FnMut(Item) -> bool,
-    ) -> anyhow::Result<bool> {
-        let mut failure = None;
-        let going = self.walk(std::slice::from_ref(input), &mut |found| {
+    ) -> bool {
+        let mut visit = |walked: Walked, place: u32, unique: &mut Unique| -> bool {
+            let found = match walked {
+                Walked::Failed { id, origin, reason } => {
+                    if !wanted(&id) {
+                        return true;
+                    }
+                    return emit(unique.admit(Item::failed(id, origin, b"", reason), place));
+                }
+                Walked::File(found) => found,
+            };
             if !is_jsonl(&found.path) && !wanted(&found.id) {
                 return true;
             }
             if is_media(&found.path) {
-                return emit(self.media_item(found));
+                return emit(unique.admit(self.media_item(found), place));
             }
             if !is_jsonl(&found.path) {
-                return emit(self.text_item(found));
+                return emit(unique.admit(self.text_item(found), place));
             }
-            let file = match File::open(&found.path) {
-                Ok(f) => f,
-                Err(e) => {
-                    let reason = format!("cannot open file: {e}");
-                    return emit(Item::failed(found.id.clone(), found.id, b"", reason));
-                }
-            };
-            let mut reader = BufReader::with_capacity(256 * 1024, file);
-            match self
-                .records
-                .read_records(&mut reader, &found.id, wanted, emit)
-            {
-                Ok(going) => going,
-                Err(e) => {
-                    failure = Some(anyhow::Error::new(e).context(format!("reading {}", found.id)));
-                    false
-                }
-            }
-        })?;
-        failure.map_or(Ok(going), Err)
+            let lines = unique.place(Place::Lines(found.origin.clone()));
+            read_file(
+                &self.records,
+                &found.path,
+                (&found.id, &found.origin),
+                wanted,
+                &mut |item| emit(unique.admit(item, lines)),
+            )
+        };
+        self.walk(root, outputs, unique, &mut visit)
     }
 
     fn text_item(&self, found: Found) -> Item {
-        let origin = found.id.clone();
+        let origin = found.origin;
         let below = found.below;
         let bytes = match std::fs::read(&found.path) {
             Ok(b) => b,
@@ -232,7 +385,7 @@ impl Files {
 
     /// An audio or video file: its path, and the sha256 of its bytes, streamed.
     fn media_item(&self, found: Found) -> Item {
-        let origin = found.id.clone();
+        let origin = found.origin;
         let mut item = match crate::models::sha256_file(&found.path) {
             Ok(sha) => {
                 let mut fields = Map::new();
@@ -245,6 +398,11 @@ impl Files {
         item.rel_path = Some(found.below);
         item
     }
+}
+
+/// An item id from a path below an input folder: `/`-separated, whatever the root's spelling.
+fn id_of(below: &Path) -> String {
+    below.to_string_lossy().into_owned()
 }
 
 fn is_media(path: &Path) -> bool {
@@ -264,7 +422,8 @@ fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with('.'))
 }
 
-fn display(path: &Path) -> String {
+/// A path for messages and origins, without a leading `./`.
+pub(super) fn display(path: &Path) -> String {
     let shown = path.display().to_string();
     shown
         .strip_prefix("./")
@@ -299,10 +458,18 @@ impl Source for Files {
         wanted: Wanted,
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> anyhow::Result<()> {
+        let mut unique = Unique::default();
         for input in inputs {
             let going = match input {
-                Input::Stdin => read_stdin(&self.records, wanted, emit)?,
-                Input::Path(_) => self.read_path(input, wanted, emit)?,
+                Input::Stdin => {
+                    let place = unique.place(Place::Lines("stdin".into()));
+                    read_stdin(&self.records, wanted, &mut |item| {
+                        emit(unique.admit(item, place))
+                    })?
+                }
+                Input::Path(root, outputs) => {
+                    self.read_path(root, outputs, &mut unique, wanted, emit)
+                }
             };
             if !going {
                 break;
@@ -314,12 +481,17 @@ impl Source for Files {
     fn count(&self, inputs: &[Input]) -> Option<u64> {
         let mut n = 0u64;
         let mut countable = true;
-        self.walk(inputs, &mut |found| {
-            countable &= !is_jsonl(&found.path);
-            n += 1;
-            countable
-        })
-        .ok()?;
+        let mut unique = Unique::default();
+        for input in inputs {
+            let Input::Path(root, outputs) = input else {
+                continue;
+            };
+            self.walk(root, outputs, &mut unique, &mut |walked, _, _| {
+                countable &= !matches!(&walked, Walked::File(found) if is_jsonl(&found.path));
+                n += 1;
+                countable
+            });
+        }
         countable.then_some(n)
     }
 }

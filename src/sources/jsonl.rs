@@ -2,15 +2,18 @@
 //!
 //! Lines are read with a hard length limit so one runaway record cannot exhaust memory; blank
 //! lines are skipped; a malformed line, or one that is not a JSON object, becomes a failed item
-//! naming its line number. The files source reuses `read_records` for `.jsonl` files.
+//! naming its line number, and so does a file that cannot be opened or read to its end. The
+//! files source reuses `read_records` for `.jsonl` files.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader};
+use std::path::Path;
 
 use anyhow::Context;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
+use super::unique::{Place, Unique};
 use super::{Input, Source, Wanted};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -57,12 +60,14 @@ impl RecordReader {
         }
     }
 
-    /// Emits one item per non-blank line of `reader`; `name` is used in origins ("stdin:3").
-    /// Returns false if `emit` asked to stop.
+    /// Emits one item per non-blank line of `reader`. Records without an id are known as
+    /// `ID_NAME:LINE` (the stable name: a file's path below its input), and origins say
+    /// `ORIGIN_NAME:LINE` (the path as given, "stdin"). A UTF-8 byte order mark before the first
+    /// record is skipped. Returns false if `emit` asked to stop.
     pub fn read_records(
         &self,
         reader: &mut dyn BufRead,
-        name: &str,
+        (id_name, origin_name): (&str, &str),
         wanted: Wanted,
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> io::Result<bool> {
@@ -70,18 +75,22 @@ impl RecordReader {
         let mut number = 0u64;
         loop {
             number += 1;
-            let origin = format!("{name}:{number}");
+            let origin = format!("{origin_name}:{number}");
+            let fallback_id = format!("{id_name}:{number}");
             let item = match read_line(reader, &mut line, self.max_line_bytes)? {
                 Line::End => return Ok(true),
                 Line::Complete => {
+                    if number == 1 && line.starts_with(BOM) {
+                        line.drain(..BOM.len());
+                    }
                     if line.iter().all(u8::is_ascii_whitespace) {
                         continue;
                     }
-                    self.parse(&line, origin)
+                    self.parse(&line, fallback_id, origin)
                 }
                 Line::TooLong { bytes, sha256 } => {
                     let mut item = Item::failed(
-                        origin.clone(),
+                        fallback_id,
                         origin,
                         b"",
                         format!(
@@ -99,19 +108,19 @@ impl RecordReader {
         }
     }
 
-    fn parse(&self, line: &[u8], origin: String) -> Item {
+    fn parse(&self, line: &[u8], fallback_id: String, origin: String) -> Item {
         let line_no = origin.rsplit(':').next().unwrap_or("?").to_string();
         match serde_json::from_slice::<Value>(line) {
             Ok(Value::Object(fields)) => {
                 let id = match fields.get(&self.id_field) {
                     Some(Value::String(s)) if !s.is_empty() => s.clone(),
                     Some(Value::Number(n)) => n.to_string(),
-                    _ => origin.clone(),
+                    _ => fallback_id,
                 };
                 Item::new(id, origin, line, fields)
             }
             Ok(other) => Item::failed(
-                origin.clone(),
+                fallback_id,
                 origin,
                 line,
                 format!(
@@ -120,7 +129,7 @@ impl RecordReader {
                 ),
             ),
             Err(e) => Item::failed(
-                origin.clone(),
+                fallback_id,
                 origin,
                 line,
                 format!(
@@ -132,6 +141,9 @@ impl RecordReader {
         }
     }
 }
+
+/// The UTF-8 byte order mark some Windows tools write at the start of a file.
+pub const BOM: &[u8] = b"\xEF\xBB\xBF";
 
 fn describe(e: &serde_json::Error) -> String {
     let text = e.to_string();
@@ -227,16 +239,30 @@ impl Source for Jsonl {
         wanted: Wanted,
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> anyhow::Result<()> {
+        let mut unique = Unique::default();
         for input in inputs {
             let going = match input {
-                Input::Stdin => read_stdin(&self.reader, wanted, emit)?,
-                Input::Path(path) => {
-                    let file = File::open(path)
-                        .with_context(|| format!("cannot open {}", path.display()))?;
-                    let mut reader = BufReader::with_capacity(256 * 1024, file);
-                    self.reader
-                        .read_records(&mut reader, &path.display().to_string(), wanted, emit)
-                        .with_context(|| format!("reading {}", path.display()))?
+                Input::Stdin => {
+                    let place = unique.place(Place::Lines("stdin".into()));
+                    read_stdin(&self.reader, wanted, &mut |item| {
+                        emit(unique.admit(item, place))
+                    })?
+                }
+                Input::Path(path, _) => {
+                    let origin = super::files::display(path);
+                    let id = path.file_name().map_or_else(
+                        || origin.clone(),
+                        |name| name.to_string_lossy().into_owned(),
+                    );
+                    let same_file = std::fs::metadata(path)
+                        .is_ok_and(|m| !unique.first_visit(super::fence::key(&m)));
+                    if same_file {
+                        continue;
+                    }
+                    let place = unique.place(Place::Lines(origin.clone()));
+                    read_file(&self.reader, path, (&id, &origin), wanted, &mut |item| {
+                        emit(unique.admit(item, place))
+                    })
                 }
             };
             if !going {
@@ -244,6 +270,32 @@ impl Source for Jsonl {
             }
         }
         Ok(())
+    }
+}
+
+/// Reads the records of one JSONL file. A file that cannot be opened or read to its end
+/// becomes a failed item (known by the file's id) and the run goes on; false if `emit` asked
+/// to stop.
+pub fn read_file(
+    reader: &RecordReader,
+    path: &Path,
+    (id, origin): (&str, &str),
+    wanted: Wanted,
+    emit: &mut dyn FnMut(Item) -> bool,
+) -> bool {
+    let result = File::open(path)
+        .map_err(|e| format!("cannot open file: {e}"))
+        .and_then(|file| {
+            let mut buffered = BufReader::with_capacity(256 * 1024, file);
+            reader
+                .read_records(&mut buffered, (id, origin), wanted, emit)
+                .map_err(|e| format!("cannot read file to its end: {e}; the records after that point were not read"))
+        });
+    match result {
+        Ok(going) => going,
+        // Its records may belong to other shards; the file's own failure goes with its id.
+        Err(reason) if wanted(id) => emit(Item::failed(id.into(), origin.into(), b"", reason)),
+        Err(_) => true,
     }
 }
 
@@ -255,7 +307,7 @@ pub fn read_stdin(
 ) -> anyhow::Result<bool> {
     let mut stdin = BufReader::with_capacity(256 * 1024, io::stdin());
     reader
-        .read_records(&mut stdin, "stdin", wanted, emit)
+        .read_records(&mut stdin, ("stdin", "stdin"), wanted, emit)
         .context("reading standard input")
 }
 
@@ -270,7 +322,7 @@ mod tests {
         };
         let mut items = Vec::new();
         reader
-            .read_records(&mut &text[..], "t", &|_| true, &mut |i| {
+            .read_records(&mut &text[..], ("t", "t"), &|_| true, &mut |i| {
                 items.push(i);
                 true
             })
