@@ -48,6 +48,8 @@ use std::process::ExitCode;
 use clap::Parser;
 
 fn main() -> ExitCode {
+    // A panic's message may hold item text: print where it happened, never what it said.
+    pipeline::panics::withhold_messages();
     let cli = cli::Cli::parse();
     match app::main(cli) {
         Ok(code) => code,

@@ -5,7 +5,9 @@
 //! per process. A `TextModel` is a tokenizer and the model's limits, shared by a stage's workers;
 //! an `Encoder` is one worker's session. Texts longer than the model's window are never cut: they
 //! are split into overlapping windows of tokens, and `Encoder::run` computes any set of windows
-//! in batches bounded by a token budget, shortest first, so a batch pads little.
+//! in batches bounded by a token budget, shortest first, so a batch pads little. Item text is
+//! data: a `[SEP]` or `[CLS]` written in it is tokenized as those characters, never as the
+//! model's own marker.
 
 use std::ops::Range;
 use std::path::Path;
@@ -76,6 +78,8 @@ impl TextModel {
             .with_truncation(None)
             .map_err(|e| anyhow!("tokenizer: {e}"))?;
         tokenizer.with_padding(None);
+        // Special tokens in the text are plain characters; only `Encoder::run` adds markers.
+        tokenizer.set_encode_special_tokens(true);
         let id = |token: &str| {
             tokenizer
                 .token_to_id(token)
@@ -285,6 +289,20 @@ mod tests {
                 assert_eq!(pair[0].end - pair[1].start, 4);
             }
             assert!(w.iter().all(|r| r.len() <= 10));
+        }
+    }
+
+    // A `[SEP]`, `[CLS]` or `[MASK]` inside item text stays text: the real tokenizer gives none
+    // of the markers' ids for it.
+    #[test]
+    fn special_tokens_in_text_are_text() {
+        let dir = crate::models::models_dir(None);
+        let model = TextModel::load(&dir.join("all-minilm-l6-v2/tokenizer.json"), 256).unwrap();
+        let mask = model.tokenizer.token_to_id("[MASK]").unwrap();
+        let tokens = model.tokenize("a [SEP] b [CLS] c [MASK]", true).unwrap();
+        assert!(tokens.ids.len() > 6, "{:?}", tokens.ids);
+        for id in [model.cls, model.sep, mask] {
+            assert!(!tokens.ids.contains(&id), "{:?}", tokens.ids);
         }
     }
 }

@@ -19,12 +19,12 @@ pub mod batcher;
 pub mod budget;
 pub mod gpu;
 pub mod item;
+pub mod panics;
 pub mod progress;
 pub mod report;
 pub mod threads;
 
 use std::collections::BTreeMap;
-use std::panic::AssertUnwindSafe;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -470,60 +470,60 @@ fn work(
     counters: &StageCounters,
     bar: &indicatif::ProgressBar,
 ) -> anyhow::Result<()> {
-    let mut worker = plan
-        .stage
-        .start(ctx)
-        .map_err(|e| e.context(format!("stage `{}` could not start", plan.label)))?;
+    let start = || {
+        plan.stage
+            .start(ctx)
+            .map_err(|e| e.context(format!("stage `{}` could not start", plan.label)))
+    };
+    let mut worker = start()?;
     while let Some(batch) = batcher.next_batch() {
         let (mut healthy, passing): (Vec<Item>, Vec<Item>) =
             batch.into_iter().partition(|i| i.failure.is_none());
         if !healthy.is_empty() {
             let started = Instant::now();
             let busy = ctx.threads.busy();
-            let n = healthy.len() as u32;
-            ctx.deadline.set(plan.timeout.map(|t| t * n));
-            let results =
-                std::panic::catch_unwind(AssertUnwindSafe(|| worker.process(&mut healthy)));
-            let timed_out = ctx.deadline.passed();
-            ctx.deadline.set(None);
+            // A panic may leave items half-written: a retry starts from their fields as they came.
+            let before: Vec<_> = if healthy.len() > 1 {
+                healthy.iter().map(|i| i.fields.clone()).collect()
+            } else {
+                Vec::new()
+            };
+            let results = match attempt(plan, ctx, &mut healthy, |b| worker.process(b)) {
+                Ok(results) => results,
+                Err(panicked) if healthy.len() == 1 => {
+                    worker = restart(worker, &start)?;
+                    vec![Err(panicked)]
+                }
+                Err(_) => {
+                    // Which item made the batch panic is unknown, and the worker's state may be
+                    // broken: retry each item alone on a fresh worker, so only the items that
+                    // panic by themselves fail.
+                    worker = restart(worker, &start)?;
+                    let mut results = Vec::with_capacity(healthy.len());
+                    for (item, fields) in healthy.iter_mut().zip(before) {
+                        item.fields = fields;
+                        let alone = std::slice::from_mut(item);
+                        match attempt(plan, ctx, alone, |b| worker.process(b)) {
+                            Ok(mut one) => results
+                                .push(one.pop().expect("one result for one item. This is a bug.")),
+                            Err(panicked) => {
+                                worker = restart(worker, &start)?;
+                                results.push(Err(panicked));
+                            }
+                        }
+                    }
+                    results
+                }
+            };
             drop(busy);
             let took = started.elapsed();
             counters
                 .busy_ns
                 .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
-            for item in healthy.iter_mut() {
-                item.timings.push((plan.label.clone(), took.as_secs_f64()));
-            }
-            let results = match results {
-                Ok(r) if r.len() == healthy.len() => r,
-                Ok(_) => vec![
-                    Err(format!(
-                        "stage `{}` returned the wrong number of results. This is a bug.",
-                        plan.label
-                    ));
-                    healthy.len()
-                ],
-                Err(panic) => vec![
-                    Err(format!(
-                        "stage `{}` crashed on this batch: {}. This is a bug.",
-                        plan.label,
-                        panic_message(&panic)
-                    ));
-                    healthy.len()
-                ],
-            };
             let mut failures = 0;
             for (item, result) in healthy.iter_mut().zip(results) {
-                if let Err(mut reason) = result {
-                    if let (true, Some(t)) = (timed_out, plan.timeout) {
-                        reason = format!(
-                            "timed out: stage `{}` took longer than its `timeout` of {:.1}s per item ({} items in {:.1}s); raise `timeout` in the pipeline file, or check this input",
-                            plan.label,
-                            t.as_secs_f64(),
-                            n,
-                            took.as_secs_f64()
-                        );
-                    }
+                item.timings.push((plan.label.clone(), took.as_secs_f64()));
+                if let Err(reason) = result {
                     item.fail(&plan.label, reason);
                     failures += 1;
                 }
@@ -543,12 +543,89 @@ fn work(
     Ok(())
 }
 
-fn panic_message(panic: &Box<dyn std::any::Any + Send>) -> String {
-    panic
-        .downcast_ref::<&str>()
-        .map(|s| s.to_string())
-        .or_else(|| panic.downcast_ref::<String>().cloned())
-        .unwrap_or_else(|| "unknown panic".into())
+/// One call of a worker on `items` under the stage's timeout: a result per item (a timed-out
+/// failure says so), or, if the stage panicked, the reason every item of the call fails with.
+/// A panic's message is never read: it may hold item text.
+fn attempt(
+    plan: &StagePlan,
+    ctx: &StartContext,
+    items: &mut [Item],
+    process: impl FnOnce(&mut [Item]) -> Vec<Result<(), String>>,
+) -> Result<Vec<Result<(), String>>, String> {
+    let n = items.len();
+    let started = Instant::now();
+    ctx.deadline.set(plan.timeout.map(|t| t * n as u32));
+    let results = panics::guard(|| {
+        #[cfg(debug_assertions)]
+        test_hooks::panic_on_marked(items);
+        process(items)
+    });
+    let timed_out = ctx.deadline.passed();
+    ctx.deadline.set(None);
+    let took = started.elapsed();
+    let results = match results {
+        Ok(r) if r.len() == n => r,
+        Ok(_) => vec![
+            Err(format!(
+                "stage `{}` returned the wrong number of results. This is a bug.",
+                plan.label
+            ));
+            n
+        ],
+        Err(caught) => {
+            let at = caught
+                .location
+                .map_or_else(String::new, |l| format!(" at {l}"));
+            return Err(format!(
+                "stage `{}` panicked on this item{at} (a bug in lai; please report it, with no item content)",
+                plan.label
+            ));
+        }
+    };
+    Ok(results
+        .into_iter()
+        .map(|result| match (result, timed_out, plan.timeout) {
+            (Err(_), true, Some(t)) => Err(format!(
+                "timed out: stage `{}` took longer than its `timeout` of {:.1}s per item ({} items in {:.1}s); raise `timeout` in the pipeline file, or check this input",
+                plan.label,
+                t.as_secs_f64(),
+                n,
+                took.as_secs_f64()
+            )),
+            (result, _, _) => result,
+        })
+        .collect())
+}
+
+/// A fresh worker in place of one whose call panicked (its engine state may be half-updated).
+fn restart<W>(worker: W, start: &impl Fn() -> anyhow::Result<W>) -> anyhow::Result<W> {
+    // Dropping broken state may panic too; that must not take the run down.
+    let _ = panics::guard(move || drop(worker));
+    start()
+}
+
+/// Hooks for the tests that prove item content stays out of logs; debug builds only.
+#[cfg(debug_assertions)]
+mod test_hooks {
+    use super::Item;
+
+    /// `LAI_TEST_PANIC_ON=<text>` makes a stage call panic when an item's fields contain the
+    /// text, with the fields in the panic message: a stage bug at its worst.
+    pub fn panic_on_marked(items: &[Item]) {
+        static MARK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let mark = MARK.get_or_init(|| {
+            std::env::var("LAI_TEST_PANIC_ON")
+                .ok()
+                .filter(|m| !m.is_empty())
+        });
+        let Some(mark) = mark else { return };
+        for item in items {
+            let fields = serde_json::Value::Object(item.fields.clone()).to_string();
+            if fields.contains(mark.as_str()) {
+                panic!("LAI_TEST_PANIC_ON matched an item with these fields: {fields}");
+            }
+        }
+    }
 }
 
 #[derive(Default)]

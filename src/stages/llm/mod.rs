@@ -24,8 +24,8 @@ use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::device::{DEVICE, Placement};
-use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Request};
-use crate::pipeline::item::Item;
+use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Prompt, Request};
+use crate::pipeline::item::{Item, json_type};
 use crate::pipeline::threads::Threads;
 use crate::pipeline::{Deadline, Meter, StartContext};
 use text::{Piece, Template};
@@ -707,8 +707,10 @@ impl LlmWorker<'_> {
         }
     }
 
-    /// The prompt for one piece of input.
-    fn prompt(&self, piece: &str, item: &Item) -> Result<String, String> {
+    /// The prompt for one piece of input. With a chat template, the template frames the
+    /// rendered message (all of it data); without one, the pipeline's prompt is the model's raw
+    /// format and only the values put into it are data.
+    fn prompt(&self, piece: &str, item: &Item) -> Result<Prompt, String> {
         let stage = self.stage;
         let choices = stage.choices.join(", ");
         let fields = stage.json.as_ref().map_or("", |j| j.described.as_str());
@@ -723,13 +725,16 @@ impl LlmWorker<'_> {
         )?;
         if self.model.has_chat_template() {
             self.model
-                .chat_prompt(stage.system.as_deref(), &user)
+                .chat_prompt(stage.system.as_deref(), &user.text())
                 .map_err(|e| format!("{e:#}"))
         } else {
-            Ok(match &stage.system {
-                Some(system) => format!("{system}\n\n{user}"),
-                None => user,
-            })
+            let mut prompt = Prompt::default();
+            if let Some(system) = &stage.system {
+                prompt.push_control(system);
+                prompt.push_control("\n\n");
+            }
+            prompt.append(user);
+            Ok(prompt)
         }
     }
 
@@ -948,30 +953,30 @@ fn merge(outputs: &[Completion], required: &[String]) -> Result<Value, String> {
         } else {
             String::new()
         };
+        // Messages name what is wrong and where, never the answer's text: it is item content.
         let value: Value = serde_json::from_str(c.text.trim()).map_err(|e| {
-            let cut = if c.truncated {
+            let advice = if c.truncated {
                 format!(
-                    "; it was cut at `max_tokens` ({} tokens): raise `max_tokens`",
+                    "it was cut at `max_tokens` ({} tokens): raise `max_tokens`",
                     c.tokens
                 )
             } else {
-                String::new()
+                "a larger model or a simpler `schema` may do better".to_string()
             };
             format!(
-                "the model's output{at} is not valid JSON ({e}){cut}: {:.200}",
-                c.text
+                "the model's answer{at} was not valid JSON ({}); {advice}",
+                json_error(&e)
             )
         })?;
+        let kind = json_type(&value);
         let Value::Object(object) = value else {
             return Err(format!(
-                "the model's output{at} is JSON but not an object: {:.200}",
-                c.text
+                "the model's answer{at} is JSON but not an object (it is {kind}); give the stage a `schema` whose top level is an object"
             ));
         };
         if let Some(missing) = required.iter().find(|k| !object.contains_key(*k)) {
             return Err(format!(
-                "the model's output{at} lacks the required field `{missing}`: {:.200}",
-                c.text
+                "the model's answer{at} lacks the required field `{missing}`; a larger model may do better, or make the field optional in the `schema`"
             ));
         }
         for (key, value) in object {
@@ -994,14 +999,26 @@ fn merge(outputs: &[Completion], required: &[String]) -> Result<Value, String> {
     Ok(Value::Object(merged))
 }
 
+/// How an answer fails to parse as JSON, and where, without quoting it.
+fn json_error(e: &serde_json::Error) -> String {
+    let what = match e.classify() {
+        serde_json::error::Category::Eof => "it ends early",
+        serde_json::error::Category::Syntax => "a syntax error",
+        serde_json::error::Category::Data => "an unexpected value",
+        serde_json::error::Category::Io => "a read error",
+    };
+    format!("{what} at line {} column {}", e.line(), e.column())
+}
+
 /// The label most pieces chose (ties: the earliest).
 fn vote(outputs: &[Completion], choices: &[String]) -> Result<Value, String> {
     let mut counts: Vec<(&str, usize)> = Vec::new();
     for c in outputs {
         let label = c.text.trim();
         if !choices.iter().any(|choice| choice == label) {
+            // The answer itself is not shown: it is item content.
             return Err(format!(
-                "the model's output `{label:.100}` is not one of the choices ({})",
+                "the model's answer is not one of the choices ({}); this should not happen under the choices' grammar: check `stop`, which can cut a label short",
                 choices.join(", ")
             ));
         }
@@ -1047,7 +1064,8 @@ mod tests {
         }
     }
 
-    // Pieces' JSON merges field by field; bad JSON and missing keys fail with the output shown.
+    // Pieces' JSON merges field by field; bad JSON, other values and missing keys fail with
+    // where and why, never the answer's text.
     #[test]
     fn merging_pieces() {
         let required = ["name".to_string(), "tags".to_string()];
@@ -1061,15 +1079,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!(merged, json!({"name": "Ana", "tags": ["a", "b"]}));
-        let mut cut = out(r#"{"name": "An"#);
+        let mut cut = out(r#"{"name": "SECRET-1"#);
         cut.truncated = true;
         let err = merge(&[cut], &required).unwrap_err();
         assert!(
-            err.contains("not valid JSON") && err.contains("max_tokens"),
+            err.contains("not valid JSON (it ends early at line 1 column 18)")
+                && err.contains("max_tokens"),
             "{err}"
         );
-        let err = merge(&[out(r#"{"name": "A"}"#)], &required).unwrap_err();
-        assert!(err.contains("`tags`"), "{err}");
+        let err = merge(&[out(r#"{"name": SECRET-2}"#)], &required).unwrap_err();
+        assert!(err.contains("a syntax error at line 1 column 10"), "{err}");
+        let err = merge(&[out(r#"["SECRET-3"]"#)], &required).unwrap_err();
+        assert!(err.contains("not an object (it is an array)"), "{err}");
+        let err = merge(&[out(r#"{"name": "SECRET-4"}"#)], &required).unwrap_err();
+        assert!(err.contains("`tags`") && !err.contains("SECRET"), "{err}");
     }
 
     // The majority label wins, ties go to the earliest, and a label outside the choices fails.
@@ -1079,7 +1102,8 @@ mod tests {
         let votes = [out("ham"), out("spam"), out(" spam\n")];
         assert_eq!(vote(&votes, &choices).unwrap(), "spam");
         assert_eq!(vote(&[out("ham"), out("spam")], &choices).unwrap(), "ham");
-        assert!(vote(&[out("eggs")], &choices).is_err());
+        let err = vote(&[out("SECRET eggs")], &choices).unwrap_err();
+        assert!(!err.contains("SECRET"), "{err}");
     }
 
     // Labels become a grammar of exact alternatives (quotes escaped); a field list becomes a

@@ -3,6 +3,8 @@
 
 use serde_json::{Map, Value};
 
+use crate::engines::llama::Prompt;
+
 /// A prompt template: literal text with `{{name}}` variables.
 #[derive(Clone, Debug)]
 pub struct Template {
@@ -48,27 +50,29 @@ impl Template {
 
     /// Fills the variables: first from `given` (the input piece, built-ins), then from the
     /// item's fields (strings as they are, other values as JSON). A missing field is an error.
+    /// The template's own text is control text (it may write the model's raw format); every
+    /// value is data.
     pub fn render(
         &self,
         given: &[(&str, &str)],
         fields: &Map<String, Value>,
-    ) -> Result<String, String> {
-        let mut out = String::new();
+    ) -> Result<Prompt, String> {
+        let mut out = Prompt::default();
         for part in &self.parts {
             match part {
-                Part::Text(t) => out.push_str(t),
+                Part::Text(t) => out.push_control(t),
                 Part::Var(name) => {
                     if let Some((_, value)) = given.iter().find(|(n, _)| n == name) {
-                        out.push_str(value);
+                        out.push_data(value);
                     } else {
                         match fields.get(name) {
-                            Some(Value::String(s)) => out.push_str(s),
+                            Some(Value::String(s)) => out.push_data(s),
                             Some(Value::Null) | None => {
                                 return Err(format!(
                                     "the prompt uses `{{{{{name}}}}}` but the item has no `{name}` field; give the input that field or take it out of the prompt"
                                 ));
                             }
-                            Some(other) => out.push_str(&other.to_string()),
+                            Some(other) => out.push_data(&other.to_string()),
                         }
                     }
                 }
@@ -234,17 +238,29 @@ mod tests {
         s.split_whitespace().count()
     }
 
-    // Variables come from the given values first, then the item; a missing field names itself.
+    // Variables come from the given values first, then the item, as data; a missing field names
+    // itself.
     #[test]
     fn templates() {
         let t = Template::parse("Label {{ text }} for {{customer}}; n={{n}}").unwrap();
         let mut fields = Map::new();
         fields.insert("customer".into(), "ACME".into());
         fields.insert("n".into(), 3.into());
-        assert_eq!(
-            t.render(&[("text", "hi")], &fields).unwrap(),
-            "Label hi for ACME; n=3"
-        );
+        let rendered = t.render(&[("text", "hi")], &fields).unwrap();
+        assert_eq!(rendered.text(), "Label hi for ACME; n=3");
+        // Only the template's own text is control text.
+        let mut expected = Prompt::default();
+        for (i, part) in ["Label ", "hi", " for ", "ACME", "; n=", "3"]
+            .iter()
+            .enumerate()
+        {
+            if i % 2 == 0 {
+                expected.push_control(part);
+            } else {
+                expected.push_data(part);
+            }
+        }
+        assert_eq!(rendered, expected);
         assert!(t.uses("text") && !t.uses("other"));
         fields.remove("customer");
         let err = t.render(&[("text", "hi")], &fields).unwrap_err();

@@ -14,6 +14,11 @@
 //! tags the middle of a long number), and an address needs a street name, city or ZIP code: a
 //! lone building number ("wrote 11"), room/floor/suite or a number alone (a ZIP code without
 //! a street or city) is not an address.
+//!
+//! The tokenizer's offsets map tokens back through its normalizer, so several tokens can share
+//! one character (NFD splits a Hangul syllable into jamo, each its own piece) and offsets need
+//! not fall on character boundaries; `char_aligned` makes them safe to slice with before any
+//! decoding: every span lies on character boundaries, whatever the script.
 
 use std::ops::Range;
 use std::path::Path;
@@ -217,12 +222,13 @@ impl NerWorker<'_> {
             .zip(&votes)
             .map(|((text, t), votes)| {
                 t.as_ref()
-                    .map(|t| self.decode(text, &t.offsets, votes))
+                    .map(|t| self.decode(text, &char_aligned(text, &t.offsets), votes))
                     .map_err(|e| format!("NER model: {e}"))
             })
             .collect())
     }
 
+    /// Spans from the tokens' labels; `offsets` come from `char_aligned`.
     fn decode(&self, text: &str, offsets: &[(usize, usize)], votes: &[Option<Vote>]) -> Vec<Found> {
         let mut found: Vec<Found> = Vec::new();
         // Per span: whether it has an anchor part (always true outside addresses).
@@ -286,6 +292,22 @@ impl NerWorker<'_> {
         });
         found
     }
+}
+
+/// Token byte ranges made safe to slice `text` with: inside it, widened to character
+/// boundaries, and in order without overlap (a token that shares characters with the one before
+/// starts where that one ends, so it may become empty).
+fn char_aligned(text: &str, offsets: &[(usize, usize)]) -> Vec<(usize, usize)> {
+    let mut done = 0;
+    offsets
+        .iter()
+        .map(|&(start, end)| {
+            let start = text.floor_char_boundary(start).max(done);
+            let end = text.ceil_char_boundary(end).max(start);
+            done = end;
+            (start, end)
+        })
+        .collect()
 }
 
 /// What may lie between two parts of one entity: a few spaces and punctuation marks.
@@ -354,6 +376,89 @@ mod tests {
         let text = "in Springfield.";
         assert_eq!(&text[trim(text, 2..15)], "Springfield");
         assert_eq!(trim(text, 14..15), 15..15);
+    }
+
+    // Offsets inside characters, shared or overlapping (jamo of one Hangul syllable, an emoji
+    // with a skin tone, a letter with a combining accent) become ordered ranges on character
+    // boundaries that every slice of the decoder can take.
+    #[test]
+    fn offsets_align_to_characters() {
+        let text = "김민준 👍🏽 e\u{301}x";
+        // 김 0..3, 민 3..6, 준 6..9, space, 👍 10..14, 🏽 14..18, space, e 19..20, ◌́ 20..22, x 22..23.
+        let raw = [
+            (0, 3),
+            (0, 3),
+            (1, 4),
+            (6, 9),
+            (5, 7),
+            (11, 13),
+            (10, 18),
+            (19, 20),
+            (20, 21),
+            (21, 23),
+            (30, 40),
+        ];
+        let aligned = char_aligned(text, &raw);
+        assert_eq!(
+            aligned,
+            [
+                (0, 3),
+                (3, 3),
+                (3, 6),
+                (6, 9),
+                (9, 9),
+                (10, 14),
+                (14, 18),
+                (19, 20),
+                (20, 22),
+                (22, 23),
+                (23, 23)
+            ]
+        );
+        for &(start, end) in &aligned {
+            let _ = &text[start..end];
+        }
+        for pair in aligned.windows(2) {
+            let _ = &text[pair[0].1..pair[1].0];
+        }
+        assert_eq!(&text[trim(text, 9..14)], "👍");
+        assert_eq!(&text[trim(text, 19..23)], "e\u{301}x");
+    }
+
+    // The real Rampart tokenizer on Korean, Japanese, Arabic, Hindi, Greek, emoji and combining
+    // marks: its raw offsets share characters (the Korean name), and the aligned ones slice
+    // every text on character boundaries.
+    #[test]
+    fn real_tokenizer_offsets_align() {
+        let dir = crate::models::models_dir(None);
+        let text_model =
+            TextModel::load(&dir.join("rampart-pii/tokenizer.json"), 512).expect("rampart-pii");
+        let texts = [
+            "김민준 씨는 서울시 강남구 테헤란로 152에 삽니다.",
+            "山田太郎さんの電話番号は０３－１２３４－５６７８です。",
+            "اسمي محمد عبد الله وأسكن في القاهرة",
+            "मेरा नाम राहुल शर्मा है",
+            "Ο Γιώργος Παπαδόπουλος μένει στην Αθήνα",
+            "José Müller e\u{301}e\u{301} 👍🏽👨‍👩‍👧 ﬁle ǅ Ⅻ ㎏ ﾊﾟ",
+        ];
+        let mut shared = 0;
+        for text in texts {
+            let tokens = text_model.tokenize(text, true).unwrap();
+            shared += tokens
+                .offsets
+                .windows(2)
+                .filter(|p| p[1].0 < p[0].1)
+                .count();
+            let aligned = char_aligned(text, &tokens.offsets);
+            assert_eq!(aligned.len(), tokens.ids.len());
+            let mut done = 0;
+            for &(start, end) in &aligned {
+                assert!(done <= start && start <= end, "{text}: {aligned:?}");
+                assert!(text.is_char_boundary(start) && text.is_char_boundary(end));
+                done = end;
+            }
+        }
+        assert!(shared > 0, "the texts no longer exercise shared offsets");
     }
 
     #[test]
