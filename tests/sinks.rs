@@ -11,7 +11,7 @@ use predicates::prelude::*;
 
 mod common;
 
-use common::{jsonl, lai_run};
+use common::{ids, jsonl, lai_run};
 
 /// A rules-only redact pipeline over text and JSONL files, with a JSONL output, a CSV output
 /// with `columns`, and a per-item text output (after the JSONL one, so a failed text write
@@ -47,16 +47,6 @@ fn names(dir: &Path) -> Vec<String> {
         .collect();
     names.sort();
     names
-}
-
-/// The ids of a JSONL output, sorted.
-fn ids(path: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = jsonl(path)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 /// Every row of a CSV file, header first.

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{jsonl, lai, lai_run};
+use common::{ids, jsonl, lai, lai_run};
 
 /// A rules-only redact pipeline (no model: fast) taking `glob`, with a JSONL output and a
 /// per-item text output (whose `.txt` files the default glob would take).
@@ -39,16 +39,6 @@ fn run_in(cwd: &Path, args: &[&str]) -> Output {
 
 fn stderr(output: &Output) -> String {
     String::from_utf8_lossy(&output.stderr).into_owned()
-}
-
-/// The ids of a JSONL file's records, sorted.
-fn ids(path: &Path) -> Vec<String> {
-    let mut ids: Vec<String> = jsonl(path)
-        .iter()
-        .map(|r| r["id"].as_str().unwrap().to_string())
-        .collect();
-    ids.sort();
-    ids
 }
 
 fn counts(report: &Path) -> Value {
@@ -92,7 +82,7 @@ fn an_input_that_is_an_output_is_refused() {
     lai_run(&p, &records, &out, &[])
         .code(2)
         .stderr(predicates::str::contains("is also an output of this run"));
-    lai_run(&p, &out.join("text/a.txt"), &out, &[])
+    lai_run(&p, &out.join("text/a.txt.txt"), &out, &[])
         .code(2)
         .stderr(predicates::str::contains(
             "lies inside an output of this run",

@@ -45,6 +45,16 @@ pub fn jsonl(path: &Path) -> Vec<Value> {
         .collect()
 }
 
+/// The ids of a JSONL file's records, sorted.
+pub fn ids(path: &Path) -> Vec<String> {
+    let mut ids: Vec<String> = jsonl(path)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    ids.sort();
+    ids
+}
+
 /// Held by a test while it runs engines: the engines' threads spin while they wait, so two
 /// runs at once on a small machine crawl rather than share. Tests of one binary that take it
 /// run one after another.
