@@ -22,21 +22,18 @@ use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
 use super::device::Device;
+use crate::models::ONNX_RUNTIME_ENV;
 
-/// Environment variable naming a libonnxruntime to use instead of the catalog's.
-pub const RUNTIME_ENV: &str = "LAI_ONNXRUNTIME";
-
-/// Loads ONNX Runtime once per process; later calls return the first call's outcome.
-pub fn load_runtime(catalog_library: &Path) -> anyhow::Result<&'static Environment> {
+/// Loads ONNX Runtime once per process from `library` (the catalog's file, or the one
+/// `$LAI_ONNXRUNTIME` names: the model store resolves that); later calls return the first
+/// call's outcome.
+pub fn load_runtime(library: &Path) -> anyhow::Result<&'static Environment> {
     static LOADED: OnceLock<Result<Environment, String>> = OnceLock::new();
     let outcome = LOADED.get_or_init(|| {
-        let path = std::env::var_os(RUNTIME_ENV)
-            .filter(|p| !p.is_empty())
-            .map(std::path::PathBuf::from)
-            .unwrap_or_else(|| catalog_library.to_path_buf());
+        let path = library.to_path_buf();
         if !path.is_file() {
             return Err(format!(
-                "ONNX Runtime library {} does not exist; run `lai models pull onnxruntime` or set {RUNTIME_ENV} to a libonnxruntime.so (1.31)",
+                "ONNX Runtime library {} does not exist; run `lai models pull onnxruntime` or set {ONNX_RUNTIME_ENV} to a libonnxruntime.so (1.31)",
                 path.display()
             ));
         }
