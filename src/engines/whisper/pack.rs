@@ -2,13 +2,17 @@
 //!
 //! Whisper's encoder always works on a 30-second window, so a 5-second clip alone pays for 30
 //! seconds of encoder work. `Packer` groups prepared clips (`Speech`) into windows, and
-//! `Transcriber::transcribe_packed` lays a window's clips out one after another with a second
-//! of silence between them, decodes it with one whisper.cpp call, and hands each clip the
-//! segments that fall on its own stretch of the window, mapped back to its own timeline.
+//! `Transcriber::transcribe_packed` lays a window's clips out one after another with silence
+//! between them, decodes it with one whisper.cpp call, and hands each clip the segments that
+//! fall on its own stretch of the window, mapped back to its own timeline.
 //!
-//! No text of one clip may land in another: a segment that overlaps two clips, or a clip with
-//! sound that got no segment (its words may sit in a neighbour's), sends the clips concerned
-//! back to be transcribed alone. Nothing here knows files or items; callers key clips by index.
+//! No text of one clip may land in another. Whisper's segment *ends* are good to a few tenths
+//! of a second, but a segment's start is just where the previous segment ended, so a segment
+//! is given to the clip its end falls in, and only if the clip before had no speech left after
+//! the segment's start. Any other segment, or a clip with sound that got no segment (Whisper
+//! sometimes stops early, or its words may sit in a neighbour's segment), makes the clips
+//! concerned unclear: the caller packs them again with other neighbours, and transcribes a clip
+//! that is unclear twice alone. Nothing here knows files or items; callers key clips.
 
 use std::borrow::Cow;
 
@@ -18,21 +22,26 @@ use crate::audio::TARGET_RATE;
 /// Audio in one packed window, gaps included: a little under Whisper's 30 s, so the last
 /// clip's end is not cut off into a second window.
 pub const WINDOW_S: f64 = 29.0;
-/// Longest clip worth packing. Longer ones fill at least half a window on their own, and are
-/// transcribed alone.
-pub const MAX_CLIP_S: f64 = 15.0;
-/// Silence laid between two clips. Whisper ends segments at such pauses, and its segment
-/// times are off by a few tenths of a second, so the gap must be wider than that error.
-const GAP_S: f64 = 1.0;
-/// How far a segment may reach into a clip that is not its own before it counts as heard
-/// across the gap (Whisper's segment edges drift into the gap, rarely past it).
-const OVERLAP_TOLERANCE_S: f64 = 0.3;
+/// Longest clip worth packing: one that leaves room for another clip of a few seconds.
+pub const MAX_CLIP_S: f64 = WINDOW_S - 2.0 * GAP_S - 3.0;
+/// Silence laid between two clips. Whisper ends segments at such pauses; the wider the gap,
+/// the less often a segment runs across it (measured: 2 s needs a third fewer second tries
+/// than 1 s).
+const GAP_S: f64 = 2.0;
+/// How far a segment's end may reach into the next clip and still be the previous clip's
+/// (Whisper's end times are late by up to a few tenths of a second).
+const END_TOLERANCE_S: f64 = 0.3;
+/// How much of a clip may lie after the start of a segment given to the next clip: Whisper's
+/// start is the previous segment's end, which is often a few tenths early, and a clip ends
+/// with a little silence (the VAD's padding).
+const START_TOLERANCE_S: f64 = 0.5;
 /// RMS below which a clip (without VAD) is silence, and so may rightly get no segment.
 const SILENCE_RMS: f32 = 1e-3;
 
 /// Clips waiting to be packed, and the choice of which go together.
 pub struct Packer<K> {
-    pending: Vec<(K, Speech<'static>)>,
+    /// Each clip, and whether it must open its window (see `push_first`).
+    pending: Vec<(K, Speech<'static>, bool)>,
 }
 
 impl<K> Default for Packer<K> {
@@ -45,32 +54,39 @@ impl<K> Default for Packer<K> {
 
 impl<K> Packer<K> {
     pub fn push(&mut self, key: K, speech: Speech<'static>) {
-        self.pending.push((key, speech));
+        self.pending.push((key, speech, false));
+    }
+
+    /// Queues a clip Whisper did not reach in its last window, to open a window of its own:
+    /// Whisper always hears a window's first clip.
+    pub fn push_first(&mut self, key: K, speech: Speech<'static>) {
+        self.pending.push((key, speech, true));
     }
 
     /// The next window's clips: once the waiting clips fill a window (or, with `drain`, whatever
-    /// waits), the longest ones that fit together, so the short ones are left to fill gaps later.
+    /// waits), the longest ones that fit together, so the short ones are left to fill gaps later;
+    /// a clip queued with `push_first` opens the window.
     pub fn window(&mut self, drain: bool) -> Option<Vec<(K, Speech<'static>)>> {
         let needed: f64 = self
             .pending
             .iter()
-            .map(|(_, s)| s.duration_s() + GAP_S)
+            .map(|(_, s, _)| s.duration_s() + GAP_S)
             .sum();
         if self.pending.is_empty() || (!drain && needed < WINDOW_S + GAP_S) {
             return None;
         }
         self.pending
-            .sort_by_key(|(_, s)| std::cmp::Reverse(s.samples.len()));
+            .sort_by_key(|(_, s, first)| (!first, std::cmp::Reverse(s.samples.len())));
         let mut used = -GAP_S;
         let mut taken = Vec::new();
         let mut kept = Vec::new();
-        for (key, speech) in self.pending.drain(..) {
+        for (key, speech, first) in self.pending.drain(..) {
             let len = speech.duration_s() + GAP_S;
-            if taken.is_empty() || used + len <= WINDOW_S {
+            if taken.is_empty() || (!first && used + len <= WINDOW_S) {
                 used += len;
                 taken.push((key, speech));
             } else {
-                kept.push((key, speech));
+                kept.push((key, speech, first));
             }
         }
         self.pending = kept;
@@ -88,7 +104,7 @@ struct Layout {
 #[derive(Debug, PartialEq)]
 enum Owner {
     Clip(usize),
-    /// It overlaps these clips: its text may mix theirs.
+    /// It may hold words of these clips.
     Across(Vec<usize>),
 }
 
@@ -106,26 +122,22 @@ impl Layout {
         Layout { spans }
     }
 
-    /// The clip a segment from `start` to `end` (window seconds) belongs to.
+    /// The clip a segment from `start` to `end` (window seconds) belongs to: the one its end
+    /// reaches into, unless a clip before that one still had sound after `start`.
     fn owner(&self, start: f64, end: f64) -> Owner {
-        let touched: Vec<usize> = (0..self.spans.len())
-            .filter(|&i| {
-                let (a, b) = self.spans[i];
-                end.min(b) - start.max(a) > OVERLAP_TOLERANCE_S
-            })
-            .collect();
-        match touched.as_slice() {
-            [one] => Owner::Clip(*one),
-            [] => {
-                // Short enough to fit within the tolerance: the clip nearest to its middle.
-                let middle = (start + end) / 2.0;
-                let distance = |&(a, b): &(f64, f64)| (a - middle).max(middle - b).max(0.0);
-                let nearest = (0..self.spans.len())
-                    .min_by(|&i, &j| distance(&self.spans[i]).total_cmp(&distance(&self.spans[j])))
-                    .expect("a layout has clips. This is a bug.");
-                Owner::Clip(nearest)
-            }
-            _ => Owner::Across(touched),
+        let last = self
+            .spans
+            .iter()
+            .rposition(|&(a, _)| end > a + END_TOLERANCE_S)
+            .unwrap_or(0);
+        let first = self.spans[..last]
+            .iter()
+            .position(|&(_, b)| start < b - START_TOLERANCE_S)
+            .unwrap_or(last);
+        if first == last {
+            Owner::Clip(last)
+        } else {
+            Owner::Across((first..=last).collect())
         }
     }
 
@@ -136,18 +148,34 @@ impl Layout {
     }
 }
 
+/// What a packed window made of one clip.
+#[derive(Debug)]
+pub enum Heard {
+    /// Its own segments, on its own timeline.
+    Own(Transcript),
+    /// Its share of the window could not be told apart: hear it again.
+    Unclear,
+    /// Whisper stopped before it (it judged the rest of the window silent): hear it again,
+    /// first in a window.
+    Unheard,
+}
+
 impl Transcriber {
     /// Transcribes several prepared clips in one Whisper window (see the module doc); one
-    /// result per clip, in order, each on its own clip's timeline. Clips whose share of the
-    /// window cannot be told apart are transcribed again alone. Only call it when `can_pack`.
+    /// result per clip, in order. A failed call fails every clip only when `give_up` says so;
+    /// otherwise its clips are unclear (one of them may be what whisper.cpp cannot take, and
+    /// fails alone later). Only call it when `can_pack`.
     pub fn transcribe_packed(
         &mut self,
         clips: &[&Speech],
         options: &Options,
         give_up: &dyn Fn() -> bool,
-    ) -> Vec<anyhow::Result<Transcript>> {
+    ) -> Vec<anyhow::Result<Heard>> {
         if clips.len() == 1 {
-            return vec![self.transcribe_speech(clips[0], options, give_up)];
+            return vec![
+                self.transcribe_speech(clips[0], options, give_up)
+                    .map(Heard::Own),
+            ];
         }
         let layout = Layout::new(clips.iter().map(|c| c.duration_s()));
         let rate = f64::from(TARGET_RATE);
@@ -170,42 +198,43 @@ impl Transcriber {
                     .map(|_| Err(anyhow::anyhow!("{reason}")))
                     .collect();
             }
-            // One clip may be what whisper.cpp cannot take: each alone, so it fails alone.
-            Err(_) => {
-                return clips
-                    .iter()
-                    .map(|c| self.transcribe_speech(c, options, give_up))
-                    .collect();
-            }
+            Err(_) => return clips.iter().map(|_| Ok(Heard::Unclear)).collect(),
         };
         let mut own: Vec<Vec<Segment>> = clips.iter().map(|_| Vec::new()).collect();
-        let mut alone = vec![false; clips.len()];
+        let mut unclear = vec![false; clips.len()];
         for segment in heard.segments {
             match layout.owner(segment.start_s, segment.end_s) {
                 Owner::Clip(i) => own[i].push(segment),
-                Owner::Across(clips) => clips.into_iter().for_each(|i| alone[i] = true),
+                Owner::Across(clips) => clips.into_iter().for_each(|i| unclear[i] = true),
             }
         }
-        // A clip with sound but no segment: its words may be in a neighbour's segment.
-        for i in 0..clips.len() {
-            if own[i].is_empty() && !alone[i] && rms(&clips[i].samples) >= SILENCE_RMS {
-                let neighbours = i.saturating_sub(1)..(i + 2).min(clips.len());
-                alone[neighbours].fill(true);
+        // Clips after the last segment's end were not heard at all. A clip before it with sound
+        // but no segment may have its words in the segment before (whose end fell short).
+        let heard_to = own
+            .iter()
+            .rposition(|segments| !segments.is_empty())
+            .map_or(0, |i| i + 1);
+        for i in 0..heard_to {
+            if own[i].is_empty() && !unclear[i] && rms(&clips[i].samples) >= SILENCE_RMS {
+                unclear[i.saturating_sub(1)..=i].fill(true);
             }
         }
         own.into_iter()
             .enumerate()
             .map(|(i, mut segments)| {
-                if alone[i] {
-                    return self.transcribe_speech(clips[i], options, give_up);
+                if unclear[i] {
+                    return Ok(Heard::Unclear);
+                }
+                if i >= heard_to && rms(&clips[i].samples) >= SILENCE_RMS {
+                    return Ok(Heard::Unheard);
                 }
                 for segment in &mut segments {
                     segment.map_times(&|t| clips[i].original(layout.local(i, t)));
                 }
-                Ok(Transcript {
+                Ok(Heard::Own(Transcript {
                     language: heard.language.clone(),
                     segments,
-                })
+                }))
             })
             .collect()
     }
@@ -237,23 +266,24 @@ mod tests {
         Speech::whole(Cow::Owned(samples))
     }
 
-    // Segments inside a clip, or drifting a little into the gaps, belong to that clip; one that
-    // spans a gap is across both; a sliver in a gap goes to the nearest clip.
+    // A segment is its end's clip's, unless the clip before still had sound after its start
+    // (Whisper's start is only the previous segment's end); then it is across both.
     #[test]
     fn segments_find_their_clip() {
-        let layout = Layout::new([4.0, 5.0, 3.0]); // 0-4, 5-10, 11-14
+        let layout = Layout::new([4.0, 5.0, 3.0]); // 0-4, 6-11, 13-16
         assert_eq!(layout.owner(0.0, 3.9), Owner::Clip(0));
         assert_eq!(layout.owner(0.2, 4.8), Owner::Clip(0));
-        assert_eq!(layout.owner(4.7, 9.6), Owner::Clip(1));
-        assert_eq!(layout.owner(5.2, 10.2), Owner::Clip(1));
-        assert_eq!(layout.owner(11.0, 14.5), Owner::Clip(2));
-        assert_eq!(layout.owner(2.0, 7.0), Owner::Across(vec![0, 1]));
-        assert_eq!(layout.owner(0.0, 14.0), Owner::Across(vec![0, 1, 2]));
-        assert_eq!(layout.owner(10.3, 10.5), Owner::Clip(1));
-        assert_eq!(layout.owner(10.6, 10.9), Owner::Clip(2));
-        assert_eq!(layout.local(1, 4.8), 0.0);
-        assert!((layout.local(1, 7.5) - 2.5).abs() < 1e-9);
-        assert_eq!(layout.local(2, 15.0), 3.0);
+        assert_eq!(layout.owner(4.0, 10.6), Owner::Clip(1));
+        assert_eq!(layout.owner(3.6, 10.6), Owner::Clip(1));
+        assert_eq!(layout.owner(3.4, 10.6), Owner::Across(vec![0, 1]));
+        assert_eq!(layout.owner(6.0, 11.3), Owner::Clip(1));
+        assert_eq!(layout.owner(11.0, 13.2), Owner::Clip(1));
+        assert_eq!(layout.owner(11.0, 16.0), Owner::Clip(2));
+        assert_eq!(layout.owner(2.0, 9.0), Owner::Across(vec![0, 1]));
+        assert_eq!(layout.owner(0.0, 16.0), Owner::Across(vec![0, 1, 2]));
+        assert_eq!(layout.local(1, 5.8), 0.0);
+        assert!((layout.local(1, 8.5) - 2.5).abs() < 1e-9);
+        assert_eq!(layout.local(2, 17.0), 3.0);
     }
 
     // A window waits until its clips fill it, takes the longest that fit, never more than a
@@ -261,22 +291,30 @@ mod tests {
     #[test]
     fn packer_fills_windows() {
         let mut packer = Packer::default();
-        for (i, seconds) in [5.0, 12.0, 3.0, 5.0].into_iter().enumerate() {
+        for (i, seconds) in [5.0, 12.0, 3.0].into_iter().enumerate() {
             packer.push(i, clip(seconds));
             assert!(packer.window(false).is_none());
         }
-        packer.push(4, clip(6.0));
-        let first = packer.window(false).unwrap();
-        let keys: Vec<usize> = first.iter().map(|(k, _)| *k).collect();
-        assert_eq!(keys, vec![1, 4, 0, 2]); // 12 + 6 + 5 + 3 + three 1 s gaps = 29 s
+        packer.push(3, clip(6.0));
+        assert_eq!(keys(packer.window(false)), vec![1, 3, 0]); // 12 + 6 + 5 + two 2 s gaps = 27 s
         assert!(packer.window(false).is_none());
-        let rest: Vec<usize> = packer
-            .window(true)
-            .unwrap()
-            .iter()
-            .map(|(k, _)| *k)
-            .collect();
-        assert_eq!(rest, vec![3]);
+        assert_eq!(keys(packer.window(true)), vec![2]);
         assert!(packer.window(true).is_none());
+    }
+
+    // A clip Whisper did not reach opens the next window, one such clip per window.
+    #[test]
+    fn unheard_clips_open_windows() {
+        let mut packer = Packer::default();
+        packer.push(0, clip(10.0));
+        packer.push(1, clip(10.0));
+        packer.push_first(2, clip(3.0));
+        packer.push_first(3, clip(4.0));
+        assert_eq!(keys(packer.window(true)), vec![3, 0, 1]);
+        assert_eq!(keys(packer.window(true)), vec![2]);
+    }
+
+    fn keys(window: Option<Vec<(usize, Speech<'static>)>>) -> Vec<usize> {
+        window.unwrap().iter().map(|(k, _)| *k).collect()
     }
 }
