@@ -131,7 +131,7 @@ for job in clips long; do
   for r in $(seq 1 "$rounds"); do
     timed lai "$job" "$lai" run pipelines/transcribe.toml "$dir" -o "$work/lai-$job" -q --fresh \
       --jobs "$threads" --report "$work/lai-$job.json"
-    timed "lai vad=false" "$job" "$lai" run "$work/transcribe-novad.toml" "$dir" -o "$work/lai-novad-$job" \
+    timed "lai, vad off" "$job" "$lai" run "$work/transcribe-novad.toml" "$dir" -o "$work/lai-novad-$job" \
       -q --fresh --jobs "$threads" --report "$work/lai-novad-$job.json"
     timed "faster-whisper" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 1 "$work/fw-$job.json" "${files[@]}"
     timed "faster-whisper beam 5" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 5 "$work/fw5-$job.json" "${files[@]}"
@@ -139,38 +139,4 @@ for job in clips long; do
   done
 done
 
-python3 - "$work" "$set_dir/truth.json" "$rounds" "$threads" <<'PY'
-import json, statistics, subprocess, sys, os
-work, truth, rounds, threads = sys.argv[1], sys.argv[2], sys.argv[3], sys.argv[4]
-times = {}
-for line in open(f"{work}/times.tsv"):
-    name, job, s = line.rstrip("\n").split("\t")
-    times.setdefault((name, job), []).append(float(s))
-outputs = {"lai": "lai-{}/transcripts.jsonl", "lai vad=false": "lai-novad-{}/transcripts.jsonl",
-           "faster-whisper": "fw-{}.json", "faster-whisper beam 5": "fw5-{}.json",
-           "whisper.cpp CLI": "cli-{}.json"}
-names = list(outputs)
-print(f"Whisper tiny.en, {threads} threads, whole processes in turn, median of {rounds} rounds\n")
-for job in ["clips", "long"]:
-    probe = json.load(open(f"{work}/probe-{job}.json"))
-    audio = probe["stages"][0]["audio_s"]
-    score_json = f"{work}/score-{job}.json"
-    subprocess.run([sys.executable, "bench/py/transcript_score.py", truth, "--json", score_json]
-                   + [f"{n}={work}/{outputs[n].format(job)}" for n in names],
-                   check=True, stdout=subprocess.DEVNULL)
-    scores = json.load(open(score_json))["tools"]
-    key = "recall_clips" if job == "clips" else "recall_long"
-    rss = {n: json.load(open(f"{work}/{d}-{job}.json"))["peak_rss_bytes"] / 2**20
-           for n, d in [("lai", "lai"), ("lai vad=false", "lai-novad")]}
-    lai = audio / statistics.median(times[("lai", job)])
-    print(f"{job}: {probe['items']['read']} files, {audio:.1f} s of audio")
-    print(f"{'tool':<22} {'median s':>9} {'audio s/s':>10} {'lai ÷ tool':>11} {'recall':>7} {'foreign':>8}")
-    for n in names:
-        m = statistics.median(times[(n, job)])
-        s = scores[n]
-        print(f"{n:<22} {m:9.2f} {audio / m:10.1f} {lai / (audio / m):10.2f}x {s[key]:7.3f} "
-              f"{s['foreign']:8d}")
-    print("lai peak memory: " + ", ".join(f"{n} {v:.0f} MiB" for n, v in rss.items()))
-    print()
-print("whisper.cpp's CLI reads WAV/MP3/FLAC/OGG only: its recall counts the M4A/MP4 files it skipped as missed.")
-PY
+python3 bench/py/transcribe_report.py "$work" "$set_dir/truth.json" "$rounds" "$threads"
