@@ -35,6 +35,8 @@ import sys
 import tempfile
 import wave
 
+from number_words import ONES, TENS, ordinal_word
+
 # Accent voices (espeak-ng gmw family) and the short tag each gets in file names.
 VOICES = [
     ("en-us", "us"),
@@ -194,12 +196,6 @@ TEMPLATES = [
     "It is {time} in {place}.",
 ]
 
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-        "eighteen", "nineteen"]
-TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-ORDINAL_ONES = {"one": "first", "two": "second", "three": "third", "five": "fifth",
-                "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
 
 
 def cardinal(n):
@@ -221,12 +217,7 @@ def cardinal(n):
 def ordinal(n):
     words = cardinal(n)
     head, sep, last = words.rpartition("-") if "-" in words else ("", "", words)
-    if last in ORDINAL_ONES:
-        last = ORDINAL_ONES[last]
-    elif last.endswith("y"):
-        last = last[:-1] + "ieth"
-    else:
-        last += "th"
+    last = ordinal_word(last)
     return head + sep + last
 
 

@@ -32,18 +32,14 @@ import os
 import re
 import sys
 
+from number_words import ONES, TENS, ordinal_word
+
 STOP = set("""that this with from have will your yours they them then than there their theirs
 what when where which while were been being into about would could should some just also very
 here only over after before each other more most such does doing done these those upon onto
 shall might must same both again once until because through during above below under within
 without your yourself itself himself herself themselves myself ourselves""".split())
 
-ONES = ["zero", "one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "ten",
-        "eleven", "twelve", "thirteen", "fourteen", "fifteen", "sixteen", "seventeen",
-        "eighteen", "nineteen"]
-TENS = ["", "", "twenty", "thirty", "forty", "fifty", "sixty", "seventy", "eighty", "ninety"]
-ORDINAL_ONES = {"one": "first", "two": "second", "three": "third", "five": "fifth",
-                "eight": "eighth", "nine": "ninth", "twelve": "twelfth"}
 SCALES = [(10**9, "billion"), (10**6, "million"), (1000, "thousand"), (100, "hundred")]
 CURRENCY = {"$": "dollars", "£": "pounds", "€": "euros"}
 
@@ -62,12 +58,7 @@ def cardinal(n):
 
 def ordinal(n):
     head, _, last = cardinal(n).rpartition(" ")
-    if last in ORDINAL_ONES:
-        last = ORDINAL_ONES[last]
-    elif last.endswith("y"):
-        last = last[:-1] + "ieth"
-    else:
-        last += "th"
+    last = ordinal_word(last)
     return (head + " " + last).strip()
 
 
