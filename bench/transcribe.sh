@@ -15,7 +15,8 @@
 # ROUNDS times; the table shows medians:
 #   - clips: the 48 short files in one folder;  - long: the one long file.
 # Tools, all Whisper tiny.en on THREADS threads with the language fixed to English:
-#   - lai, pipelines/transcribe.toml as shipped (packing on, Silero VAD on), and with `vad = false`;
+#   - lai, pipelines/transcribe.toml as shipped (packing on, Silero VAD on), with `vad = false`,
+#     and with `beam_size = 5`;
 #     `--jobs THREADS`. Peak memory from the run report.
 #   - faster-whisper 1.2.1 (PyPI), the CTranslate2 tiny.en lai's ggml file is converted from,
 #     int8 (its fastest CPU setting), cpu_threads=THREADS, beam_size 1 and 5, vad_filter off
@@ -94,6 +95,7 @@ json.dump(texts, open(out, "w"))
 PY
 
 sed 's/^vad = true.*/vad = false/' pipelines/transcribe.toml >"$work/transcribe-novad.toml"
+sed 's/^vad = true.*/vad = true\nbeam_size = 5/' pipelines/transcribe.toml >"$work/transcribe-beam5.toml"
 
 cat >"$work/cli.sh" <<'SH'
 # whisper-cli over the files it can read; collects its .txt files into one JSON (name -> text).
@@ -126,13 +128,15 @@ for job in clips long; do
   dir=$set_dir/$job
   files=("$dir"/*)
   # A first lai run measures the audio and warms the file cache for everyone.
-  "$lai" run pipelines/transcribe.toml "$dir" -o "$work/probe-$job" -q --jobs "$threads" \
+  "$lai" run pipelines/transcribe.toml "$dir" -o "$work/probe-$job" -q --fresh --jobs "$threads" \
     --report "$work/probe-$job.json" >/dev/null
   for r in $(seq 1 "$rounds"); do
     timed lai "$job" "$lai" run pipelines/transcribe.toml "$dir" -o "$work/lai-$job" -q --fresh \
       --jobs "$threads" --report "$work/lai-$job.json"
     timed "lai, vad off" "$job" "$lai" run "$work/transcribe-novad.toml" "$dir" -o "$work/lai-novad-$job" \
       -q --fresh --jobs "$threads" --report "$work/lai-novad-$job.json"
+    timed "lai, beam 5" "$job" "$lai" run "$work/transcribe-beam5.toml" "$dir" -o "$work/lai-beam5-$job" \
+      -q --fresh --jobs "$threads" --report "$work/lai-beam5-$job.json"
     timed "faster-whisper" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 1 "$work/fw-$job.json" "${files[@]}"
     timed "faster-whisper beam 5" "$job" "$venv/bin/python" "$work/fw.py" "$ct2" "$threads" 5 "$work/fw5-$job.json" "${files[@]}"
     timed "whisper.cpp CLI" "$job" bash "$work/cli.sh" "$cli" "$ggml" "$threads" "$work/cli-$job.json" "$dir"

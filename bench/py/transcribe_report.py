@@ -10,13 +10,14 @@ for line in open(f"{work}/times.tsv"):
     name, job, s = line.rstrip("\n").split("\t")
     times.setdefault((name, job), []).append(float(s))
 outputs = {"lai": "lai-{}/transcripts.jsonl", "lai, vad off": "lai-novad-{}/transcripts.jsonl",
+           "lai, beam 5": "lai-beam5-{}/transcripts.jsonl",
            "faster-whisper": "fw-{}.json", "faster-whisper beam 5": "fw5-{}.json",
            "whisper.cpp CLI": "cli-{}.json"}
 names = list(outputs)
 print(f"Whisper tiny.en, {threads} threads, whole processes in turn, median of {rounds} rounds\n")
 for job in ["clips", "long"]:
-    probe = json.load(open(f"{work}/probe-{job}.json"))
-    audio = probe["stages"][0]["audio_s"]
+    report = json.load(open(f"{work}/lai-{job}.json"))  # the last timed lai run (--fresh)
+    audio = report["stages"][0]["audio_s"]
     score_json = f"{work}/score-{job}.json"
     subprocess.run([sys.executable, "bench/py/transcript_score.py", truth, "--json", score_json]
                    + [f"{n}={work}/{outputs[n].format(job)}" for n in names],
@@ -24,9 +25,9 @@ for job in ["clips", "long"]:
     scores = json.load(open(score_json))["tools"]
     key = "recall_clips" if job == "clips" else "recall_long"
     rss = {n: json.load(open(f"{work}/{d}-{job}.json"))["peak_rss_bytes"] / 2**20
-           for n, d in [("lai", "lai"), ("lai, vad off", "lai-novad")]}
+           for n, d in [("lai", "lai"), ("lai, vad off", "lai-novad"), ("lai, beam 5", "lai-beam5")]}
     lai = audio / statistics.median(times[("lai", job)])
-    print(f"{job}: {probe['items']['read']} files, {audio:.1f} s of audio")
+    print(f"{job}: {report['items']['read']} files, {audio:.1f} s of audio")
     print(f"{'tool':<22} {'median s':>9} {'audio s/s':>10} {'lai ÷ tool':>11} {'recall':>7} {'foreign':>8}")
     for n in names:
         m = statistics.median(times[(n, job)])
