@@ -12,17 +12,18 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
-use crate::config::schema::{Default, OptionSpec};
-use crate::config::{self, ComponentKind, LoadError, Pipeline};
+use crate::component::{Fence, Input, OpenContext, Sink};
+use crate::config::{self, LoadError};
+use crate::item::printable;
+use crate::item::{Item, Provenance, sha256_hex};
 use crate::ledger::shard::{self, Shard};
 use crate::ledger::{Ledger, Priors, RunEnd, RunRow};
 use crate::models::{self, Catalog, FileState, ModelStore};
-use crate::pipeline::item::{Item, Provenance, sha256_hex};
+use crate::options::{ComponentKind, Default, OptionSpec};
 use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
-use crate::pipeline::{self, Admit, RunOptions, Stop};
-use crate::sinks::{self, OpenContext, SINKS, Sink};
-use crate::sources::{Fence, Input, SOURCES, printable};
-use crate::stages::STAGES;
+use crate::pipeline::{self, Admit, Pipeline, RunOptions, Stop};
+use crate::registry::{REPAIRS, SINKS, SOURCES, STAGES};
+use crate::sinks;
 
 pub const EXIT_OK: u8 = 0;
 pub const EXIT_ITEMS_FAILED: u8 = 1;
@@ -202,7 +203,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             return Ok(ExitCode::from(EXIT_LOCKED));
         };
         _lock = Some(lock);
-        let mut l = Ledger::open(&out_dir)?;
+        let mut l = Ledger::open(&out_dir, REPAIRS)?;
         let cut = l.repair()?;
         if cut > 0 && !args.quiet {
             stderr_line!("note: cut {cut} bytes of unfinished records left by an interrupted run");
@@ -215,7 +216,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             config_sha256: &config_sha256,
             models: serde_json::to_string(&provenance.models)?,
             shard: shard.map(|s| s.label()),
-            started_at: &report::timestamp(started_at),
+            started_at: &crate::item::timestamp(started_at),
         })?;
         if args.fresh {
             l.forget_all()?;
@@ -368,7 +369,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     } else {
         EXIT_OK
     };
-    let finished_at = report::timestamp(SystemTime::now());
+    let finished_at = crate::item::timestamp(SystemTime::now());
     if let Some(ledger) = ledger.as_mut() {
         let same_as = same_as.into_inner().unwrap_or_else(|p| p.into_inner());
         for (item, id) in &same_as {
@@ -401,7 +402,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
             description: pipeline.description.clone(),
             sha256: pipeline.sha256.clone(),
         },
-        started_at: report::timestamp(started_at),
+        started_at: crate::item::timestamp(started_at),
         finished_at,
         elapsed_s: outcome.elapsed.as_secs_f64(),
         exit_code: i32::from(exit),
@@ -504,7 +505,7 @@ fn run_id(started: SystemTime) -> String {
 }
 
 fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
-    sinks::create_parent(path)?;
+    crate::component::create_parent(path)?;
     let text = serde_json::to_string_pretty(report).context("serializing the run report")?;
     std::fs::write(path, text + "\n")
         .with_context(|| format!("cannot write the run report to {}", path.display()))
@@ -518,7 +519,7 @@ fn merge(out: &Path) -> anyhow::Result<ExitCode> {
         );
         return Ok(ExitCode::from(EXIT_LOCKED));
     };
-    let merged = shard::merge(out)?;
+    let merged = shard::merge(out, REPAIRS)?;
     print_out(&format!(
         "merged {} shards into {}: {} items done, {} failed\n",
         merged.shards,
@@ -538,11 +539,11 @@ fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::R
         );
     }
     let text = if failed {
-        crate::ledger::show_failed(out)?
+        crate::ledger::views::show_failed(out)?
     } else if ids.is_empty() {
-        crate::ledger::show_runs(out)?
+        crate::ledger::views::show_runs(out)?
     } else {
-        crate::ledger::show_items(out, ids)?
+        crate::ledger::views::show_items(out, ids)?
     };
     print_out(&text);
     Ok(ExitCode::from(EXIT_OK))

@@ -34,11 +34,16 @@ macro_rules! stdout_line {
 mod app;
 mod audio;
 mod cli;
+mod component;
 mod config;
+mod device;
 mod engines;
+mod item;
 mod ledger;
 mod models;
+mod options;
 mod pipeline;
+mod registry;
 mod sinks;
 mod sources;
 mod stages;

@@ -5,32 +5,16 @@
 //! `sources::SOURCES`, `sinks::SINKS`); the kind's option schema validates the table. All problems
 //! of a file are collected and returned together; nothing here starts a thread or opens an output.
 
-pub mod schema;
-pub mod tree;
-
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::time::Duration;
 
-use schema::{Default, Diagnostics, OptionSpec, Options, Problem, Ty, opt};
-use tree::{Entry, Node, Value};
-
-use crate::pipeline::item::sha256_hex;
-use crate::sinks::{SINKS, SinkSpec};
-use crate::sources::{SOURCES, Source};
-use crate::stages::{STAGES, Stage};
-
-/// One kind of component in a registry: its name, docs, option schema and how to build it.
-pub struct ComponentKind<T: ?Sized + 'static> {
-    pub name: &'static str,
-    pub doc: &'static str,
-    pub options: &'static [OptionSpec],
-    /// Builds the component from validated options; reports problems into `diag` and returns
-    /// `None` when it cannot. Must not load models or open outputs; it may read the small files
-    /// its options name (prompt templates, schemas), via `Diagnostics::relative_path`.
-    pub build: fn(&Options, &mut Diagnostics) -> Option<Box<T>>,
-}
+use crate::component::{SinkSpec, Stage};
+use crate::item::sha256_hex;
+use crate::options::tree::{self, Entry, Node, Value};
+use crate::options::{ComponentKind, Default, Diagnostics, OptionSpec, Options, Problem, Ty, opt};
+use crate::pipeline::{Pipeline, StagePlan};
+use crate::registry::{SINKS, SOURCES, STAGES};
 
 /// Top-level keys of a pipeline file besides `input`, `stage` and `output`.
 const TOP_LEVEL: &[OptionSpec] = &[
@@ -53,35 +37,6 @@ const TOP_LEVEL: &[OptionSpec] = &[
         "Where failed items are recorded (id, origin, stage, error; never content).",
     ),
 ];
-
-/// A validated and built pipeline, ready to run.
-pub struct Pipeline {
-    pub path: PathBuf,
-    pub sha256: String,
-    /// What the pipeline does, as canonical text: every component's kind and effective options
-    /// (not its speed settings) and the sha256 of each file they read. With the models'
-    /// sha256s it keys resume: a changed prompt reprocesses, a reformatted file does not.
-    pub config: String,
-    pub name: String,
-    pub description: String,
-    pub source: Arc<dyn Source>,
-    pub stages: Vec<StagePlan>,
-    pub outputs: Vec<Box<dyn SinkSpec>>,
-    pub dead_letter: String,
-}
-
-/// One stage as the runtime needs it: the built stage plus its batching and worker settings.
-pub struct StagePlan {
-    /// Unique label for progress and reports: the kind, numbered if it repeats ("redact#2").
-    pub label: String,
-    pub batch_size: usize,
-    pub max_wait: Duration,
-    /// 0 means one per `--jobs`.
-    pub workers: usize,
-    /// Longest one item may take in a call of the stage.
-    pub timeout: Option<Duration>,
-    pub stage: Arc<dyn Stage>,
-}
 
 /// Why a pipeline could not be loaded.
 #[derive(Debug)]
@@ -348,7 +303,7 @@ fn kind_and_options<T: ?Sized>(
             &entry.node.span,
             format!(
                 "unknown {selector} \"{name}\" in {context}; {}",
-                schema::suggest(name, &names)
+                crate::options::suggest(name, &names)
             ),
         );
         return None;

@@ -28,7 +28,7 @@ use llama_cpp_2::token::LlamaToken;
 use llama_cpp_2::token::data::LlamaTokenData;
 use llama_cpp_2::token::data_array::LlamaTokenDataArray;
 
-use super::device::Device;
+use crate::device::Device;
 
 /// llama.cpp's global state, initialised once per process.
 fn backend() -> anyhow::Result<&'static LlamaBackend> {

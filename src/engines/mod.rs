@@ -2,7 +2,6 @@
 //! workers) and hands out per-worker state created on the worker's own thread. Engines never read catalog
 //! entries or unverified paths: stages pass them files that `models::ModelStore` has verified.
 
-pub mod device;
 pub mod llama;
 pub mod onnx;
 pub mod whisper;

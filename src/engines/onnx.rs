@@ -21,7 +21,7 @@ use ort::session::builder::GraphOptimizationLevel;
 use ort::value::Tensor;
 use tokenizers::Tokenizer;
 
-use super::device::Device;
+use crate::device::Device;
 use crate::models::ONNX_RUNTIME_ENV;
 
 /// Loads ONNX Runtime once per process from `library` (the catalog's file, or the one

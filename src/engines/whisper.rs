@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 
-use super::device::Device;
+use crate::device::Device;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
     WhisperTokenData as TokenData, WhisperVadContext, WhisperVadContextParams, WhisperVadParams,

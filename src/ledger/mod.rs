@@ -12,16 +12,18 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::io::{self, Read, Seek, SeekFrom, Write};
+use std::io;
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
 use rusqlite::{Connection, OptionalExtension, params};
 
-use crate::pipeline::item::Item;
-use crate::sinks::{self, Committed, Place};
+use crate::component::{Committed, Place, Repair};
+use crate::item::Item;
 
+mod files;
 pub mod shard;
+pub mod views;
 
 pub const FILE: &str = "lai-ledger.sqlite";
 
@@ -95,6 +97,8 @@ pub struct Ledger {
     name: String,
     /// Items of this run whose id an earlier item of this run already had.
     pub duplicate_ids: u64,
+    /// The output formats' own repairs, run on a file after its records were cut or joined.
+    repairs: &'static [Repair],
 }
 
 /// An item as the writer delivered it, waiting for the next commit.
@@ -216,8 +220,9 @@ pub struct RunEnd {
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger of `out_dir`, finishing a compaction a crash interrupted.
-    pub fn open(out_dir: &Path) -> anyhow::Result<Ledger> {
+    /// Opens (or creates) the ledger of `out_dir`, finishing a compaction a crash interrupted;
+    /// `repairs` bring a file's own header in line after its records were cut or joined.
+    pub fn open(out_dir: &Path, repairs: &'static [Repair]) -> anyhow::Result<Ledger> {
         std::fs::create_dir_all(out_dir)
             .with_context(|| format!("cannot create the output folder {}", out_dir.display()))?;
         let path = out_dir.join(FILE);
@@ -253,6 +258,7 @@ impl Ledger {
             run_id: String::new(),
             name: String::new(),
             duplicate_ids: 0,
+            repairs,
         };
         ledger.finish_renames()?;
         Ok(ledger)
@@ -275,7 +281,7 @@ impl Ledger {
             let found = std::fs::metadata(&path).map(|m| m.len()).ok();
             match found {
                 Some(actual) if actual > committed.len => {
-                    truncate(&path, committed.len)?;
+                    files::truncate(&path, committed.len, self.repairs)?;
                     cut += actual - committed.len;
                     continue;
                 }
@@ -317,7 +323,7 @@ impl Ledger {
             }
             tx.commit()?;
             if !restart {
-                truncate(&path, keep)?;
+                files::truncate(&path, keep, self.repairs)?;
             }
             cut += actual.saturating_sub(keep);
         }
@@ -494,7 +500,7 @@ impl Ledger {
 
     /// Commits the pending items and the files' lengths (taken after the sinks flushed).
     pub fn commit(&mut self, files: &[(PathBuf, Committed)]) -> anyhow::Result<()> {
-        let now = crate::pipeline::report::timestamp(std::time::SystemTime::now());
+        let now = crate::item::timestamp(std::time::SystemTime::now());
         let out_dir = &self.out_dir;
         let tx = self.conn.transaction()?;
         {
@@ -610,10 +616,10 @@ impl Ledger {
         let len = (|| -> io::Result<u64> {
             let mut from = File::open(&path)?;
             let mut to = io::BufWriter::new(File::create(&tmp)?);
-            let mut len = copy_range(&mut from, &mut to, 0, header)?;
+            let mut len = files::copy_range(&mut from, &mut to, 0, header)?;
             for (rowid, offset, length) in &live {
                 moved.push((*rowid, len));
-                len += copy_range(&mut from, &mut to, *offset, *length)?;
+                len += files::copy_range(&mut from, &mut to, *offset, *length)?;
             }
             to.into_inner().map_err(|e| e.into_error())?.sync_all()?;
             Ok(len)
@@ -655,7 +661,7 @@ impl Ledger {
             if Path::new(&tmp).exists() {
                 std::fs::rename(&tmp, &path)
                     .with_context(|| format!("cannot replace {}", path.display()))?;
-                sinks::refit(&path)?;
+                files::repair(&path, self.repairs)?;
             }
             self.conn
                 .execute("DELETE FROM renames WHERE tmp = ?1", [&tmp])?;
@@ -703,33 +709,6 @@ fn key(out_dir: &Path, path: &Path) -> String {
         .into_owned()
 }
 
-fn truncate(path: &Path, len: u64) -> anyhow::Result<()> {
-    let file = std::fs::OpenOptions::new()
-        .write(true)
-        .open(path)
-        .with_context(|| format!("cannot repair {}", path.display()))?;
-    file.set_len(len)
-        .with_context(|| format!("cannot repair {}", path.display()))?;
-    sinks::refit(path)
-}
-
-pub(crate) fn copy_range(
-    from: &mut File,
-    to: &mut impl Write,
-    offset: u64,
-    length: u64,
-) -> io::Result<u64> {
-    from.seek(SeekFrom::Start(offset))?;
-    let copied = io::copy(&mut from.take(length), to)?;
-    if copied != length {
-        return Err(io::Error::new(
-            io::ErrorKind::UnexpectedEof,
-            format!("the file ends inside a record at byte {offset}"),
-        ));
-    }
-    Ok(copied)
-}
-
 /// The lock file that keeps two runs out of one output folder.
 pub const LOCK: &str = "lai.lock";
 
@@ -750,114 +729,6 @@ pub fn lock(out_dir: &Path) -> anyhow::Result<Option<File>> {
 }
 
 /// Opens a ledger read-only, for `lai ledger` (works while a run writes to it).
-fn read_only(out_dir: &Path) -> anyhow::Result<Connection> {
-    let path = out_dir.join(FILE);
-    Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)
-        .with_context(|| format!("cannot open the run ledger {}", path.display()))
-}
-
-/// Rows of a query as aligned text columns under `headers`.
-fn table(
-    conn: &Connection,
-    sql: &str,
-    args: &[&dyn rusqlite::ToSql],
-    headers: &[&str],
-) -> anyhow::Result<String> {
-    let mut stmt = conn.prepare(sql)?;
-    let mut rows = stmt.query(args)?;
-    let mut cells: Vec<Vec<String>> = vec![headers.iter().map(|h| h.to_string()).collect()];
-    while let Some(r) = rows.next()? {
-        let row = (0..headers.len())
-            .map(|i| {
-                Ok(match r.get_ref(i)? {
-                    rusqlite::types::ValueRef::Null => "-".to_string(),
-                    rusqlite::types::ValueRef::Integer(n) => n.to_string(),
-                    rusqlite::types::ValueRef::Real(x) => x.to_string(),
-                    rusqlite::types::ValueRef::Text(t) | rusqlite::types::ValueRef::Blob(t) => {
-                        String::from_utf8_lossy(t).into_owned()
-                    }
-                })
-            })
-            .collect::<rusqlite::Result<Vec<String>>>()?;
-        cells.push(row);
-    }
-    let widths: Vec<usize> = (0..headers.len())
-        .map(|i| {
-            cells
-                .iter()
-                .map(|r| r[i].chars().count())
-                .max()
-                .unwrap_or(0)
-        })
-        .collect();
-    let mut out = String::new();
-    for row in &cells {
-        let line: Vec<String> = row
-            .iter()
-            .zip(&widths)
-            .map(|(c, w)| format!("{c:<w$}"))
-            .collect();
-        out.push_str(line.join("  ").trim_end());
-        out.push('\n');
-    }
-    Ok(out)
-}
-
-/// Every run into the folder, oldest first.
-pub fn show_runs(out_dir: &Path) -> anyhow::Result<String> {
-    let conn = read_only(out_dir)?;
-    table(
-        &conn,
-        "SELECT run_id, started_at, coalesce(finished_at, 'unfinished'), exit_code, items_read,
-                items_done, items_failed, items_skipped, shard, name, pipeline, substr(config_sha256, 1, 12), models
-         FROM runs ORDER BY rowid",
-        &[],
-        &["run", "started", "finished", "exit", "read", "done", "failed", "skipped", "shard", "name", "pipeline", "config", "models"],
-    )
-}
-
-/// Every row of the given item ids, oldest first, with the run's pipeline and models and where
-/// the output went.
-pub fn show_items(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
-    let conn = read_only(out_dir)?;
-    let mut text = String::new();
-    for id in ids {
-        text.push_str(&table(
-            &conn,
-            "SELECT i.id, i.status, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
-                    i.finished_at, i.run_id, r.pipeline, r.models, coalesce(i.error, i.same_as),
-                    (SELECT group_concat(o.path || coalesce('@' || o.offset, ''), ' ')
-                     FROM outputs o WHERE o.item = i.item)
-             FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
-            &[id],
-            &[
-                "id",
-                "status",
-                "result",
-                "finished",
-                "run",
-                "pipeline",
-                "models",
-                "error/same as",
-                "outputs",
-            ],
-        )?);
-    }
-    Ok(text)
-}
-
-/// Items whose latest result is a failure.
-pub fn show_failed(out_dir: &Path) -> anyhow::Result<String> {
-    let conn = read_only(out_dir)?;
-    table(
-        &conn,
-        "SELECT id, origin, stage, error, run_id FROM items
-         WHERE current = 1 AND status = 'failed' ORDER BY item",
-        &[],
-        &["id", "origin", "stage", "error", "run"],
-    )
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -871,7 +742,7 @@ mod tests {
     #[test]
     fn repair_cuts_tails_and_gives_back_lost_items() {
         let dir = tempfile::tempdir().unwrap();
-        let mut ledger = Ledger::open(dir.path()).unwrap();
+        let mut ledger = Ledger::open(dir.path(), &[]).unwrap();
         ledger
             .begin_run(&RunRow {
                 run_id: "r1",

@@ -14,7 +14,7 @@ use rusqlite::params;
 use sha2::{Digest, Sha256};
 
 use super::{FILE, Ledger};
-use crate::sinks;
+use crate::component::Repair;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Shard {
@@ -92,12 +92,13 @@ pub struct Merged {
 }
 
 /// Joins `out/shard-K-of-N` (all of 0..N-1) into `out`: appended files concatenated record by
-/// record in shard order, items' own files copied, every run and item into `out`'s ledger.
-pub fn merge(out: &Path) -> anyhow::Result<Merged> {
+/// record in shard order, items' own files copied, every run and item into `out`'s ledger;
+/// `repairs` fix each joined file's own header.
+pub fn merge(out: &Path, repairs: &'static [Repair]) -> anyhow::Result<Merged> {
     let shards = find_shards(out)?;
     let merged_ledger = out.join(FILE);
     if merged_ledger.exists() {
-        let ledger = Ledger::open(out)?;
+        let ledger = Ledger::open(out, repairs)?;
         let own: i64 =
             ledger
                 .conn
@@ -117,7 +118,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
             let _ = std::fs::remove_file(path);
         }
     }
-    let mut merged = Ledger::open(out)?;
+    let mut merged = Ledger::open(out, repairs)?;
     let mut files: HashMap<String, (BufWriter<File>, u64, u64)> = HashMap::new();
     let mut counts = Merged {
         shards: shards.len() as u64,
@@ -132,7 +133,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
                 dir.display()
             );
         };
-        let mut source = Ledger::open(dir)?;
+        let mut source = Ledger::open(dir, repairs)?;
         source.repair()?;
         source.compact()?;
         drop(source);
@@ -178,7 +179,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
             let (offset, length) = match offset.zip(length) {
                 Some(range) => range,
                 None => {
-                    sinks::create_parent(&target)?;
+                    crate::component::create_parent(&target)?;
                     std::fs::copy(&source_path, &target).with_context(|| {
                         format!(
                             "cannot copy {} to {}",
@@ -203,19 +204,19 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
             };
             if !files.contains_key(&key) {
                 // The first shard with this file gives the header (a CSV header row, npy).
-                sinks::create_parent(&target)?;
+                crate::component::create_parent(&target)?;
                 let mut to = BufWriter::new(
                     File::create(&target)
                         .with_context(|| format!("cannot create {}", target.display()))?,
                 );
                 let header = headers.get(&key).copied().unwrap_or(0);
-                super::copy_range(from, &mut to, 0, header)?;
+                super::files::copy_range(from, &mut to, 0, header)?;
                 files.insert(key.clone(), (to, header, header));
             }
             let Some((to, len, _)) = files.get_mut(&key) else {
                 unreachable!("inserted above")
             };
-            super::copy_range(from, to, offset, length)
+            super::files::copy_range(from, to, offset, length)
                 .with_context(|| format!("cannot read {}", source_path.display()))?;
             tx.execute(
                 "INSERT INTO outputs (item, path, offset, length) VALUES (?1, ?2, ?3, ?4)",
@@ -235,7 +236,7 @@ pub fn merge(out: &Path) -> anyhow::Result<Merged> {
             "INSERT INTO files (path, length, header) VALUES (?1, ?2, ?3)",
             params![key, len, header],
         )?;
-        sinks::refit(&out.join(&key))?;
+        super::files::repair(&out.join(&key), repairs)?;
     }
     tx.commit()?;
     Ok(counts)

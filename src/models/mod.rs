@@ -127,7 +127,7 @@ impl Catalog {
                     anyhow::anyhow!(
                         "no model named `{n}` in the {} catalog; {}",
                         self.source,
-                        crate::config::schema::suggest(n, &known)
+                        crate::options::suggest(n, &known)
                     )
                 })
             })

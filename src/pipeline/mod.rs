@@ -18,15 +18,13 @@
 pub mod batcher;
 pub mod budget;
 pub mod gpu;
-pub mod item;
 pub mod panics;
 pub mod progress;
 pub mod report;
-pub mod threads;
 
 use std::collections::BTreeMap;
-use std::path::Path;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
@@ -34,17 +32,16 @@ use std::time::{Duration, Instant};
 use anyhow::anyhow;
 use crossbeam_channel::{Receiver, Sender, bounded, select};
 
-use crate::config::{Pipeline, StagePlan};
-use crate::engines::device::{Device, Placement};
+use crate::component::threads::Threads;
+use crate::component::{
+    Deadline, Input, Meter, Place, Sink, SinkSpec, Source, Stage, StageCounters, StartContext,
+};
+use crate::item::Item;
 use crate::ledger::Ledger;
 use crate::ledger::shard::Shard;
 use crate::models::ResolvedModel;
-use crate::sinks::{Place, Sink};
-use crate::sources::Input;
 use batcher::Batcher;
-use item::Item;
 use progress::Progress;
-use threads::Threads;
 
 /// Fewest and most items in flight. The bound scales with the stages' batch sizes so every
 /// worker can hold a full batch while the next one queues, and is capped so that large items
@@ -84,6 +81,35 @@ impl Stop {
     }
 }
 
+/// A validated and built pipeline, ready to run.
+pub struct Pipeline {
+    pub path: PathBuf,
+    pub sha256: String,
+    /// What the pipeline does, as canonical text: every component's kind and effective options
+    /// (not its speed settings) and the sha256 of each file they read. With the models'
+    /// sha256s it keys resume: a changed prompt reprocesses, a reformatted file does not.
+    pub config: String,
+    pub name: String,
+    pub description: String,
+    pub source: Arc<dyn Source>,
+    pub stages: Vec<StagePlan>,
+    pub outputs: Vec<Box<dyn SinkSpec>>,
+    pub dead_letter: String,
+}
+
+/// One stage as the runtime needs it: the built stage plus its batching and worker settings.
+pub struct StagePlan {
+    /// Unique label for progress and reports: the kind, numbered if it repeats ("redact#2").
+    pub label: String,
+    pub batch_size: usize,
+    pub max_wait: Duration,
+    /// 0 means one per `--jobs`.
+    pub workers: usize,
+    /// Longest one item may take in a call of the stage.
+    pub timeout: Option<Duration>,
+    pub stage: Arc<dyn Stage>,
+}
+
 pub struct RunOptions<'a> {
     /// Thread budget: a stage with `workers = 0` gets this many workers.
     pub jobs: usize,
@@ -104,129 +130,6 @@ pub enum Admit {
     Process,
     /// Not processed (already done, say); counted as read and skipped.
     Skip,
-}
-
-/// Per-stage counters, updated by its workers.
-#[derive(Default)]
-pub struct StageCounters {
-    pub items: AtomicU64,
-    pub failed: AtomicU64,
-    pub busy_ns: AtomicU64,
-    /// Milliseconds of audio processed, for stages that measure their work in audio time.
-    pub audio_ms: AtomicU64,
-    /// Tokens generated, for stages that run a language model.
-    pub tokens: AtomicU64,
-    /// A worker of the stage runs its model on the GPU.
-    pub on_gpu: AtomicBool,
-}
-
-/// What a stage worker gets when it starts.
-pub struct StartContext<'a> {
-    pub models: &'a [ResolvedModel],
-    /// The run's CPU threads (`--jobs`), lent to engine calls of all stages.
-    pub threads: Arc<Threads>,
-    pub meter: Meter,
-    /// When the worker's current batch must give up (the stage's `timeout`).
-    pub deadline: Deadline,
-}
-
-/// When a stage call must give up: the runtime sets it around each batch from the stage's
-/// `timeout`, and engines poll it in their long loops (whisper's abort callback, the llama
-/// token loop), so a hang becomes an item error instead of a stuck run.
-#[derive(Clone, Default)]
-pub struct Deadline(Arc<AtomicU64>);
-
-/// Nanoseconds since the first call, the clock of `Deadline` (0 means none set).
-fn clock_ns() -> u64 {
-    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
-    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
-}
-
-impl Deadline {
-    pub fn passed(&self) -> bool {
-        let at = self.0.load(Ordering::Relaxed);
-        at != 0 && clock_ns() >= at
-    }
-
-    fn set(&self, after: Option<Duration>) {
-        let at = after.map_or(0, |d| clock_ns().saturating_add(d.as_nanos() as u64));
-        self.0.store(at, Ordering::Relaxed);
-    }
-}
-
-impl StartContext<'_> {
-    /// A context outside any run, for unit tests of a single stage.
-    #[cfg(test)]
-    pub fn detached(models: &[ResolvedModel]) -> StartContext<'_> {
-        StartContext {
-            models,
-            threads: Arc::new(Threads::new(2)),
-            meter: Meter {
-                counters: Arc::default(),
-                bar: indicatif::ProgressBar::hidden(),
-                started: Instant::now(),
-            },
-            deadline: Deadline::default(),
-        }
-    }
-
-    /// The device for this worker's model: the stage's `device` option resolved on this machine
-    /// (an error says why "gpu" cannot be had). The run report records it, and a stage on the
-    /// GPU starts the sampling of the GPU's utilisation.
-    pub fn place(&self, placement: Placement) -> anyhow::Result<Device> {
-        let device = placement.resolve()?;
-        if device == Device::Gpu {
-            self.meter.counters.on_gpu.store(true, Ordering::Relaxed);
-            gpu::start_sampling();
-        }
-        Ok(device)
-    }
-
-    /// The resolved model `name` (every name in the stage's `models()` is resolved).
-    pub fn model(&self, name: &str) -> anyhow::Result<&ResolvedModel> {
-        self.models
-            .iter()
-            .find(|m| m.name == name)
-            .ok_or_else(|| anyhow!("model `{name}` was not resolved. This is a bug."))
-    }
-
-    /// The file with `role` of the resolved model `name`, which must be an `engine` model.
-    pub fn model_file(&self, name: &str, engine: &str, role: &str) -> anyhow::Result<&Path> {
-        let model = self.model(name)?;
-        match model.file(role) {
-            Some(path) if model.engine == engine => Ok(path),
-            _ => Err(anyhow!(
-                "model `{name}` is not a {engine} model with a `{role}` file (its engine is {}); see `lai models list`",
-                model.engine
-            )),
-        }
-    }
-}
-
-/// Counts a stage's work in its own unit (audio seconds, generated tokens) for progress and the
-/// run report.
-#[derive(Clone)]
-pub struct Meter {
-    counters: Arc<StageCounters>,
-    bar: indicatif::ProgressBar,
-    started: Instant,
-}
-
-impl Meter {
-    pub fn add_audio_seconds(&self, seconds: f64) {
-        let ms = (seconds * 1000.0).round() as u64;
-        let total = self.counters.audio_ms.fetch_add(ms, Ordering::Relaxed) + ms;
-        self.bar.set_message(progress::audio_rate(
-            total as f64 / 1000.0,
-            self.started.elapsed(),
-        ));
-    }
-
-    pub fn add_tokens(&self, tokens: u64) {
-        let total = self.counters.tokens.fetch_add(tokens, Ordering::Relaxed) + tokens;
-        self.bar
-            .set_message(progress::token_rate(total, self.started.elapsed()));
-    }
 }
 
 /// What happened in a run.
@@ -342,11 +245,7 @@ pub fn run(
                 let ctx = StartContext {
                     models: options.models,
                     threads: Arc::clone(&threads),
-                    meter: Meter {
-                        counters: Arc::clone(&counters),
-                        bar: bar.clone(),
-                        started,
-                    },
+                    meter: Meter::new(Arc::clone(&counters), bar.clone()),
                     deadline: Deadline::default(),
                 };
                 scope.spawn(move || {
@@ -476,6 +375,9 @@ fn work(
             .map_err(|e| e.context(format!("stage `{}` could not start", plan.label)))
     };
     let mut worker = start()?;
+    if counters.on_gpu.load(Ordering::Relaxed) {
+        gpu::start_sampling();
+    }
     while let Some(batch) = batcher.next_batch() {
         let (mut healthy, passing): (Vec<Item>, Vec<Item>) =
             batch.into_iter().partition(|i| i.failure.is_none());
@@ -711,7 +613,7 @@ impl Writer<'_> {
         for i in 0..self.sinks.len() {
             match self.sinks[i].write(item, places) {
                 Ok(()) => {}
-                Err(e) if crate::sinks::is_item_error(&e) => {
+                Err(e) if crate::component::is_item_error(&e) => {
                     for sink in &mut self.sinks[..i] {
                         sink.undo()?;
                     }

@@ -77,22 +77,6 @@ impl Progress {
     }
 }
 
-/// "12.5 audio min, 31× real time": audio processed and how much faster than real time.
-pub fn audio_rate(audio_s: f64, elapsed: Duration) -> String {
-    format!(
-        "{:.1} audio min, {:.0}× real time",
-        audio_s / 60.0,
-        audio_s / elapsed.as_secs_f64().max(1e-3)
-    )
-}
-
-pub fn token_rate(tokens: u64, elapsed: Duration) -> String {
-    format!(
-        "{tokens} tokens, {:.0} tokens/s",
-        tokens as f64 / elapsed.as_secs_f64().max(1e-3)
-    )
-}
-
 fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template)
         .expect("progress templates are valid. This is a bug.")

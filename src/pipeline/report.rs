@@ -2,11 +2,11 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
 use super::Outcome;
+use crate::component::Per;
 
 #[derive(Serialize)]
 pub struct RunReport {
@@ -70,18 +70,14 @@ pub struct StageReport {
     pub items_per_s: f64,
     /// Share of the workers' wall time spent processing, 0-100.
     pub busy_pct: f64,
-    /// Seconds of audio processed, for stages that work on audio.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio_s: Option<f64>,
-    /// Audio seconds per wall-clock second of the whole run (30 = thirty times real time).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub audio_x_realtime: Option<f64>,
-    /// Tokens generated, for stages that run a language model.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens: Option<u64>,
-    /// Generated tokens per second of the stage's busy time (per worker).
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub tokens_per_busy_s: Option<f64>,
+    /// The stage's own work, in the units it declared (`component::Unit`): each unit's total
+    /// and rate under the unit's keys ("audio_s" and "audio_x_realtime", "tokens" and
+    /// "tokens_per_busy_s").
+    #[serde(flatten)]
+    pub work: serde_json::Map<String, serde_json::Value>,
+    /// The same, as lines for the summary table.
+    #[serde(skip)]
+    pub work_lines: Vec<String>,
 }
 
 impl ItemCounts {
@@ -104,9 +100,22 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
         .map(|(label, workers, c)| {
             let busy_s = c.busy_ns.load(Ordering::Relaxed) as f64 / 1e9;
             let items = c.items.load(Ordering::Relaxed);
-            let audio_ms = c.audio_ms.load(Ordering::Relaxed);
-            let audio_s = (audio_ms > 0).then_some(audio_ms as f64 / 1000.0);
-            let tokens = Some(c.tokens.load(Ordering::Relaxed)).filter(|t| *t > 0);
+            let mut work = serde_json::Map::new();
+            let mut work_lines = Vec::new();
+            for (unit, total) in c.work().into_iter().filter(|(_, t)| *t > 0.0) {
+                let per = match unit.per {
+                    Per::WallSecond => wall,
+                    Per::BusySecond => busy_s.max(1e-9),
+                };
+                let shown = if unit.whole {
+                    serde_json::json!(total.round() as u64)
+                } else {
+                    serde_json::json!(total)
+                };
+                work.insert(unit.total.to_string(), shown);
+                work.insert(unit.rate.to_string(), serde_json::json!(total / per));
+                work_lines.push((unit.describe)(total, outcome.elapsed));
+            }
             StageReport {
                 stage: label.clone(),
                 device: if c.on_gpu.load(Ordering::Relaxed) {
@@ -120,10 +129,8 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
                 busy_s,
                 items_per_s: items as f64 / wall,
                 busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
-                audio_s,
-                audio_x_realtime: audio_s.map(|a| a / wall),
-                tokens,
-                tokens_per_busy_s: tokens.map(|t| t as f64 / busy_s.max(1e-9)),
+                work,
+                work_lines,
             }
         })
         .collect()
@@ -159,14 +166,9 @@ impl RunReport {
                 s.items_per_s,
                 s.busy_pct
             );
-            // The stage's own unit of work, if it has one.
-            let elapsed = Duration::from_secs_f64(self.elapsed_s);
-            let rates = [
-                s.audio_s.map(|a| super::progress::audio_rate(a, elapsed)),
-                s.tokens.map(|t| super::progress::token_rate(t, elapsed)),
-            ];
-            for rate in rates.into_iter().flatten() {
-                let _ = writeln!(out, "{:<14} {rate}", "");
+            // The stage's own units of work, if it has any.
+            for line in &s.work_lines {
+                let _ = writeln!(out, "{:<14} {line}", "");
             }
         }
         let _ = writeln!(
@@ -205,43 +207,4 @@ pub fn peak_rss_bytes() -> Option<u64> {
     let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
     Some(kib * 1024)
-}
-
-/// Seconds since the epoch as an RFC 3339 UTC timestamp.
-pub fn timestamp(time: SystemTime) -> String {
-    let secs = time
-        .duration_since(UNIX_EPOCH)
-        .unwrap_or_default()
-        .as_secs() as i64;
-    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
-    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
-    let z = days + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let day = doy - (153 * mp + 2) / 5 + 1;
-    let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use std::time::Duration;
-
-    // Known instants format as RFC 3339 UTC.
-    #[test]
-    fn timestamps() {
-        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
-        let t = UNIX_EPOCH + Duration::from_secs(1_795_000_000);
-        assert_eq!(timestamp(t), "2026-11-18T11:06:40Z");
-    }
 }

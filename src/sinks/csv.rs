@@ -14,10 +14,11 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde_json::Value;
 
-use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use super::AppendFile;
+use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "csv",

@@ -3,10 +3,11 @@
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::{Item, Provenance};
+use super::AppendFile;
+use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
+use crate::item::{Item, Provenance};
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use std::sync::Arc;
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {

@@ -11,10 +11,11 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
-use super::{AppendFile, Committed, OpenContext, Place, Sink, SinkSpec};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use super::AppendFile;
+use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "npy",
@@ -152,9 +153,18 @@ fn width(path: &Path) -> anyhow::Result<Option<usize>> {
     Ok((w > 0).then_some(w))
 }
 
-/// Rewrites the header of an npy file whose rows were cut or joined by the ledger (resume,
-/// merge), so its shape matches its length again.
-pub fn fix_header(path: &Path) -> anyhow::Result<()> {
+/// The npy format's `Repair`: rewrites the header of an npy file whose rows were cut or joined
+/// by the ledger (resume, merge), so its shape matches its length again. Other files are left
+/// alone.
+pub fn repair(path: &Path) -> anyhow::Result<()> {
+    let mut magic = [0u8; 6];
+    let is_npy = std::fs::File::open(path)
+        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic))
+        .is_ok()
+        && &magic == b"\x93NUMPY";
+    if !is_npy {
+        return Ok(());
+    }
     let width = width(path)?;
     let len = std::fs::metadata(path)?.len();
     let rows = width.map_or(0, |w| (len - HEADER_LEN as u64) / (4 * w as u64));
@@ -166,14 +176,14 @@ pub fn fix_header(path: &Path) -> anyhow::Result<()> {
 impl Sink for NpySink {
     fn write(&mut self, item: &Item, places: &mut Vec<Place>) -> io::Result<()> {
         let Some(Value::Array(values)) = item.fields.get(&self.field) else {
-            return Err(super::item_error(format!(
+            return Err(crate::component::item_error(format!(
                 "it has no list field `{}` for the npy output {}; set the output's `field`",
                 self.field,
                 self.matrix.path().display()
             )));
         };
         if self.width.is_some_and(|w| w != values.len()) {
-            return Err(super::item_error(format!(
+            return Err(crate::component::item_error(format!(
                 "`{}` has {} numbers, earlier rows of {} have {}; an npy matrix needs equal rows",
                 self.field,
                 values.len(),

@@ -7,11 +7,11 @@
 
 use serde_json::Value;
 
-use super::SinkSpec;
 use super::text::TextSpec;
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use crate::component::SinkSpec;
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const SRT: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "srt",

@@ -17,10 +17,10 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::{OpenContext, Place, Sink, SinkSpec, item_error};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use crate::component::{OpenContext, Place, Sink, SinkSpec, item_error};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn SinkSpec> = ComponentKind {
     name: "text",

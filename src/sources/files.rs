@@ -17,13 +17,13 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use super::fence::{self, Fence};
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
-use super::unique::{Place, Unique};
-use super::{Input, Source, Wanted};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::Item;
+use super::unique::{Place, Unique, display};
+use crate::component::fence::{self, Fence};
+use crate::component::{Input, Source, Wanted};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "files",
@@ -420,15 +420,6 @@ fn is_jsonl(path: &Path) -> bool {
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with('.'))
-}
-
-/// A path for messages and origins, without a leading `./`.
-pub(super) fn display(path: &Path) -> String {
-    let shown = path.display().to_string();
-    shown
-        .strip_prefix("./")
-        .map(str::to_string)
-        .unwrap_or(shown)
 }
 
 /// Decodes a text file, or says clearly why it is not one.

@@ -13,11 +13,11 @@ use anyhow::Context;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 
-use super::unique::{Place, Unique};
-use super::{Input, Source, Wanted};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::pipeline::item::{Item, json_type};
+use super::unique::{Place, Unique, display};
+use crate::component::{Input, Source, Wanted};
+use crate::item::{Item, json_type};
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "jsonl",
@@ -249,13 +249,13 @@ impl Source for Jsonl {
                     })?
                 }
                 Input::Path(path, _) => {
-                    let origin = super::files::display(path);
+                    let origin = display(path);
                     let id = path.file_name().map_or_else(
                         || origin.clone(),
                         |name| name.to_string_lossy().into_owned(),
                     );
                     let same_file = std::fs::metadata(path)
-                        .is_ok_and(|m| !unique.first_visit(super::fence::key(&m)));
+                        .is_ok_and(|m| !unique.first_visit(crate::component::fence::key(&m)));
                     if same_file {
                         continue;
                     }

@@ -11,12 +11,12 @@
 //! was first seen as two numbers; origins are rebuilt from a short list of streams.
 
 use std::collections::{HashMap, HashSet};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
-use super::fence::FileKey;
-use crate::pipeline::item::Item;
+use crate::component::fence::FileKey;
+use crate::item::Item;
 
 /// Where items come from: one entry per input folder, named file or JSONL stream.
 pub enum Place {
@@ -103,7 +103,7 @@ impl Unique {
 
     fn origin(&self, first: First, id: &str) -> String {
         match self.places.get(first.place as usize) {
-            Some(Place::Folder(root)) => super::files::display(&root.join(id)),
+            Some(Place::Folder(root)) => display(&root.join(id)),
             Some(Place::File(path)) => path.clone(),
             Some(Place::Lines(name)) => format!("{name}:{}", first.line),
             None => "an earlier item".into(),
@@ -116,6 +116,15 @@ fn digest(id: &str) -> u128 {
     let mut head = [0u8; 16];
     head.copy_from_slice(&hash[..16]);
     u128::from_le_bytes(head)
+}
+
+/// A path for messages and origins, without a leading `./`.
+pub(super) fn display(path: &Path) -> String {
+    let shown = path.display().to_string();
+    shown
+        .strip_prefix("./")
+        .map(str::to_string)
+        .unwrap_or(shown)
 }
 
 #[cfg(test)]

@@ -14,12 +14,13 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::embed::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
-use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::DEVICE;
-use crate::pipeline::StartContext;
-use crate::pipeline::item::Item;
+use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use crate::component::StartContext;
+use crate::component::{Stage, Worker};
+use crate::device::DEVICE;
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "classify",

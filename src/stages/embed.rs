@@ -13,15 +13,16 @@ use std::sync::Arc;
 use anyhow::anyhow;
 use serde_json::{Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Placement};
+use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use crate::component::StartContext;
+use crate::component::threads::Threads;
+use crate::component::{Stage, Worker};
+use crate::device::{DEVICE, Placement};
 use crate::engines::onnx::{Encoder, TextModel, load_runtime};
+use crate::item::Item;
 use crate::models::EncoderConfig;
-use crate::pipeline::StartContext;
-use crate::pipeline::item::Item;
-use crate::pipeline::threads::Threads;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "embed",
@@ -63,7 +64,7 @@ pub const TOKEN_BUDGET: OptionSpec = opt(
     },
     Default::Value("0"),
     "Most tokens (padding included) in one model call. 0: 512 on the CPU (small batches stay in its caches: 512 ran 2x faster than 8192), 16384 on the GPU (which needs big ones to be busy).",
-);
+).speed();
 
 /// `token_budget = 0` on each device.
 const BUDGET_CPU: usize = 512;
@@ -74,7 +75,7 @@ pub const THREADS: OptionSpec = opt(
     Ty::Int { min: 0, max: 1024 },
     Default::Value("0"),
     "ONNX Runtime threads per worker; 0 uses all of `--jobs` (shared with other stages, never oversubscribed).",
-);
+).speed();
 
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),

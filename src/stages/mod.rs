@@ -13,38 +13,7 @@ pub mod transcribe;
 
 use std::sync::{Mutex, OnceLock};
 
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, OptionSpec, Ty, opt};
-use crate::pipeline::StartContext;
-use crate::pipeline::item::Item;
-
-/// A configured stage, shared by all of its workers.
-pub trait Stage: Send + Sync {
-    /// Catalog names of the models this stage loads; each is found and verified before the run.
-    fn models(&self) -> Vec<String> {
-        Vec::new()
-    }
-
-    /// Creates one worker's state on the worker's own thread (an engine context, scratch
-    /// buffers). Errors here stop the run: the stage cannot work at all.
-    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>>;
-}
-
-/// One worker's view of a stage.
-pub trait Worker {
-    /// Processes a batch of healthy items in place; one result per item, in order. An `Err`
-    /// fails that item alone, with the message as its reason.
-    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>>;
-}
-
-/// Every stage kind lai knows, in the order `lai stages` lists them.
-pub static STAGES: &[ComponentKind<dyn Stage>] = &[
-    transcribe::KIND,
-    llm::KIND,
-    embed::KIND,
-    classify::KIND,
-    redact::KIND,
-];
+use crate::options::{Default, OptionSpec, Ty, opt};
 
 /// Options every stage has; each stage's spec starts with these, with its own defaults.
 pub const fn batch_size(default: &'static str) -> OptionSpec {
@@ -57,6 +26,7 @@ pub const fn batch_size(default: &'static str) -> OptionSpec {
         Default::Value(default),
         "Most items a worker takes at once.",
     )
+    .speed()
 }
 
 pub const MAX_WAIT: OptionSpec = max_wait("\"20ms\"");
@@ -69,6 +39,7 @@ pub const fn max_wait(default: &'static str) -> OptionSpec {
         Default::Value(default),
         "Longest a partial batch waits for more items before it is processed.",
     )
+    .speed()
 }
 
 pub const TIMEOUT: OptionSpec = opt(
@@ -76,7 +47,7 @@ pub const TIMEOUT: OptionSpec = opt(
     Ty::Duration,
     Default::Unset,
     "Longest one item may take in this stage (a batch of n items gets n times it); past it the item fails with a timeout instead of hanging the run. Unset: no limit.",
-);
+).speed();
 
 pub const WORKERS: OptionSpec = workers("0");
 
@@ -88,6 +59,7 @@ pub const fn workers(default: &'static str) -> OptionSpec {
         Default::Value(default),
         "Worker threads for this stage; 0 means one per `--jobs`.",
     )
+    .speed()
 }
 
 /// An engine model, loaded by the first worker that starts and shared by all of them for the

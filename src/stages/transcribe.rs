@@ -18,16 +18,31 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size, max_wait};
+use super::{Shared, TIMEOUT, WORKERS, batch_size, max_wait};
 use crate::audio::{self, AudioInfo, TARGET_RATE};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Device, Placement};
+use crate::component::threads::Threads;
+use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
+use crate::device::{DEVICE, Device, Placement};
 use crate::engines::whisper::pack::{Heard, MAX_CLIP_S, Packer};
 use crate::engines::whisper::{self, Speech, Transcriber, Transcript, WhisperModel};
-use crate::pipeline::item::Item;
-use crate::pipeline::threads::Threads;
-use crate::pipeline::{Deadline, Meter, StartContext};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+
+/// Audio processed, and how many times faster than real time.
+pub static AUDIO_SECONDS: Unit = Unit {
+    total: "audio_s",
+    rate: "audio_x_realtime",
+    per: Per::WallSecond,
+    whole: false,
+    describe: |seconds, elapsed| {
+        format!(
+            "{:.1} audio min, {:.0}× real time",
+            seconds / 60.0,
+            seconds / elapsed.as_secs_f64().max(1e-3)
+        )
+    },
+};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "transcribe",
@@ -121,7 +136,7 @@ const OPTIONS: &[OptionSpec] = &[
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
         "CPU threads per worker; 0 shares `--jobs` among the workers busy at the moment (one long file gets them all). Threads are never oversubscribed: a worker waits for its threads.",
-    ),
+    ).speed(),
     opt(
         "chunk",
         Ty::Duration,
@@ -322,8 +337,10 @@ impl TranscribeWorker<'_> {
         packer: &mut Packer<Waiting>,
         batch: &mut [Item],
     ) -> Result<(), String> {
-        self.meter
-            .add_audio_seconds(samples.len() as f64 / f64::from(TARGET_RATE));
+        self.meter.add(
+            &AUDIO_SECONDS,
+            samples.len() as f64 / f64::from(TARGET_RATE),
+        );
         let speech = self
             .transcriber
             .speech(Cow::Owned(samples), &self.options)
@@ -443,8 +460,10 @@ impl TranscribeWorker<'_> {
                         self.options.word_timestamps,
                     ));
                 }
-                self.meter
-                    .add_audio_seconds(chunk.samples.len() as f64 / f64::from(TARGET_RATE));
+                self.meter.add(
+                    &AUDIO_SECONDS,
+                    chunk.samples.len() as f64 / f64::from(TARGET_RATE),
+                );
             }
             drop(rx);
             let decoded = decoder

@@ -20,15 +20,29 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Shared, Stage, TIMEOUT, Worker, batch_size, workers};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Placement};
+use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use crate::component::threads::Threads;
+use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
+use crate::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Prompt, Request};
-use crate::pipeline::item::{Item, json_type};
-use crate::pipeline::threads::Threads;
-use crate::pipeline::{Deadline, Meter, StartContext};
+use crate::item::{Item, json_type};
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 use text::{Piece, Template};
+
+/// Tokens generated, and how many per second a worker was busy.
+pub static GENERATED: Unit = Unit {
+    total: "tokens",
+    rate: "tokens_per_busy_s",
+    per: Per::BusySecond,
+    whole: true,
+    describe: |tokens, elapsed| {
+        format!(
+            "{tokens} tokens, {:.0} tokens/s",
+            tokens / elapsed.as_secs_f64().max(1e-3)
+        )
+    },
+};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "llm",
@@ -128,7 +142,7 @@ const OPTIONS: &[OptionSpec] = &[
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
         "Sequences decoded together in one context; more uses the CPU or GPU better, up to a point. 0: 8 on the CPU, 64 on the GPU.",
-    ),
+    ).speed(),
     opt(
         "context",
         Ty::Int {
@@ -203,7 +217,7 @@ const OPTIONS: &[OptionSpec] = &[
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
         "CPU threads per worker's context; 0 uses all of `--jobs` (shared with other stages, never oversubscribed), or one on the GPU.",
-    ),
+    ).speed(),
     DEVICE,
     opt(
         "gpu_layers",
@@ -213,7 +227,7 @@ const OPTIONS: &[OptionSpec] = &[
         },
         Default::Value("100000"),
         "On the GPU: how many of the model's layers go there (the rest stay on the CPU, for a model larger than the GPU's memory); the default is all.",
-    ),
+    ).speed(),
 ];
 
 /// `parallel = 0`: sequences per context on each device.
@@ -673,8 +687,8 @@ impl Worker for LlmWorker<'_> {
                 .generator
                 .run(&requests, &|| deadline.passed(), || threads.borrow(Some(n)));
             let mut by_job: BTreeMap<usize, Vec<Result<Completion, String>>> = BTreeMap::new();
-            let generated = results.iter().flatten().map(|c| c.tokens as u64).sum();
-            self.meter.add_tokens(generated);
+            let generated: u64 = results.iter().flatten().map(|c| c.tokens as u64).sum();
+            self.meter.add(&GENERATED, generated as f64);
             for (owner, result) in owners.into_iter().zip(results) {
                 by_job.entry(owner).or_default().push(result);
             }

@@ -21,12 +21,13 @@ use sha2::Sha256;
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
 use super::embed::{TOKEN_BUDGET, session, text_model};
-use super::{MAX_WAIT, Shared, Stage, TIMEOUT, WORKERS, Worker, batch_size};
-use crate::config::ComponentKind;
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use crate::engines::device::{DEVICE, Placement};
-use crate::pipeline::StartContext;
-use crate::pipeline::item::Item;
+use super::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
+use crate::component::StartContext;
+use crate::component::{Stage, Worker};
+use crate::device::{DEVICE, Placement};
+use crate::item::Item;
+use crate::options::ComponentKind;
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "redact",
@@ -117,7 +118,7 @@ const OPTIONS: &[OptionSpec] = &[
         Ty::Int { min: 0, max: 1024 },
         Default::Value("1"),
         "ONNX Runtime threads per worker for the NER model; 0 uses all of `--jobs`. One thread per worker, one worker per job, ran fastest on CPU.",
-    ),
+    ).speed(),
     TOKEN_BUDGET,
     DEVICE,
     opt(
@@ -475,7 +476,7 @@ fn pseudonym(key: &[u8], entity: &str, value: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::config::schema::Options;
+    use crate::options::Options;
 
     fn stage(operator: Operator) -> Redact {
         let options = Options::defaults("test", OPTIONS);

@@ -28,8 +28,8 @@ use anyhow::{Context, anyhow};
 use regex::Regex;
 
 use super::recognizers::Found;
+use crate::component::threads::Threads;
 use crate::engines::onnx::{TextModel, Tokens};
-use crate::pipeline::threads::Threads;
 use crate::stages::embed::Session;
 
 /// Model types (BIO tags without the prefix) and the lai entity each becomes.

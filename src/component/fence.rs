@@ -14,7 +14,8 @@ use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::{Input, printable};
+use super::Input;
+use crate::item::printable;
 
 /// A file's identity on this machine: (device, inode).
 pub type FileKey = (u64, u64);

@@ -8,14 +8,14 @@
 
 use std::sync::OnceLock;
 
-use crate::config::schema::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const DEVICE: OptionSpec = opt(
     "device",
     Ty::Choice(&["auto", "cpu", "gpu"]),
     Default::Value("\"auto\""),
     "Where the model runs: \"gpu\" (an NVIDIA GPU, with the CUDA build of lai: scripts/build-cuda.sh), \"cpu\", or \"auto\": the GPU when this build has CUDA and the machine a GPU, else the CPU.",
-);
+).speed();
 
 /// Where a worker runs its model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -5,11 +5,13 @@
 //! pipeline file (every problem at once, with file:line:column and a "did you mean"), typed
 //! access with defaults when a component is built (`Options`), and `lai stages` documentation.
 
+pub mod tree;
+
 use std::fmt;
 use std::ops::Range;
 use std::time::Duration;
 
-use super::tree::{self, Entry, LineIndex, Node, Value};
+use tree::{Entry, LineIndex, Node, Value};
 
 /// The type of an option's value; validation checks it and `lai stages` prints it.
 #[derive(Clone, Copy, Debug)]
@@ -73,6 +75,9 @@ pub struct OptionSpec {
     pub ty: Ty,
     pub default: Default,
     pub doc: &'static str,
+    /// The option changes how fast a run goes, or where (the GPU gives the CPU's results to
+    /// within rounding), not what it writes: it is left out of the resume key.
+    pub speed_only: bool,
 }
 
 /// Shorthand for building spec tables.
@@ -82,7 +87,29 @@ pub const fn opt(name: &'static str, ty: Ty, default: Default, doc: &'static str
         ty,
         default,
         doc,
+        speed_only: false,
     }
+}
+
+impl OptionSpec {
+    /// Marks a speed-only option (see `speed_only`).
+    pub const fn speed(self) -> OptionSpec {
+        OptionSpec {
+            speed_only: true,
+            ..self
+        }
+    }
+}
+
+/// One kind of component in a registry: its name, docs, option schema and how to build it.
+pub struct ComponentKind<T: ?Sized + 'static> {
+    pub name: &'static str,
+    pub doc: &'static str,
+    pub options: &'static [OptionSpec],
+    /// Builds the component from validated options; reports problems into `diag` and returns
+    /// `None` when it cannot. Must not load models or open outputs; it may read the small files
+    /// its options name (prompt templates, schemas), via `Diagnostics::relative_path`.
+    pub build: fn(&Options, &mut Diagnostics) -> Option<Box<T>>,
 }
 
 /// A problem in a pipeline file, located at `file:line:column`.
@@ -103,20 +130,6 @@ impl fmt::Display for Problem {
         )
     }
 }
-
-/// Options that change how fast a run goes, or where (the GPU gives the CPU's results to within
-/// rounding), not what it writes: left out of the resume key.
-const RUNTIME: &[&str] = &[
-    "batch_size",
-    "max_wait",
-    "workers",
-    "threads",
-    "parallel",
-    "token_budget",
-    "timeout",
-    "device",
-    "gpu_layers",
-];
 
 /// Collects every problem found in one file, turning byte spans into line and column.
 pub struct Diagnostics {
@@ -276,13 +289,13 @@ impl Options {
         }
     }
 
-    /// Every option with its effective value (the user's, else the default), except those in
-    /// `RUNTIME`: two tables that mean the same give the same text.
+    /// Every option with its effective value (the user's, else the default), except the
+    /// speed-only ones: two tables that mean the same give the same text.
     pub fn effective(&self) -> String {
         let values: Vec<String> = self
             .spec
             .iter()
-            .filter(|o| !RUNTIME.contains(&o.name))
+            .filter(|o| !o.speed_only)
             .filter_map(|o| Some(format!("{}={}", o.name, self.node(o.name)?.canonical())))
             .collect();
         values.join(";")

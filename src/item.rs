@@ -4,6 +4,9 @@
 //! object of fields that stages read and write. A failed item keeps flowing (stages skip it) so
 //! the writer sees every item in input order and can route failures to the dead letters.
 
+use std::borrow::Cow;
+use std::time::{SystemTime, UNIX_EPOCH};
+
 use serde::ser::{Serialize, SerializeMap, Serializer};
 use serde_json::{Map, Value, json};
 use sha2::{Digest, Sha256};
@@ -210,6 +213,59 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
     hex::encode(Sha256::digest(bytes))
 }
 
+/// Text from a file name or an id made safe to print on a terminal: control characters (a
+/// newline that forges a second message, an escape sequence that rewrites the screen) and
+/// bidirectional overrides are shown escaped (`\n`, `\x1b`, `\u{202e}`); everything else,
+/// other scripts included, is shown as it is.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    let unsafe_char = |c: char| {
+        c.is_control()
+            || matches!(c, '\u{200e}' | '\u{200f}' | '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    };
+    if !text.contains(unsafe_char) {
+        return Cow::Borrowed(text);
+    }
+    let mut shown = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => shown.push_str("\\n"),
+            '\r' => shown.push_str("\\r"),
+            '\t' => shown.push_str("\\t"),
+            c if unsafe_char(c) && (c as u32) < 0x80 => {
+                shown.push_str(&format!("\\x{:02x}", c as u32));
+            }
+            c if unsafe_char(c) => shown.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => shown.push(c),
+        }
+    }
+    Cow::Owned(shown)
+}
+
+/// Seconds since the epoch as an RFC 3339 UTC timestamp.
+pub fn timestamp(time: SystemTime) -> String {
+    let secs = time
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -248,5 +304,22 @@ mod tests {
         assert!(record.get("extra").is_none());
         assert_eq!(record["id"], "doc-1");
         assert_eq!(record["_lai"]["origin"], "stdin:1");
+    }
+
+    // Control characters and direction overrides are escaped; plain and non-Latin text is not.
+    #[test]
+    fn printable_escapes_what_a_terminal_would_obey() {
+        assert_eq!(printable("docs/ünï.txt"), "docs/ünï.txt");
+        assert_eq!(printable("a\nerror: b"), "a\\nerror: b");
+        assert_eq!(printable("x\u{1b}[2Jy\u{7f}"), "x\\x1b[2Jy\\x7f");
+        assert_eq!(printable("\u{202e}txt.exe"), "\\u{202e}txt.exe");
+    }
+
+    // Known instants format as RFC 3339 UTC.
+    #[test]
+    fn timestamps() {
+        assert_eq!(timestamp(UNIX_EPOCH), "1970-01-01T00:00:00Z");
+        let t = UNIX_EPOCH + std::time::Duration::from_secs(1_795_000_000);
+        assert_eq!(timestamp(t), "2026-11-18T11:06:40Z");
     }
 }

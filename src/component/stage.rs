@@ -1,0 +1,196 @@
+//! What a stage is, and what the runtime gives each of its workers: the models, the run's CPU
+//! threads, a meter for the stage's own unit of work and the deadline of the current batch.
+//!
+//! A stage is built once per run (shared by `Arc`), and each worker thread calls `start` to get
+//! its own `Worker`, so per-thread engine state lives on the thread that uses it.
+
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
+
+use super::threads::Threads;
+use crate::device::{Device, Placement};
+use crate::item::Item;
+use crate::models::ResolvedModel;
+
+/// A configured stage, shared by all of its workers.
+pub trait Stage: Send + Sync {
+    /// Catalog names of the models this stage loads; each is found and verified before the run.
+    fn models(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Creates one worker's state on the worker's own thread (an engine context, scratch
+    /// buffers). Errors here stop the run: the stage cannot work at all.
+    fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>>;
+}
+
+/// One worker's view of a stage.
+pub trait Worker {
+    /// Processes a batch of healthy items in place; one result per item, in order. An `Err`
+    /// fails that item alone, with the message as its reason.
+    fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>>;
+}
+
+/// Per-stage counters, updated by its workers.
+#[derive(Default)]
+pub struct StageCounters {
+    pub items: AtomicU64,
+    pub failed: AtomicU64,
+    pub busy_ns: AtomicU64,
+    /// The stage's own work, in the units it declared (`Unit`), in the order first counted.
+    pub work: Mutex<Vec<(&'static Unit, f64)>>,
+    /// A worker of the stage runs its model on the GPU.
+    pub on_gpu: AtomicBool,
+}
+
+/// A unit a stage measures its work in (audio seconds, generated tokens, pages). The stage
+/// declares it and counts it on its `Meter`; the progress bar and the run report show it
+/// without the runtime knowing any unit by name.
+pub struct Unit {
+    /// Report key of the total ("audio_s").
+    pub total: &'static str,
+    /// Report key of the rate ("audio_x_realtime"), and what it is per.
+    pub rate: &'static str,
+    pub per: Per,
+    /// Totals are whole numbers (tokens), reported as integers.
+    pub whole: bool,
+    /// One line for the progress bar and the summary: `total` after `elapsed` of the run.
+    pub describe: fn(total: f64, elapsed: Duration) -> String,
+}
+
+/// What a unit's rate is per.
+#[derive(Clone, Copy)]
+pub enum Per {
+    /// Per second of the run's wall time (audio seconds: times real time).
+    WallSecond,
+    /// Per second the stage's workers were busy (tokens per worker-second).
+    BusySecond,
+}
+
+impl StageCounters {
+    /// Adds `amount` of `unit`; returns the new total.
+    fn add(&self, unit: &'static Unit, amount: f64) -> f64 {
+        let mut work = self.work.lock().unwrap_or_else(|p| p.into_inner());
+        match work.iter_mut().find(|(u, _)| std::ptr::eq(*u, unit)) {
+            Some((_, total)) => {
+                *total += amount;
+                *total
+            }
+            None => {
+                work.push((unit, amount));
+                amount
+            }
+        }
+    }
+
+    /// The totals so far.
+    pub fn work(&self) -> Vec<(&'static Unit, f64)> {
+        self.work.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+}
+
+/// What a stage worker gets when it starts.
+pub struct StartContext<'a> {
+    pub models: &'a [ResolvedModel],
+    /// The run's CPU threads (`--jobs`), lent to engine calls of all stages.
+    pub threads: Arc<Threads>,
+    pub meter: Meter,
+    /// When the worker's current batch must give up (the stage's `timeout`).
+    pub deadline: Deadline,
+}
+
+/// When a stage call must give up: the runtime sets it around each batch from the stage's
+/// `timeout`, and engines poll it in their long loops (whisper's abort callback, the llama
+/// token loop), so a hang becomes an item error instead of a stuck run.
+#[derive(Clone, Default)]
+pub struct Deadline(Arc<AtomicU64>);
+
+/// Nanoseconds since the first call, the clock of `Deadline` (0 means none set).
+fn clock_ns() -> u64 {
+    static START: std::sync::OnceLock<Instant> = std::sync::OnceLock::new();
+    START.get_or_init(Instant::now).elapsed().as_nanos() as u64 + 1
+}
+
+impl Deadline {
+    pub fn passed(&self) -> bool {
+        let at = self.0.load(Ordering::Relaxed);
+        at != 0 && clock_ns() >= at
+    }
+
+    pub fn set(&self, after: Option<Duration>) {
+        let at = after.map_or(0, |d| clock_ns().saturating_add(d.as_nanos() as u64));
+        self.0.store(at, Ordering::Relaxed);
+    }
+}
+
+impl StartContext<'_> {
+    /// A context outside any run, for unit tests of a single stage.
+    #[cfg(test)]
+    pub fn detached(models: &[ResolvedModel]) -> StartContext<'_> {
+        StartContext {
+            models,
+            threads: Arc::new(Threads::new(2)),
+            meter: Meter::new(Arc::default(), indicatif::ProgressBar::hidden()),
+            deadline: Deadline::default(),
+        }
+    }
+
+    /// The device for this worker's model: the stage's `device` option resolved on this machine
+    /// (an error says why "gpu" cannot be had). The run report records it, and the runtime
+    /// samples the GPU's utilisation while a stage runs on it.
+    pub fn place(&self, placement: Placement) -> anyhow::Result<Device> {
+        let device = placement.resolve()?;
+        if device == Device::Gpu {
+            self.meter.counters.on_gpu.store(true, Ordering::Relaxed);
+        }
+        Ok(device)
+    }
+
+    /// The resolved model `name` (every name in the stage's `models()` is resolved).
+    pub fn model(&self, name: &str) -> anyhow::Result<&ResolvedModel> {
+        self.models
+            .iter()
+            .find(|m| m.name == name)
+            .ok_or_else(|| anyhow!("model `{name}` was not resolved. This is a bug."))
+    }
+
+    /// The file with `role` of the resolved model `name`, which must be an `engine` model.
+    pub fn model_file(&self, name: &str, engine: &str, role: &str) -> anyhow::Result<&Path> {
+        let model = self.model(name)?;
+        match model.file(role) {
+            Some(path) if model.engine == engine => Ok(path),
+            _ => Err(anyhow!(
+                "model `{name}` is not a {engine} model with a `{role}` file (its engine is {}); see `lai models list`",
+                model.engine
+            )),
+        }
+    }
+}
+
+/// Counts a stage's work in its own units for progress and the run report.
+#[derive(Clone)]
+pub struct Meter {
+    counters: Arc<StageCounters>,
+    bar: indicatif::ProgressBar,
+    started: Instant,
+}
+
+impl Meter {
+    pub fn new(counters: Arc<StageCounters>, bar: indicatif::ProgressBar) -> Meter {
+        Meter {
+            counters,
+            bar,
+            started: Instant::now(),
+        }
+    }
+
+    pub fn add(&self, unit: &'static Unit, amount: f64) {
+        let total = self.counters.add(unit, amount);
+        self.bar
+            .set_message((unit.describe)(total, self.started.elapsed()));
+    }
+}
