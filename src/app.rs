@@ -12,29 +12,57 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
-use crate::component::{Fence, Input, OpenContext, Sink};
+use crate::component::{Fence, Input, OpenContext};
 use crate::config::{self, LoadError};
-use crate::item::printable;
-use crate::item::{Item, Provenance, sha256_hex};
+use crate::item::{Item, Provenance, printable, timestamp};
+use crate::ledger::resume::{self, Admit, Folder};
 use crate::ledger::shard::{self, Shard};
-use crate::ledger::{Ledger, Priors, RunEnd, RunRow};
-use crate::models::{self, Catalog, FileState, ModelStore};
+use crate::ledger::{RunEnd, RunRow};
+use crate::models::{self, Catalog, FileState, ModelStore, ResolvedModel};
 use crate::options::{ComponentKind, Default, OptionSpec};
-use crate::pipeline::report::{self, ItemCounts, PipelineInfo, RunReport};
-use crate::pipeline::{self, Admit, Pipeline, RunOptions, Stop};
+use crate::pipeline::report::{RunFacts, RunReport};
+use crate::pipeline::{self, Pipeline, RunOptions, Stop};
 use crate::registry::{REPAIRS, SINKS, SOURCES, STAGES};
-use crate::sinks;
+use crate::sinks::Outputs;
 
-pub const EXIT_OK: u8 = 0;
-pub const EXIT_ITEMS_FAILED: u8 = 1;
-/// Usage or configuration error, or a fatal error that stopped the run.
-pub const EXIT_FATAL: u8 = 2;
-/// Another run holds the output folder's lock (cron: try again later; EX_TEMPFAIL).
-pub const EXIT_LOCKED: u8 = 75;
-pub const EXIT_INTERRUPTED: u8 = 130;
-/// The reader of stdout went away (`| head`): what a shell shows for a process that SIGPIPE
-/// ended, without dying mid-write.
-pub const EXIT_READER_GONE: u8 = 141;
+/// How lai ends, for cron and scripts.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Exit {
+    Ok = 0,
+    ItemsFailed = 1,
+    /// Usage or configuration error, or a fatal error that stopped the run.
+    Fatal = 2,
+    /// Another run holds the output folder's lock (cron: try again later; EX_TEMPFAIL).
+    Locked = 75,
+    Interrupted = 130,
+    /// The reader of stdout went away (`| head`): what a shell shows for a process that
+    /// SIGPIPE ended, without dying mid-write.
+    ReaderGone = 141,
+}
+
+impl Exit {
+    /// A run's exit: its worst event, counting items that failed in earlier runs and were
+    /// not retried as failures still.
+    fn of(outcome: &pipeline::Outcome, failed_before: u64) -> Exit {
+        if outcome.fatal.is_some() {
+            Exit::Fatal
+        } else if outcome.reader_gone {
+            Exit::ReaderGone
+        } else if outcome.interrupted {
+            Exit::Interrupted
+        } else if outcome.failed + failed_before > 0 {
+            Exit::ItemsFailed
+        } else {
+            Exit::Ok
+        }
+    }
+}
+
+impl From<Exit> for ExitCode {
+    fn from(exit: Exit) -> ExitCode {
+        ExitCode::from(exit as u8)
+    }
+}
 
 /// After this many failed items, stderr gets a note instead of one line each.
 const MAX_PRINTED_FAILURES: u64 = 50;
@@ -104,234 +132,201 @@ fn check(paths: &[PathBuf]) -> ExitCode {
             None => ok = false,
         }
     }
-    ExitCode::from(if ok { EXIT_OK } else { EXIT_FATAL })
+    (if ok { Exit::Ok } else { Exit::Fatal }).into()
 }
 
+/// `lai run`: the pipeline loaded and its models verified, the output folder opened, the
+/// run, then the ledger closed and the report written.
 fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_or_report(&args.pipeline) else {
-        return Ok(ExitCode::from(EXIT_FATAL));
+        return Ok(Exit::Fatal.into());
     };
     let inputs = inputs(&args.inputs)?;
     // Every model is found and verified before any engine sees it.
-    let mut names: Vec<String> = pipeline
-        .stages
-        .iter()
-        .flat_map(|s| s.stage.models())
-        .collect();
-    names.sort();
-    names.dedup();
-    let models = names
-        .iter()
-        .map(|n| store.resolve(n))
-        .collect::<anyhow::Result<Vec<_>>>()?;
+    let models = store.resolve_all(pipeline.models())?;
     let started_at = SystemTime::now();
     let run_id = run_id(started_at);
-    let provenance = Arc::new(Provenance {
-        lai_version: env!("CARGO_PKG_VERSION"),
-        pipeline_sha256: pipeline.sha256.clone(),
-        models: models
-            .iter()
-            .map(|m| {
-                let main = m
-                    .file("model")
-                    .or(m.files.first().map(|f| f.path.as_path()));
-                let sha = m
-                    .files
-                    .iter()
-                    .find(|f| Some(f.path.as_path()) == main)
-                    .map_or(String::new(), |f| f.sha256.clone());
-                (m.name.clone(), sha)
-            })
-            .collect(),
-    });
-    // The resume key: what the pipeline does and with which exact model files.
-    let all_files: Vec<String> = models
-        .iter()
-        .flat_map(|m| {
-            m.files
-                .iter()
-                .map(move |f| format!("model {} {}", m.name, f.sha256))
-        })
-        .collect();
-    let config_sha256 =
-        sha256_hex(format!("{}\n{}", pipeline.config, all_files.join("\n")).as_bytes());
-    let shard = match &args.shard {
-        Some(text) => Some(Shard::parse(text)?),
-        None => Shard::from_env(&|name| std::env::var(name).ok())?,
-    };
-    let from_stdin = inputs.iter().any(|i| matches!(i, Input::Stdin));
+    let provenance = Arc::new(Provenance::new(
+        &pipeline.sha256,
+        models.iter().map(|m| (m.name.clone(), m.main_sha256())),
+    ));
+    let shard = shard(args)?;
     // A filter: `-` in, records out on stdout, nothing written to files.
-    let filter = from_stdin && args.out.is_none();
+    let filter = inputs.iter().any(|i| matches!(i, Input::Stdin)) && args.out.is_none();
     if filter && (args.fresh || args.retry_failed) {
         bail!("--fresh and --retry-failed need an output folder (--out): a filter keeps no ledger");
     }
-    let mut out_dir = args
+    let out_dir = args
         .out
         .clone()
         .unwrap_or_else(|| PathBuf::from(DEFAULT_OUT));
+    let out_dir = shard.map_or(out_dir.clone(), |s| s.dir(&out_dir));
+    let row = RunRow {
+        run_id: &run_id,
+        name: &pipeline.name,
+        pipeline: &pipeline.path.display().to_string(),
+        pipeline_sha256: &pipeline.sha256,
+        config_sha256: &resume::key(&pipeline.config, &models),
+        models: serde_json::to_string(&provenance.models)?,
+        shard: shard.map(|s| s.label()),
+        started_at: &timestamp(started_at),
+    };
+    let ctx = OpenContext::new(out_dir.clone(), Arc::clone(&provenance));
+    let Some((inputs, mut folder, outputs)) =
+        open_outputs(args, &pipeline, ctx, inputs, !filter, &row)?
+    else {
+        return Ok(Exit::Locked.into());
+    };
+    let targets = outputs.targets();
     if let Some(shard) = &shard {
-        out_dir = shard.dir(&out_dir);
+        shard.check_outputs(targets.0.iter().chain(&targets.1), &out_dir)?;
     }
-    // Inputs and outputs never meet: an input that is an output is refused before anything is
-    // opened, and a walk passes over the outputs inside its folder.
-    let inputs = if filter {
-        inputs
-    } else {
-        let planned = OpenContext {
-            out_dir: out_dir.clone(),
-            provenance: Arc::clone(&provenance),
-            resume: std::collections::HashMap::new(),
-        };
-        let mut writes = vec![out_dir.clone(), planned.resolve(&pipeline.dead_letter)];
-        writes.extend(pipeline.outputs.iter().flat_map(|o| o.writes(&planned)));
-        writes.extend(args.report.clone());
-        Fence::new(writes).apply(inputs)?
-    };
-
-    // The output folder: one run at a time, repaired after a crash, earlier results known.
-    let mut _lock = None;
-    let mut ledger = None;
-    let mut priors = Priors::default();
-    let mut resume = std::collections::HashMap::new();
-    if !filter {
-        let Some(lock) = crate::ledger::lock(&out_dir)? else {
-            stderr_line!(
-                "error: another lai run is using {} (its lock file {} is held); this run did nothing. Wait for it to finish, or give another --out",
-                out_dir.display(),
-                out_dir.join(crate::ledger::LOCK).display()
-            );
-            return Ok(ExitCode::from(EXIT_LOCKED));
-        };
-        _lock = Some(lock);
-        let mut l = Ledger::open(&out_dir, REPAIRS)?;
-        let cut = l.repair()?;
-        if cut > 0 && !args.quiet {
-            stderr_line!("note: cut {cut} bytes of unfinished records left by an interrupted run");
-        }
-        l.begin_run(&RunRow {
-            run_id: &run_id,
-            name: &pipeline.name,
-            pipeline: &pipeline.path.display().to_string(),
-            pipeline_sha256: &pipeline.sha256,
-            config_sha256: &config_sha256,
-            models: serde_json::to_string(&provenance.models)?,
-            shard: shard.map(|s| s.label()),
-            started_at: &crate::item::timestamp(started_at),
-        })?;
-        if args.fresh {
-            l.forget_all()?;
-        }
-        l.compact()?;
-        resume = l.resume()?;
-        priors = l.priors()?;
-        ledger = Some(l);
-    }
-    let ctx = OpenContext {
-        out_dir: out_dir.clone(),
-        provenance: Arc::clone(&provenance),
-        resume,
-    };
-    type Outputs = (Vec<Box<dyn Sink>>, Option<Box<dyn Sink>>);
-    let (outputs, dead_letters): Outputs = if filter {
-        let records = sinks::jsonl::Writes::Records(Vec::new(), Arc::clone(&provenance));
-        let stdout = sinks::jsonl::stdout(records);
-        (vec![Box::new(stdout)], None)
-    } else {
-        let outputs = pipeline
-            .outputs
-            .iter()
-            .map(|o| o.open(&ctx))
-            .collect::<anyhow::Result<Vec<_>>>()?;
-        let dead = ctx.resolve(&pipeline.dead_letter);
-        (outputs, Some(sinks::jsonl::dead_letters(&ctx, &dead)?))
-    };
-    let targets: Vec<String> = outputs.iter().map(|o| o.target()).collect();
-    let dead_target = dead_letters.as_ref().map(|d| d.target());
-    if let Some(shard) = &shard
-        && let Some(outside) = targets
-            .iter()
-            .chain(&dead_target)
-            .find(|t| *t != "stdout" && !Path::new(t).starts_with(&out_dir))
-    {
-        bail!(
-            "shard {}: output {outside} is outside the shard's folder {}; in a sharded run every output path must start with {{out}}",
-            shard.label(),
-            out_dir.display()
-        );
-    }
-
-    // Intake: items done before are skipped (another shard's items never get here).
-    let skipped_failed = AtomicU64::new(0);
-    let same_as = std::sync::Mutex::new(Vec::new());
-    let admit = |item: &Item| -> Admit {
-        let prior = priors.get(&item.id);
-        if args.retry_failed {
-            return if prior.is_some_and(|p| !p.done) {
-                Admit::Process
-            } else {
-                Admit::Skip
-            };
-        }
-        // An input that could not be read (or repeats an id) is reported on every run.
-        if item.failure.is_some() {
-            return Admit::Process;
-        }
-        match prior {
-            Some(p) if p.input_sha256 == item.input_sha256 && p.config_sha256 == config_sha256 => {
-                if !p.done {
-                    skipped_failed.fetch_add(1, Ordering::Relaxed);
-                }
-                Admit::Skip
-            }
-            _ => {
-                // A renamed file: the same bytes were done under a name that is gone.
-                let renamed = || {
-                    priors
-                        .done_copies(&item.input_sha256, &config_sha256)
-                        .into_iter()
-                        .find(|(id, origin)| *id != item.id && !Path::new(origin).exists())
-                };
-                if item.rel_path.is_some()
-                    && item.failure.is_none()
-                    && let Some((id, _)) = renamed()
-                {
-                    let copy = Item::hashed(
-                        item.id.clone(),
-                        item.origin.clone(),
-                        item.input_sha256.clone(),
-                        serde_json::Map::new(),
-                    );
-                    same_as
-                        .lock()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .push((copy, id));
-                    return Admit::Skip;
-                }
-                Admit::Process
-            }
-        }
-    };
 
     let stop = Stop::new();
     install_signal_handler(&stop, args.quiet);
-    let jobs = args.jobs.unwrap_or_else(default_jobs).max(1);
-    let ordered = args.order == Order::Input;
-    let progress = match args.progress {
-        When::Always => true,
-        When::Never => false,
-        When::Auto => !args.quiet && std::io::stderr().is_terminal(),
-    };
-    let options = RunOptions {
-        jobs,
-        models: &models,
-        ordered,
-        progress,
-        shard,
-        admit: &admit,
-    };
+    let (ledger, policy) = folder.as_mut().map(Folder::split).unzip();
+    let admit = |item: &Item| policy.map_or(Admit::Process, |p| p.admit(item));
+    let options = run_options(args, &models, shard, &admit);
+    let (jobs, ordered) = (options.jobs, options.ordered);
+    let outcome = pipeline::run(pipeline::Run {
+        pipeline: &pipeline,
+        inputs,
+        sinks: outputs.sinks,
+        dead_letters: outputs.dead_letters,
+        ledger,
+        options,
+        stop: &stop,
+        on_failure: &print_failure(),
+    });
 
+    // Items that failed in an earlier run and were not retried are still failures.
+    let failed_before = folder.as_ref().map_or(0, Folder::failed_before);
+    let exit = Exit::of(&outcome, failed_before);
+    let finished_at = timestamp(SystemTime::now());
+    if let Some(folder) = folder {
+        close_folder(folder, exit, &outcome, &finished_at)?;
+    }
+    let facts = RunFacts {
+        run_id: &run_id,
+        pipeline: &pipeline,
+        started_at,
+        finished_at,
+        exit_code: exit as u8,
+        jobs,
+        ordered,
+        models,
+        verify: store.verify,
+        inputs: &args.inputs,
+        outputs: targets,
+    };
+    let report = RunReport::new(facts, &outcome);
+    if let Some(path) = &args.report {
+        write_report(path, &report)?;
+    }
+    print_summary(args.quiet, &outcome, &report, failed_before);
+    Ok(exit.into())
+}
+
+/// `--shard K/N`, else the shard a Kubernetes indexed job or a Slurm array gives.
+fn shard(args: &RunArgs) -> anyhow::Result<Option<Shard>> {
+    match &args.shard {
+        Some(text) => Ok(Some(Shard::parse(text)?)),
+        None => Shard::from_env(&|name| std::env::var(name).ok()),
+    }
+}
+
+/// A run's inputs fenced off from its outputs, its output folder (none for a filter), and its
+/// outputs, opened.
+type Opened = (Vec<Input>, Option<Folder>, Outputs);
+
+/// Opens the run's outputs: for a filter, stdout alone; else the output folder (locked,
+/// repaired, earlier results known, the run `row` begun) and every output in it, with the
+/// inputs fenced off from everything the run writes. `None` (after saying so) when another run
+/// holds the folder.
+fn open_outputs(
+    args: &RunArgs,
+    pipeline: &Pipeline,
+    mut ctx: OpenContext,
+    inputs: Vec<Input>,
+    in_folder: bool,
+    row: &RunRow,
+) -> anyhow::Result<Option<Opened>> {
+    if !in_folder {
+        return Ok(Some((inputs, None, Outputs::stdout(ctx.provenance))));
+    }
+    // Inputs and outputs never meet: an input that is an output is refused before anything is
+    // opened, and a walk passes over the outputs inside its folder.
+    let mut writes = Outputs::planned(&pipeline.outputs, &pipeline.dead_letter, &ctx);
+    writes.extend(args.report.clone());
+    let inputs = Fence::new(writes).apply(inputs)?;
+    let out_dir = &ctx.out_dir;
+    let Some(folder) = Folder::open(out_dir, REPAIRS, row, args.fresh, args.retry_failed)? else {
+        stderr_line!(
+            "error: another lai run is using {} (its lock file {} is held); this run did nothing. Wait for it to finish, or give another --out",
+            out_dir.display(),
+            out_dir.join(crate::ledger::LOCK).display()
+        );
+        return Ok(None);
+    };
+    if folder.cut > 0 && !args.quiet {
+        stderr_line!(
+            "note: cut {} bytes of unfinished records left by an interrupted run",
+            folder.cut
+        );
+    }
+    ctx.resume = folder.resume.clone();
+    let outputs = Outputs::open(&pipeline.outputs, &pipeline.dead_letter, &ctx)?;
+    Ok(Some((inputs, Some(folder), outputs)))
+}
+
+/// The runtime's settings from the command line.
+fn run_options<'a>(
+    args: &RunArgs,
+    models: &'a [ResolvedModel],
+    shard: Option<Shard>,
+    admit: &'a (dyn Fn(&Item) -> Admit + Sync),
+) -> RunOptions<'a> {
+    RunOptions {
+        jobs: args.jobs.unwrap_or_else(default_jobs).max(1),
+        models,
+        ordered: args.order == Order::Input,
+        progress: match args.progress {
+            When::Always => true,
+            When::Never => false,
+            When::Auto => !args.quiet && std::io::stderr().is_terminal(),
+        },
+        shard,
+        admit,
+    }
+}
+
+/// Ends the run in the output folder's ledger.
+fn close_folder(
+    folder: Folder,
+    exit: Exit,
+    outcome: &pipeline::Outcome,
+    finished_at: &str,
+) -> anyhow::Result<()> {
+    let duplicates = folder.finish(&RunEnd {
+        finished_at: finished_at.to_string(),
+        exit_code: i32::from(exit as u8),
+        read: outcome.read,
+        done: outcome.written,
+        failed: outcome.failed,
+        skipped: outcome.skipped,
+    })?;
+    if duplicates > 0 {
+        stderr_line!(
+            "warning: {duplicates} items had the id of an earlier item of this run; each id keeps only its last result in the outputs. Give every record a unique `id`"
+        );
+    }
+    Ok(())
+}
+
+/// Prints a failed item's origin, stage and reason (never its content), up to a limit.
+fn print_failure() -> impl Fn(&Item) + Sync {
     let printed = AtomicU64::new(0);
-    let on_failure = |item: &Item| {
+    move |item: &Item| {
         let n = printed.fetch_add(1, Ordering::Relaxed);
         if let (Some(f), true) = (&item.failure, n < MAX_PRINTED_FAILURES) {
             stderr_line!(
@@ -343,113 +338,34 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         } else if n == MAX_PRINTED_FAILURES {
             stderr_line!("error: more items failed; see the dead letters for all of them");
         }
-    };
-
-    let outcome = pipeline::run(
-        &pipeline,
-        inputs,
-        outputs,
-        dead_letters,
-        ledger.as_mut(),
-        &options,
-        &stop,
-        &on_failure,
-    );
-
-    // Items that failed in an earlier run and were not retried are still failures.
-    let failed_before = skipped_failed.into_inner();
-    let exit = if outcome.fatal.is_some() {
-        EXIT_FATAL
-    } else if outcome.reader_gone {
-        EXIT_READER_GONE
-    } else if outcome.interrupted {
-        EXIT_INTERRUPTED
-    } else if outcome.failed + failed_before > 0 {
-        EXIT_ITEMS_FAILED
-    } else {
-        EXIT_OK
-    };
-    let finished_at = crate::item::timestamp(SystemTime::now());
-    if let Some(ledger) = ledger.as_mut() {
-        let same_as = same_as.into_inner().unwrap_or_else(|p| p.into_inner());
-        for (item, id) in &same_as {
-            ledger.same_as(item, id);
-        }
-        ledger.commit(&[])?;
-        // Records of items processed again (changed input, prompt or model) leave the files.
-        ledger.compact()?;
-        if ledger.duplicate_ids > 0 {
-            stderr_line!(
-                "warning: {} items had the id of an earlier item of this run; each id keeps only its last result in the outputs. Give every record a unique `id`",
-                ledger.duplicate_ids
-            );
-        }
-        ledger.end_run(&RunEnd {
-            finished_at: finished_at.clone(),
-            exit_code: i32::from(exit),
-            read: outcome.read,
-            done: outcome.written,
-            failed: outcome.failed,
-            skipped: outcome.skipped,
-        })?;
     }
-    let report = RunReport {
-        lai_version: env!("CARGO_PKG_VERSION"),
-        run_id: run_id.clone(),
-        pipeline: PipelineInfo {
-            path: pipeline.path.display().to_string(),
-            name: pipeline.name.clone(),
-            description: pipeline.description.clone(),
-            sha256: pipeline.sha256.clone(),
-        },
-        started_at: crate::item::timestamp(started_at),
-        finished_at,
-        elapsed_s: outcome.elapsed.as_secs_f64(),
-        exit_code: i32::from(exit),
-        interrupted: outcome.interrupted,
-        fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
-        jobs,
-        ordered,
-        models_verified: store.verify && models.iter().all(|m| m.verified),
-        models,
-        peak_rss_bytes: report::peak_rss_bytes(),
-        inputs: args
-            .inputs
-            .iter()
-            .map(|p| p.display().to_string())
-            .collect(),
-        items: ItemCounts::from(&outcome),
-        stages: report::stage_reports(&outcome),
-        gpu: crate::pipeline::gpu::report(),
-        outputs: targets,
-        dead_letter: dead_target,
-    };
-    if let Some(path) = &args.report {
-        write_report(path, &report)?;
-    }
+}
+
+/// The end of a run on stderr: a fatal error, the summary table and what was skipped.
+fn print_summary(quiet: bool, outcome: &pipeline::Outcome, report: &RunReport, failed_before: u64) {
     if let Some(e) = &outcome.fatal {
         stderr_line!("error: {e:#}");
     }
-    if !args.quiet {
-        if outcome.read == 0 && outcome.fatal.is_none() && !outcome.interrupted {
-            stderr_line!(
-                "warning: no items found in the inputs; check the paths and `glob` in [input]"
-            );
-        }
-        stderr_line!("{}", report.summary_table());
-        if failed_before > 0 {
-            stderr_line!(
-                "skipped {} items done by earlier runs and {failed_before} that failed in them (`lai ledger --failed` lists them, --retry-failed retries them)",
-                outcome.skipped - failed_before,
-            );
-        } else if outcome.skipped > 0 {
-            stderr_line!(
-                "skipped {} items done by earlier runs (--fresh redoes everything)",
-                outcome.skipped
-            );
-        }
+    if quiet {
+        return;
     }
-    Ok(ExitCode::from(exit))
+    if outcome.read == 0 && outcome.fatal.is_none() && !outcome.interrupted {
+        stderr_line!(
+            "warning: no items found in the inputs; check the paths and `glob` in [input]"
+        );
+    }
+    stderr_line!("{}", report.summary_table());
+    if failed_before > 0 {
+        stderr_line!(
+            "skipped {} items done by earlier runs and {failed_before} that failed in them (`lai ledger --failed` lists them, --retry-failed retries them)",
+            outcome.skipped - failed_before,
+        );
+    } else if outcome.skipped > 0 {
+        stderr_line!(
+            "skipped {} items done by earlier runs (--fresh redoes everything)",
+            outcome.skipped
+        );
+    }
 }
 
 /// Checks the command-line inputs before anything starts: each must exist.
@@ -483,7 +399,7 @@ fn install_signal_handler(stop: &Arc<Stop>, quiet: bool) {
     let stop = Arc::clone(stop);
     let result = ctrlc::set_handler(move || {
         if stop.request() {
-            std::process::exit(i32::from(EXIT_INTERRUPTED));
+            std::process::exit(Exit::Interrupted as i32);
         }
         if !quiet {
             stderr_line!("\nstopping: finishing items in flight (press Ctrl-C again to quit now)");
@@ -517,7 +433,7 @@ fn merge(out: &Path) -> anyhow::Result<ExitCode> {
             "error: another lai run is using {}; merge when it has finished",
             out.display()
         );
-        return Ok(ExitCode::from(EXIT_LOCKED));
+        return Ok(Exit::Locked.into());
     };
     let merged = shard::merge(out, REPAIRS)?;
     print_out(&format!(
@@ -527,7 +443,7 @@ fn merge(out: &Path) -> anyhow::Result<ExitCode> {
         merged.done,
         merged.failed
     ));
-    Ok(ExitCode::from(EXIT_OK))
+    Ok(Exit::Ok.into())
 }
 
 fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::Result<ExitCode> {
@@ -546,7 +462,7 @@ fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::R
         crate::ledger::views::show_items(out, ids)?
     };
     print_out(&text);
-    Ok(ExitCode::from(EXIT_OK))
+    Ok(Exit::Ok.into())
 }
 
 fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
@@ -590,7 +506,7 @@ fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
             name.unwrap_or_default()
         );
     }
-    Ok(ExitCode::from(EXIT_OK))
+    Ok(Exit::Ok.into())
 }
 
 /// Writes to stdout; a closed pipe (`lai stages | head`) is a normal end, not an error.
@@ -688,7 +604,7 @@ fn models_command(command: &ModelsCommand, store: &ModelStore) -> anyhow::Result
         }
     };
     print_out(&out);
-    Ok(ExitCode::from(if ok { EXIT_OK } else { EXIT_ITEMS_FAILED }))
+    Ok((if ok { Exit::Ok } else { Exit::ItemsFailed }).into())
 }
 
 /// Downloads every missing or corrupt file of the named models; true if all are now intact.

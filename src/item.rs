@@ -176,6 +176,17 @@ pub struct Provenance {
     pub models: std::collections::BTreeMap<String, String>,
 }
 
+impl Provenance {
+    /// This lai, the pipeline file's sha256, and each model's name with its file's sha256.
+    pub fn new(pipeline_sha256: &str, models: impl IntoIterator<Item = (String, String)>) -> Self {
+        Provenance {
+            lai_version: env!("CARGO_PKG_VERSION"),
+            pipeline_sha256: pipeline_sha256.to_string(),
+            models: models.into_iter().collect(),
+        }
+    }
+}
+
 impl Serialize for Record<'_> {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let item = self.item;

@@ -60,7 +60,7 @@ fn main() -> ExitCode {
         Ok(code) => code,
         Err(e) => {
             stderr_line!("error: {e:#}");
-            ExitCode::from(app::EXIT_FATAL)
+            app::Exit::Fatal.into()
         }
     }
 }

@@ -42,6 +42,15 @@ pub struct Committed {
 }
 
 impl OpenContext {
+    /// A context for a run that continues no file of an earlier run.
+    pub fn new(out_dir: PathBuf, provenance: Arc<Provenance>) -> OpenContext {
+        OpenContext {
+            out_dir,
+            provenance,
+            resume: HashMap::new(),
+        }
+    }
+
     /// Resolves a path template like "{out}/records.jsonl".
     pub fn resolve(&self, template: &str) -> PathBuf {
         PathBuf::from(template.replace("{out}", &self.out_dir.to_string_lossy()))

@@ -22,6 +22,7 @@ use crate::component::{Committed, Place, Repair};
 use crate::item::Item;
 
 mod files;
+pub mod resume;
 pub mod shard;
 pub mod views;
 

@@ -23,6 +23,23 @@ pub struct Shard {
 }
 
 impl Shard {
+    /// Refuses outputs outside the shard's folder `dir` (`stdout` aside): shards running side
+    /// by side would write the same file.
+    pub fn check_outputs<'a>(
+        &self,
+        mut targets: impl Iterator<Item = &'a String>,
+        dir: &Path,
+    ) -> anyhow::Result<()> {
+        if let Some(outside) = targets.find(|t| *t != "stdout" && !Path::new(t).starts_with(dir)) {
+            bail!(
+                "shard {}: output {outside} is outside the shard's folder {}; in a sharded run every output path must start with {{out}}",
+                self.label(),
+                dir.display()
+            );
+        }
+        Ok(())
+    }
+
     /// `K/N` with `0 <= K < N`.
     pub fn parse(text: &str) -> anyhow::Result<Shard> {
         let parsed = text

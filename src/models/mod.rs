@@ -262,9 +262,25 @@ impl ResolvedModel {
             .find(|f| f.role == role)
             .map(|f| f.path.as_path())
     }
+
+    /// The sha256 of its main file (the `model` file, else the first), for provenance.
+    pub fn main_sha256(&self) -> String {
+        self.files
+            .iter()
+            .find(|f| f.role == "model")
+            .or(self.files.first())
+            .map_or(String::new(), |f| f.sha256.clone())
+    }
 }
 
 impl ModelStore {
+    /// Finds and verifies each of `names`, once each.
+    pub fn resolve_all(&self, mut names: Vec<String>) -> anyhow::Result<Vec<ResolvedModel>> {
+        names.sort();
+        names.dedup();
+        names.iter().map(|n| self.resolve(n)).collect()
+    }
+
     /// Finds and verifies every file of `name`, or says exactly what is wrong and how to fix it.
     pub fn resolve(&self, name: &str) -> anyhow::Result<ResolvedModel> {
         let entry = self

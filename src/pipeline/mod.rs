@@ -38,6 +38,7 @@ use crate::component::{
 };
 use crate::item::Item;
 use crate::ledger::Ledger;
+use crate::ledger::resume::Admit;
 use crate::ledger::shard::Shard;
 use crate::models::ResolvedModel;
 use batcher::Batcher;
@@ -97,6 +98,13 @@ pub struct Pipeline {
     pub dead_letter: String,
 }
 
+impl Pipeline {
+    /// Catalog names of the models its stages load.
+    pub fn models(&self) -> Vec<String> {
+        self.stages.iter().flat_map(|s| s.stage.models()).collect()
+    }
+}
+
 /// One stage as the runtime needs it: the built stage plus its batching and worker settings.
 pub struct StagePlan {
     /// Unique label for progress and reports: the kind, numbered if it repeats ("redact#2").
@@ -124,14 +132,6 @@ pub struct RunOptions<'a> {
     pub admit: &'a (dyn Fn(&Item) -> Admit + Sync),
 }
 
-/// What intake does with an item.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub enum Admit {
-    Process,
-    /// Not processed (already done, say); counted as read and skipped.
-    Skip,
-}
-
 /// What happened in a run.
 pub struct Outcome {
     pub read: u64,
@@ -150,20 +150,35 @@ pub struct Outcome {
     pub fatal: Option<anyhow::Error>,
 }
 
-/// Runs `pipeline` over `inputs`, writing finished items to `sinks` and failed ones to
-/// `dead_letters`, committing each flushed item to `ledger`; `on_failure` is called for each
-/// failed item (to print it).
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    pipeline: &Pipeline,
-    inputs: Vec<Input>,
-    mut sinks: Vec<Box<dyn Sink>>,
-    mut dead_letters: Option<Box<dyn Sink>>,
-    ledger: Option<&mut Ledger>,
-    options: &RunOptions,
-    stop: &Arc<Stop>,
-    on_failure: &(dyn Fn(&Item) + Sync),
-) -> Outcome {
+/// One run, as `run` takes it.
+pub struct Run<'a> {
+    pub pipeline: &'a Pipeline,
+    pub inputs: Vec<Input>,
+    /// Where finished items go.
+    pub sinks: Vec<Box<dyn Sink>>,
+    /// Where failed items go (identity and error, never content).
+    pub dead_letters: Option<Box<dyn Sink>>,
+    /// Commits each flushed item.
+    pub ledger: Option<&'a mut Ledger>,
+    pub options: RunOptions<'a>,
+    pub stop: &'a Arc<Stop>,
+    /// Called for each failed item (to print it).
+    pub on_failure: &'a (dyn Fn(&Item) + Sync),
+}
+
+/// Runs a pipeline over its inputs until they are done or the run is stopped.
+pub fn run(run: Run) -> Outcome {
+    let Run {
+        pipeline,
+        inputs,
+        mut sinks,
+        mut dead_letters,
+        ledger,
+        options,
+        stop,
+        on_failure,
+    } = run;
+    let options = &options;
     let started = Instant::now();
     let workers: Vec<usize> = pipeline
         .stages

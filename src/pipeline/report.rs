@@ -1,12 +1,16 @@
 //! The run report: a machine-readable JSON summary (`--report FILE`) and the summary table.
 
 use std::fmt::Write as _;
+use std::path::PathBuf;
 use std::sync::atomic::Ordering;
+use std::time::SystemTime;
 
 use serde::Serialize;
 
-use super::Outcome;
+use super::{Outcome, Pipeline};
 use crate::component::Per;
+use crate::item::timestamp;
+use crate::models::ResolvedModel;
 
 #[derive(Serialize)]
 pub struct RunReport {
@@ -36,6 +40,61 @@ pub struct RunReport {
     pub gpu: Option<super::gpu::GpuReport>,
     pub outputs: Vec<String>,
     pub dead_letter: Option<String>,
+}
+
+/// What the report says of a run besides its outcome.
+pub struct RunFacts<'a> {
+    pub run_id: &'a str,
+    pub pipeline: &'a Pipeline,
+    pub started_at: SystemTime,
+    pub finished_at: String,
+    pub exit_code: u8,
+    pub jobs: usize,
+    pub ordered: bool,
+    pub models: Vec<ResolvedModel>,
+    /// Verification was on (no `--no-verify`).
+    pub verify: bool,
+    /// The command-line inputs.
+    pub inputs: &'a [PathBuf],
+    /// Where each output wrote, and where the dead letters went.
+    pub outputs: (Vec<String>, Option<String>),
+}
+
+impl RunReport {
+    pub fn new(facts: RunFacts, outcome: &Outcome) -> RunReport {
+        let pipeline = facts.pipeline;
+        RunReport {
+            lai_version: env!("CARGO_PKG_VERSION"),
+            run_id: facts.run_id.to_string(),
+            pipeline: PipelineInfo {
+                path: pipeline.path.display().to_string(),
+                name: pipeline.name.clone(),
+                description: pipeline.description.clone(),
+                sha256: pipeline.sha256.clone(),
+            },
+            started_at: timestamp(facts.started_at),
+            finished_at: facts.finished_at,
+            elapsed_s: outcome.elapsed.as_secs_f64(),
+            exit_code: i32::from(facts.exit_code),
+            interrupted: outcome.interrupted,
+            fatal_error: outcome.fatal.as_ref().map(|e| format!("{e:#}")),
+            jobs: facts.jobs,
+            ordered: facts.ordered,
+            models_verified: facts.verify && facts.models.iter().all(|m| m.verified),
+            models: facts.models,
+            peak_rss_bytes: peak_rss_bytes(),
+            inputs: facts
+                .inputs
+                .iter()
+                .map(|p| p.display().to_string())
+                .collect(),
+            items: ItemCounts::from(outcome),
+            stages: stage_reports(outcome),
+            gpu: super::gpu::report(),
+            outputs: facts.outputs.0,
+            dead_letter: facts.outputs.1,
+        }
+    }
 }
 
 #[derive(Serialize)]

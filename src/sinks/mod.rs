@@ -11,8 +11,61 @@ pub mod text;
 use std::fs::File;
 use std::io::{self, BufWriter, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
-use crate::component::{Committed, OpenContext, Place, create_parent};
+use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec, create_parent};
+use crate::item::Provenance;
+
+/// A run's outputs, opened: the pipeline's sinks and the dead letters of failed items.
+pub struct Outputs {
+    pub sinks: Vec<Box<dyn Sink>>,
+    pub dead_letters: Option<Box<dyn Sink>>,
+}
+
+impl Outputs {
+    /// A filter's only output: records as JSONL on stdout, nothing written to files.
+    pub fn stdout(provenance: Arc<Provenance>) -> Outputs {
+        let records = jsonl::Writes::Records(Vec::new(), provenance);
+        Outputs {
+            sinks: vec![Box::new(jsonl::stdout(records))],
+            dead_letters: None,
+        }
+    }
+
+    /// Opens every `[[output]]` and the dead letters at `dead_letter` (a path template).
+    pub fn open(
+        specs: &[Box<dyn SinkSpec>],
+        dead_letter: &str,
+        ctx: &OpenContext,
+    ) -> anyhow::Result<Outputs> {
+        let sinks = specs
+            .iter()
+            .map(|o| o.open(ctx))
+            .collect::<anyhow::Result<Vec<_>>>()?;
+        let dead = ctx.resolve(dead_letter);
+        Ok(Outputs {
+            sinks,
+            dead_letters: Some(jsonl::dead_letters(ctx, &dead)?),
+        })
+    }
+
+    /// The files and folders these outputs would write, known before anything is opened.
+    pub fn planned(
+        specs: &[Box<dyn SinkSpec>],
+        dead_letter: &str,
+        ctx: &OpenContext,
+    ) -> Vec<PathBuf> {
+        let mut writes = vec![ctx.out_dir.clone(), ctx.resolve(dead_letter)];
+        writes.extend(specs.iter().flat_map(|o| o.writes(ctx)));
+        writes
+    }
+
+    /// Where each output writes (a path or "stdout"), and where the dead letters go.
+    pub fn targets(&self) -> (Vec<String>, Option<String>) {
+        let targets = self.sinks.iter().map(|o| o.target()).collect();
+        (targets, self.dead_letters.as_ref().map(|d| d.target()))
+    }
+}
 
 /// A file that grows by whole records: created empty, or continued at the length the ledger
 /// committed (anything after it, a torn or unrecorded record, is cut off first).
