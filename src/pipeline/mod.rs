@@ -180,25 +180,7 @@ pub fn run(run: Run) -> Outcome {
     } = run;
     let options = &options;
     let started = Instant::now();
-    let workers: Vec<usize> = pipeline
-        .stages
-        .iter()
-        .map(|s| {
-            if s.workers == 0 {
-                options.jobs.max(1)
-            } else {
-                s.workers
-            }
-        })
-        .collect();
-    let in_flight = pipeline
-        .stages
-        .iter()
-        .zip(&workers)
-        .map(|(s, w)| 2 * s.batch_size * w)
-        .max()
-        .unwrap_or(0)
-        .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT);
+    let (workers, in_flight) = sizes(pipeline, options.jobs);
 
     let labels: Vec<String> = pipeline.stages.iter().map(|s| s.label.clone()).collect();
     let progress = Progress::new(options.progress, &labels);
@@ -211,24 +193,8 @@ pub fn run(run: Run) -> Outcome {
     };
 
     let budget = Arc::new(budget::ByteBudget::new(budget::MAX_BYTES_IN_FLIGHT));
-    // The source runs detached: it may block on stdin forever after a stop.
-    let (raw_tx, raw_rx) = bounded::<Item>(in_flight);
-    let (source_done_tx, source_done_rx) = bounded::<anyhow::Result<()>>(1);
-    {
-        let source = Arc::clone(&pipeline.source);
-        let inputs = inputs.clone();
-        let shard = options.shard;
-        let budget = Arc::clone(&budget);
-        thread::spawn(move || {
-            let wanted = |id: &str| shard.is_none_or(|s| s.owns(id));
-            let result = source.read(&inputs, &wanted, &mut |mut item| {
-                item.weight = item.size();
-                budget.take(item.weight);
-                raw_tx.send(item).is_ok()
-            });
-            let _ = source_done_tx.send(result);
-        });
-    }
+    let (raw_rx, source_done_rx) =
+        start_source(pipeline, inputs.clone(), options, &budget, in_flight);
     if options.progress {
         let source = Arc::clone(&pipeline.source);
         let bars = progress.clone();
@@ -297,36 +263,15 @@ pub fn run(run: Run) -> Outcome {
             (writer.counts, result)
         });
 
-        // Intake: move items from the source into the graph, one permit each.
-        let mut seq = 0u64;
-        while !stop.requested() {
-            let mut item = select! {
-                recv(stop.wake_rx) -> _ => break,
-                recv(raw_rx) -> msg => match msg { Ok(item) => item, Err(_) => break },
-            };
-            match (options.admit)(&item) {
-                Admit::Process => {}
-                Admit::Skip => {
-                    budget.give_back(item.weight);
-                    skipped += 1;
-                    progress.read().inc(1);
-                    progress.written().inc(1);
-                    continue;
-                }
-            }
-            select! {
-                send(permit_tx, ()) -> sent => if sent.is_err() { break },
-                recv(stop.wake_rx) -> _ => break,
-            }
-            item.seq = seq;
-            seq += 1;
-            progress.read().inc(1);
-            if first_tx.send(item).is_err() {
-                break;
-            }
-        }
-        read = seq + skipped;
-        drop(first_tx);
+        let intake = Intake {
+            raw: &raw_rx,
+            admit: options.admit,
+            permits: &permit_tx,
+            budget: &budget,
+            progress: &progress,
+            stop,
+        };
+        (read, skipped) = intake.run(first_tx);
 
         let result = match writer.join() {
             Ok((c, result)) => {
@@ -372,6 +317,98 @@ pub fn run(run: Run) -> Outcome {
             .map(|((l, w), c)| (l, w, c))
             .collect(),
         fatal,
+    }
+}
+
+/// Workers per stage (`workers = 0`: one per job), and how many items may be in flight.
+fn sizes(pipeline: &Pipeline, jobs: usize) -> (Vec<usize>, usize) {
+    let workers: Vec<usize> = pipeline
+        .stages
+        .iter()
+        .map(|s| {
+            if s.workers == 0 {
+                jobs.max(1)
+            } else {
+                s.workers
+            }
+        })
+        .collect();
+    let in_flight = pipeline
+        .stages
+        .iter()
+        .zip(&workers)
+        .map(|(s, w)| 2 * s.batch_size * w)
+        .max()
+        .unwrap_or(0)
+        .clamp(MIN_IN_FLIGHT, MAX_IN_FLIGHT);
+    (workers, in_flight)
+}
+
+/// Starts the source on its own detached thread (it may block on stdin forever after a stop):
+/// items arrive on the first channel, the source's end (or stream error) on the second.
+fn start_source(
+    pipeline: &Pipeline,
+    inputs: Vec<Input>,
+    options: &RunOptions,
+    budget: &Arc<budget::ByteBudget>,
+    in_flight: usize,
+) -> (Receiver<Item>, Receiver<anyhow::Result<()>>) {
+    let (raw_tx, raw_rx) = bounded::<Item>(in_flight);
+    let (done_tx, done_rx) = bounded::<anyhow::Result<()>>(1);
+    let source = Arc::clone(&pipeline.source);
+    let shard = options.shard;
+    let budget = Arc::clone(budget);
+    thread::spawn(move || {
+        let wanted = |id: &str| shard.is_none_or(|s| s.owns(id));
+        let result = source.read(&inputs, &wanted, &mut |mut item| {
+            item.weight = item.size();
+            budget.take(item.weight);
+            raw_tx.send(item).is_ok()
+        });
+        let _ = done_tx.send(result);
+    });
+    (raw_rx, done_rx)
+}
+
+/// Intake: moves items from the source into the graph, one permit each, until the source ends
+/// or the run stops.
+struct Intake<'a> {
+    raw: &'a Receiver<Item>,
+    admit: &'a (dyn Fn(&Item) -> Admit + Sync),
+    permits: &'a Sender<()>,
+    budget: &'a budget::ByteBudget,
+    progress: &'a Progress,
+    stop: &'a Stop,
+}
+
+impl Intake<'_> {
+    /// Feeds `first` (the first stage's queue); returns (items read, items skipped).
+    fn run(&self, first: Sender<Item>) -> (u64, u64) {
+        let (mut seq, mut skipped) = (0u64, 0u64);
+        while !self.stop.requested() {
+            let mut item = select! {
+                recv(self.stop.wake_rx) -> _ => break,
+                recv(self.raw) -> msg => match msg { Ok(item) => item, Err(_) => break },
+            };
+            if (self.admit)(&item) == Admit::Skip {
+                self.budget.give_back(item.weight);
+                skipped += 1;
+                self.progress.read().inc(1);
+                self.progress.written().inc(1);
+                continue;
+            }
+            select! {
+                send(self.permits, ()) -> sent => if sent.is_err() { break },
+                recv(self.stop.wake_rx) -> _ => break,
+            }
+            item.seq = seq;
+            seq += 1;
+            self.progress.read().inc(1);
+            if first.send(item).is_err() {
+                break;
+            }
+        }
+        (seq + skipped, skipped)
     }
 }
 
