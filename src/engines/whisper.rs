@@ -192,9 +192,7 @@ impl Transcriber {
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript> {
-        let mut transcript = self.decode(&speech.samples, options, give_up)?;
-        transcript.map_times(&|t| speech.original(t));
-        Ok(transcript)
+        pack::hear_speech(self, speech, options, give_up)
     }
 
     /// The transcript of audio without speech: no segments, the language if it is known.

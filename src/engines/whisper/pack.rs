@@ -160,84 +160,127 @@ pub enum Heard {
     Unheard,
 }
 
+/// What packing needs of a Whisper engine: one call that hears a window of samples. The
+/// engine is `Transcriber`; unit tests give a fake that returns the segments a test lays out,
+/// so the mapping of segments to clips is tested without a model.
+pub trait Hear {
+    fn hear(
+        &mut self,
+        samples: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript>;
+}
+
+impl Hear for Transcriber {
+    fn hear(
+        &mut self,
+        samples: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript> {
+        self.decode(samples, options, give_up)
+    }
+}
+
 impl Transcriber {
-    /// Transcribes several prepared clips in one Whisper window (see the module doc); one
-    /// result per clip, in order. A failed call fails every clip only when `give_up` says so;
-    /// otherwise its clips are unclear (one of them may be what whisper.cpp cannot take, and
-    /// fails alone later). Only call it when `can_pack`.
+    /// Transcribes several prepared clips in one Whisper window (see `transcribe_packed`).
+    /// Only call it when `can_pack`.
     pub fn transcribe_packed(
         &mut self,
         clips: &[&Speech],
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> Vec<anyhow::Result<Heard>> {
-        if clips.len() == 1 {
-            return vec![
-                self.transcribe_speech(clips[0], options, give_up)
-                    .map(Heard::Own),
-            ];
-        }
-        let layout = Layout::new(clips.iter().map(|c| c.duration_s()));
-        let rate = f64::from(TARGET_RATE);
-        let gap = (GAP_S * rate) as usize;
-        let mut window: Vec<f32> =
-            Vec::with_capacity(clips.iter().map(|c| c.samples.len() + gap).sum());
-        for (i, clip) in clips.iter().enumerate() {
-            if i > 0 {
-                window.resize(window.len() + gap, 0.0);
-            }
-            debug_assert!((window.len() as f64 / rate - layout.spans[i].0).abs() < 1e-3);
-            window.extend_from_slice(&clip.samples);
-        }
-        let heard = match self.decode(&window, options, give_up) {
-            Ok(heard) => heard,
-            Err(e) if give_up() => {
-                let reason = format!("{e:#}");
-                return clips
-                    .iter()
-                    .map(|_| Err(anyhow::anyhow!("{reason}")))
-                    .collect();
-            }
-            Err(_) => return clips.iter().map(|_| Ok(Heard::Unclear)).collect(),
-        };
-        let mut own: Vec<Vec<Segment>> = clips.iter().map(|_| Vec::new()).collect();
-        let mut unclear = vec![false; clips.len()];
-        for segment in heard.segments {
-            match layout.owner(segment.start_s, segment.end_s) {
-                Owner::Clip(i) => own[i].push(segment),
-                Owner::Across(clips) => clips.into_iter().for_each(|i| unclear[i] = true),
-            }
-        }
-        // Clips after the last segment's end were not heard at all. A clip before it with sound
-        // but no segment may have its words in the segment before (whose end fell short).
-        let heard_to = own
-            .iter()
-            .rposition(|segments| !segments.is_empty())
-            .map_or(0, |i| i + 1);
-        for i in 0..heard_to {
-            if own[i].is_empty() && !unclear[i] && rms(&clips[i].samples) >= SILENCE_RMS {
-                unclear[i.saturating_sub(1)..=i].fill(true);
-            }
-        }
-        own.into_iter()
-            .enumerate()
-            .map(|(i, mut segments)| {
-                if unclear[i] {
-                    return Ok(Heard::Unclear);
-                }
-                if i >= heard_to && rms(&clips[i].samples) >= SILENCE_RMS {
-                    return Ok(Heard::Unheard);
-                }
-                for segment in &mut segments {
-                    segment.map_times(&|t| clips[i].original(layout.local(i, t)));
-                }
-                Ok(Heard::Own(Transcript {
-                    language: heard.language.clone(),
-                    segments,
-                }))
-            })
-            .collect()
+        transcribe_packed(self, clips, options, give_up)
     }
+}
+
+/// Transcribes several prepared clips in one Whisper window (see the module doc); one result
+/// per clip, in order. A failed call fails every clip only when `give_up` says so; otherwise
+/// its clips are unclear (one of them may be what whisper.cpp cannot take, and fails alone
+/// later).
+pub fn transcribe_packed(
+    engine: &mut impl Hear,
+    clips: &[&Speech],
+    options: &Options,
+    give_up: &dyn Fn() -> bool,
+) -> Vec<anyhow::Result<Heard>> {
+    if clips.len() == 1 {
+        return vec![hear_speech(engine, clips[0], options, give_up).map(Heard::Own)];
+    }
+    let layout = Layout::new(clips.iter().map(|c| c.duration_s()));
+    let rate = f64::from(TARGET_RATE);
+    let gap = (GAP_S * rate) as usize;
+    let mut window: Vec<f32> =
+        Vec::with_capacity(clips.iter().map(|c| c.samples.len() + gap).sum());
+    for (i, clip) in clips.iter().enumerate() {
+        if i > 0 {
+            window.resize(window.len() + gap, 0.0);
+        }
+        debug_assert!((window.len() as f64 / rate - layout.spans[i].0).abs() < 1e-3);
+        window.extend_from_slice(&clip.samples);
+    }
+    let heard = match engine.hear(&window, options, give_up) {
+        Ok(heard) => heard,
+        Err(e) if give_up() => {
+            let reason = format!("{e:#}");
+            return clips
+                .iter()
+                .map(|_| Err(anyhow::anyhow!("{reason}")))
+                .collect();
+        }
+        Err(_) => return clips.iter().map(|_| Ok(Heard::Unclear)).collect(),
+    };
+    let mut own: Vec<Vec<Segment>> = clips.iter().map(|_| Vec::new()).collect();
+    let mut unclear = vec![false; clips.len()];
+    for segment in heard.segments {
+        match layout.owner(segment.start_s, segment.end_s) {
+            Owner::Clip(i) => own[i].push(segment),
+            Owner::Across(clips) => clips.into_iter().for_each(|i| unclear[i] = true),
+        }
+    }
+    // Clips after the last segment's end were not heard at all. A clip before it with sound
+    // but no segment may have its words in the segment before (whose end fell short).
+    let heard_to = own
+        .iter()
+        .rposition(|segments| !segments.is_empty())
+        .map_or(0, |i| i + 1);
+    for i in 0..heard_to {
+        if own[i].is_empty() && !unclear[i] && rms(&clips[i].samples) >= SILENCE_RMS {
+            unclear[i.saturating_sub(1)..=i].fill(true);
+        }
+    }
+    own.into_iter()
+        .enumerate()
+        .map(|(i, mut segments)| {
+            if unclear[i] {
+                return Ok(Heard::Unclear);
+            }
+            if i >= heard_to && rms(&clips[i].samples) >= SILENCE_RMS {
+                return Ok(Heard::Unheard);
+            }
+            for segment in &mut segments {
+                segment.map_times(&|t| clips[i].original(layout.local(i, t)));
+            }
+            Ok(Heard::Own(Transcript {
+                language: heard.language.clone(),
+                segments,
+            }))
+        })
+        .collect()
+}
+
+/// Hears prepared speech on its own, times on the timeline of the audio it came from.
+pub fn hear_speech(
+    engine: &mut impl Hear,
+    speech: &Speech,
+    options: &Options,
+    give_up: &dyn Fn() -> bool,
+) -> anyhow::Result<Transcript> {
+    let mut transcript = engine.hear(&speech.samples, options, give_up)?;
+    transcript.map_times(&|t| speech.original(t));
+    Ok(transcript)
 }
 
 fn rms(samples: &[f32]) -> f32 {
@@ -312,6 +355,127 @@ mod tests {
         packer.push_first(3, clip(4.0));
         assert_eq!(keys(packer.window(true)), vec![3, 0, 1]);
         assert_eq!(keys(packer.window(true)), vec![2]);
+    }
+
+    /// A Whisper that hears the segments a test lays out (window seconds), or fails.
+    struct Fake {
+        segments: Vec<(f64, f64, &'static str)>,
+        fail: bool,
+        /// Length of the last window heard, in seconds.
+        heard_s: f64,
+    }
+
+    impl Fake {
+        fn new(segments: &[(f64, f64, &'static str)]) -> Fake {
+            Fake {
+                segments: segments.to_vec(),
+                fail: false,
+                heard_s: 0.0,
+            }
+        }
+    }
+
+    impl Hear for Fake {
+        fn hear(
+            &mut self,
+            samples: &[f32],
+            _: &Options,
+            _: &dyn Fn() -> bool,
+        ) -> anyhow::Result<Transcript> {
+            self.heard_s = samples.len() as f64 / f64::from(TARGET_RATE);
+            if self.fail {
+                anyhow::bail!("whisper failed");
+            }
+            let segments = self.segments.iter().map(|&(start_s, end_s, text)| Segment {
+                start_s,
+                end_s,
+                text: text.to_string(),
+                confidence: 0.9,
+                words: Vec::new(),
+            });
+            Ok(Transcript {
+                language: Some("en".into()),
+                segments: segments.collect(),
+            })
+        }
+    }
+
+    fn hear_packed(fake: &mut Fake, seconds: &[f64], give_up: bool) -> Vec<Result<Heard, String>> {
+        let clips: Vec<Speech> = seconds.iter().map(|&s| clip(s)).collect();
+        let clips: Vec<&Speech> = clips.iter().collect();
+        transcribe_packed(fake, &clips, &Options::default(), &|| give_up)
+            .into_iter()
+            .map(|r| r.map_err(|e| e.to_string()))
+            .collect()
+    }
+
+    /// (text, start, end) of each segment a clip owns, on its own timeline.
+    fn own(heard: &Result<Heard, String>) -> Vec<(String, f64, f64)> {
+        match heard {
+            Ok(Heard::Own(t)) => t
+                .segments
+                .iter()
+                .map(|s| (s.text.clone(), s.start_s, s.end_s))
+                .collect(),
+            other => panic!("not its own segments: {other:?}"),
+        }
+    }
+
+    // Three clips in one window (0-4, 6-11, 13-16 s): each gets its own segment, on its own
+    // timeline; the window is the clips and two gaps.
+    #[test]
+    fn packed_segments_go_home() {
+        let mut fake = Fake::new(&[(0.0, 3.8, "one"), (4.0, 10.9, "two"), (11.0, 15.5, "three")]);
+        let heard = hear_packed(&mut fake, &[4.0, 5.0, 3.0], false);
+        assert!((fake.heard_s - 16.0).abs() < 1e-3, "{}", fake.heard_s);
+        assert_eq!(own(&heard[0]), vec![("one".to_string(), 0.0, 3.8)]);
+        let two = own(&heard[1]);
+        assert_eq!(two[0].0, "two");
+        assert!(
+            two[0].1.abs() < 1e-9 && (two[0].2 - 4.9).abs() < 1e-9,
+            "{two:?}"
+        );
+        let three = own(&heard[2]);
+        assert!(
+            three[0].0 == "three" && (three[0].2 - 2.5).abs() < 1e-9,
+            "{three:?}"
+        );
+    }
+
+    // A segment across a gap makes both its clips unclear; Whisper stopping early leaves the
+    // clips after it unheard; a clip with sound but no segment is unclear with the one before.
+    #[test]
+    fn doubtful_clips_are_heard_again() {
+        let mut fake = Fake::new(&[(0.0, 9.0, "one two")]);
+        let heard = hear_packed(&mut fake, &[4.0, 5.0, 3.0], false);
+        assert!(matches!(heard[0], Ok(Heard::Unclear)) && matches!(heard[1], Ok(Heard::Unclear)));
+        assert!(matches!(heard[2], Ok(Heard::Unheard)), "{:?}", heard[2]);
+
+        let mut fake = Fake::new(&[(0.0, 3.8, "one"), (11.0, 15.5, "three")]);
+        let heard = hear_packed(&mut fake, &[4.0, 5.0, 3.0], false);
+        assert!(
+            heard[..2].iter().all(|h| matches!(h, Ok(Heard::Unclear))),
+            "{heard:?}"
+        );
+        assert_eq!(own(&heard[2])[0].0, "three");
+    }
+
+    // A failed call makes its clips unclear (one may fail alone later), unless the run gives up.
+    #[test]
+    fn failed_windows_fail_only_when_giving_up() {
+        let mut fake = Fake::new(&[]);
+        fake.fail = true;
+        let heard = hear_packed(&mut fake, &[4.0, 5.0], false);
+        assert!(
+            heard.iter().all(|h| matches!(h, Ok(Heard::Unclear))),
+            "{heard:?}"
+        );
+        let heard = hear_packed(&mut fake, &[4.0, 5.0], true);
+        assert!(
+            heard
+                .iter()
+                .all(|h| h.as_ref().is_err_and(|e| e == "whisper failed"))
+        );
     }
 
     fn keys(window: Option<Vec<(usize, Speech<'static>)>>) -> Vec<usize> {
