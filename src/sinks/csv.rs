@@ -14,7 +14,7 @@ use std::path::PathBuf;
 use anyhow::bail;
 use serde_json::Value;
 
-use super::AppendFile;
+use super::append::AppendFile;
 use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::item::Item;
 use crate::options::ComponentKind;

@@ -3,7 +3,7 @@
 use std::io::{self, BufWriter, Write};
 use std::path::{Path, PathBuf};
 
-use super::AppendFile;
+use super::append::AppendFile;
 use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::item::{Item, Provenance};
 use crate::options::ComponentKind;

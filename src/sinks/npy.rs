@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 use serde_json::Value;
 
-use super::AppendFile;
+use super::append::AppendFile;
 use crate::component::{Committed, OpenContext, Place, Sink, SinkSpec};
 use crate::item::Item;
 use crate::options::ComponentKind;

@@ -1,7 +1,13 @@
-//! Source kinds: files and folders (`files`), JSONL records (`jsonl`), and the id guard every
-//! source shares (`unique`). The contract a source fulfils is `component::Source`; the registry
-//! slice that names the kinds is `registry::SOURCES`.
+//! Source kinds, one file each: files and folders (`files`), JSONL records (`jsonl`); the
+//! registry slice `SOURCES` that names them (`[input] kind = "..."`); and the id guard every
+//! source shares (`unique`). What every source fulfils is `component::Source`.
 
 pub mod files;
 pub mod jsonl;
 mod unique;
+
+use crate::component::Source;
+use crate::options::ComponentKind;
+
+/// Every source kind, selected by `[input] kind = "..."`.
+pub static SOURCES: &[ComponentKind<dyn Source>] = &[files::KIND, jsonl::KIND];
