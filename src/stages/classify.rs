@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::embed::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
+use super::encoder::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
 use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
@@ -271,17 +271,21 @@ impl Stage for Classify {
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
-        let mut worker = self.embedding.start(ctx)?;
-        let vectors = self.vectors.get(|| self.reference_vectors(&mut worker))?;
-        Ok(Box::new(ClassifyWorker {
-            stage: self,
-            worker,
-            vectors,
-        }))
+        Ok(Box::new(self.worker(self.embedding.start(ctx)?)?))
     }
 }
 
 impl Classify {
+    /// A worker that embeds with `worker`; the first one computes the reference vectors.
+    fn worker<'a>(&'a self, mut worker: EmbedWorker<'a>) -> anyhow::Result<ClassifyWorker<'a>> {
+        let vectors = self.vectors.get(|| self.reference_vectors(&mut worker))?;
+        Ok(ClassifyWorker {
+            stage: self,
+            worker,
+            vectors,
+        })
+    }
+
     fn reference_vectors(
         &self,
         worker: &mut EmbedWorker,
