@@ -104,3 +104,44 @@ impl Worker for EmbedStageWorker<'_> {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::stages::encoder::Pooling;
+    use crate::stages::encoder::fake::FakeEncoder;
+
+    // A text longer than the window is embedded over two overlapping windows: the item gets
+    // the mean of every row of both and a window count of 2.
+    #[test]
+    fn long_text_gets_pooled_vector() {
+        let mut diag = Diagnostics::new("test", "");
+        let options = Options::defaults("test", OPTIONS);
+        let mut embed = Embed {
+            embedding: Embedding::from_options(&options, &mut diag).unwrap(),
+            to: options.str("to"),
+        };
+        embed.embedding.overlap = 1;
+        // Rows [n, 1] for "1" to "5"; windows of 3 tokens: 0..3 and 2..5.
+        let words = ["1", "2", "3", "4", "5"];
+        let words = (1..=5)
+            .map(|n| (words[n - 1], vec![n as f32, 1.0]))
+            .collect();
+        let engine = FakeEncoder::new(words, 5);
+        let mut worker = EmbedStageWorker {
+            stage: &embed,
+            worker: embed
+                .embedding
+                .worker(Box::new(engine), Pooling::Mean, false),
+        };
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!("1 2 3 4 5"));
+        let mut batch = [Item::new("t".into(), "t".into(), b"", fields)];
+        assert!(worker.process(&mut batch)[0].is_ok());
+        // [6,3] 1 2 3 [0,0] and [12,3] 3 4 5 [0,0]: sums [12, 6] and [24, 6] over 10 rows.
+        assert_eq!(batch[0].fields["embedding"], json!([3.6, 1.2]));
+        assert_eq!(batch[0].fields["embedding_chunks"], json!(2));
+    }
+}

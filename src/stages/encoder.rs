@@ -413,3 +413,213 @@ fn add(sum: &mut [f32], row: &[f32]) {
         *s += x;
     }
 }
+
+/// A fake engine for unit tests of the logic around it, so they need no model: a text's tokens
+/// are its words, each word's output row is given, [CLS] outputs the sum of its window's token
+/// rows (unlike any one token's) and [SEP] zeros. Windows run last first, as a real engine
+/// reorders them too.
+#[cfg(test)]
+pub mod fake {
+    use super::*;
+
+    pub struct FakeEncoder {
+        /// Each word and its output row; a word's token id is its index here.
+        pub words: Vec<(&'static str, Vec<f32>)>,
+        pub max_tokens: usize,
+        /// An engine error for every run.
+        pub fail: Option<&'static str>,
+    }
+
+    impl FakeEncoder {
+        pub fn new(words: Vec<(&'static str, Vec<f32>)>, max_tokens: usize) -> FakeEncoder {
+            FakeEncoder {
+                words,
+                max_tokens,
+                fail: None,
+            }
+        }
+    }
+
+    impl TextEncoder for FakeEncoder {
+        fn tokenize(&self, text: &str) -> Result<Tokens, String> {
+            let ids = text
+                .split_whitespace()
+                .map(|w| {
+                    let i = self.words.iter().position(|(word, _)| *word == w);
+                    i.map(|i| i as u32)
+                        .ok_or_else(|| format!("unknown word {w:?}"))
+                })
+                .collect::<Result<Vec<u32>, String>>()?;
+            Ok(Tokens {
+                ids,
+                offsets: Vec::new(),
+            })
+        }
+
+        fn max_tokens(&self) -> usize {
+            self.max_tokens
+        }
+
+        fn windows(&self, len: usize, overlap: usize) -> Vec<Range<usize>> {
+            let size = self.max_tokens - 2;
+            let step = size - overlap.min(size / 2);
+            let first: Range<usize> = 0..len.min(size);
+            let mut windows = vec![first];
+            while let Some(last) = windows.last().filter(|w| w.end < len) {
+                let start = last.start + step;
+                windows.push(start..(start + size).min(len));
+            }
+            windows
+        }
+
+        fn run(
+            &mut self,
+            windows: &[&[u32]],
+            each: &mut dyn FnMut(usize, &[f32], usize),
+        ) -> anyhow::Result<()> {
+            if let Some(e) = self.fail {
+                anyhow::bail!("{e}");
+            }
+            let width = self.words[0].1.len();
+            for (w, ids) in windows.iter().enumerate().rev() {
+                let mut rows = vec![0.0; width];
+                for id in *ids {
+                    let row = &self.words[*id as usize].1;
+                    rows.iter_mut().zip(row).for_each(|(s, x)| *s += x);
+                    rows.extend(row);
+                }
+                rows.extend(vec![0.0; width]);
+                each(w, &rows, width);
+            }
+            Ok(())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::{Map, json};
+
+    use super::fake::FakeEncoder;
+    use super::*;
+    use crate::device::DEVICE;
+
+    const SPEC: &[OptionSpec] = &[MODEL, FIELD, OVERLAP, LONG, TOKEN_BUDGET, THREADS, DEVICE];
+
+    /// Default options, with windows of 4 tokens sharing 2 with the previous one.
+    fn embedding() -> Embedding {
+        let mut diag = Diagnostics::new("test", "");
+        let mut e = Embedding::from_options(&Options::defaults("test", SPEC), &mut diag)
+            .expect("default options");
+        e.overlap = 2;
+        e
+    }
+
+    /// Words "1" to "6" whose rows are [n, 1]; the model's window is 6 tokens, 4 of text.
+    fn numbers() -> FakeEncoder {
+        let words = ["1", "2", "3", "4", "5", "6"];
+        let words = (1..=6)
+            .map(|n| (words[n - 1], vec![n as f32, 1.0]))
+            .collect();
+        FakeEncoder::new(words, 6)
+    }
+
+    fn close(a: &[f32], b: &[f32]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| (x - y).abs() < 1e-5)
+    }
+
+    // A text of 6 tokens takes windows 0..4 and 2..6; mean pooling averages every row of both
+    // ([CLS], tokens, [SEP]), the shared tokens counted once per window. A short text in the
+    // same batch keeps its own vector.
+    #[test]
+    fn mean_pools_every_window() {
+        let spec = embedding();
+        let mut worker = spec.worker(Box::new(numbers()), Pooling::Mean, false);
+        let out = worker.embed(&["1 2 3 4 5 6", "2"]).unwrap();
+        let long = out[0].as_ref().unwrap();
+        // Rows: [10,4] 1 2 3 4 [0,0] and [18,4] 3 4 5 6 [0,0]: sums [20, 8] and [36, 8].
+        assert_eq!(long.chunks, 2);
+        assert!(
+            close(&long.values, &[56.0 / 12.0, 16.0 / 12.0]),
+            "{:?}",
+            long.values
+        );
+        let short = out[1].as_ref().unwrap();
+        assert_eq!(short.chunks, 1);
+        assert!(
+            close(&short.values, &[4.0 / 3.0, 2.0 / 3.0]),
+            "{:?}",
+            short.values
+        );
+    }
+
+    // CLS pooling takes one row per window, the [CLS] one, and `normalize` makes it unit length.
+    #[test]
+    fn cls_pools_window_markers() {
+        let spec = embedding();
+        let mut worker = spec.worker(Box::new(numbers()), Pooling::Cls, false);
+        let out = worker.embed(&["1 2 3 4 5 6"]).unwrap();
+        let v = out[0].as_ref().unwrap();
+        assert_eq!(v.chunks, 2);
+        assert!(close(&v.values, &[14.0, 4.0]), "{:?}", v.values);
+        let mut worker = spec.worker(Box::new(numbers()), Pooling::Cls, true);
+        let out = worker.embed(&["1 2 3 4 5 6"]).unwrap();
+        let norm = 212f32.sqrt();
+        let v = &out[0].as_ref().unwrap().values;
+        assert!(close(v, &[14.0 / norm, 4.0 / norm]), "{v:?}");
+    }
+
+    // With `long = "error"` a text over the window fails alone, as does one that cannot be
+    // tokenized; the others are embedded.
+    #[test]
+    fn long_and_bad_texts_fail_alone() {
+        let mut spec = embedding();
+        spec.pool_long = false;
+        let mut worker = spec.worker(Box::new(numbers()), Pooling::Mean, false);
+        let out = worker.embed(&["1 2 3 4 5 6", "1 2", "seven"]).unwrap();
+        let err = out[0].as_ref().err().unwrap();
+        assert!(
+            err.starts_with("text has 8 tokens, more than the model's window of 6"),
+            "{err}"
+        );
+        assert_eq!(out[1].as_ref().unwrap().chunks, 1);
+        assert_eq!(out[2].as_ref().err().unwrap(), "unknown word \"seven\"");
+    }
+
+    fn item(fields: serde_json::Value) -> Item {
+        let fields: Map<String, serde_json::Value> = serde_json::from_value(fields).unwrap();
+        Item::new("t".into(), "t".into(), b"", fields)
+    }
+
+    // Each item gets its own vector in batch order; one without the text field fails alone; an
+    // engine error fails them all.
+    #[test]
+    fn items_get_their_vectors() {
+        let spec = embedding();
+        let mut worker = spec.worker(Box::new(numbers()), Pooling::Cls, false);
+        let mut batch = vec![
+            item(json!({ "text": "5" })),
+            item(json!({ "body": "1" })),
+            item(json!({ "text": "3 4" })),
+        ];
+        let results = worker.embed_items(&mut batch, |item, v| {
+            item.fields.insert("x".into(), json!(v.values[0]));
+            Ok(())
+        });
+        assert!(results[0].is_ok() && results[2].is_ok());
+        assert_eq!(batch[0].fields["x"], json!(5.0));
+        assert_eq!(batch[2].fields["x"], json!(7.0));
+        let err = results[1].as_ref().err().unwrap();
+        assert!(
+            err.starts_with("no `text` text field: it is missing"),
+            "{err}"
+        );
+        let mut broken = numbers();
+        broken.fail = Some("out of memory");
+        let mut worker = spec.worker(Box::new(broken), Pooling::Cls, false);
+        let results = worker.embed_items(&mut batch, |_, _| Ok(()));
+        for r in results {
+            assert_eq!(r.err().unwrap(), "embedding failed: out of memory");
+        }
+    }
+}
