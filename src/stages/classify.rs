@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use super::embed::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
+use super::encoder::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
 use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
@@ -271,17 +271,21 @@ impl Stage for Classify {
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
-        let mut worker = self.embedding.start(ctx)?;
-        let vectors = self.vectors.get(|| self.reference_vectors(&mut worker))?;
-        Ok(Box::new(ClassifyWorker {
-            stage: self,
-            worker,
-            vectors,
-        }))
+        Ok(Box::new(self.worker(self.embedding.start(ctx)?)?))
     }
 }
 
 impl Classify {
+    /// A worker that embeds with `worker`; the first one computes the reference vectors.
+    fn worker<'a>(&'a self, mut worker: EmbedWorker<'a>) -> anyhow::Result<ClassifyWorker<'a>> {
+        let vectors = self.vectors.get(|| self.reference_vectors(&mut worker))?;
+        Ok(ClassifyWorker {
+            stage: self,
+            worker,
+            vectors,
+        })
+    }
+
     fn reference_vectors(
         &self,
         worker: &mut EmbedWorker,
@@ -372,5 +376,145 @@ impl Worker for ClassifyWorker<'_> {
             item.fields.insert(format!("{to}_top"), Value::Array(top));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::stages::encoder::Pooling;
+    use crate::stages::encoder::fake::FakeEncoder;
+
+    /// A unit vector at `degrees` from the first axis.
+    fn angle(degrees: f32) -> Vec<f32> {
+        let r = degrees.to_radians();
+        vec![r.cos(), r.sin()]
+    }
+
+    /// Each word's vector points at its angle: "a0" and "a90" are label a's examples (centroid
+    /// at 45°), "b15" and "b25" label b's (centroid at 20°); the item "x5" sits at 5°, nearest
+    /// to the single example "a0" but to b's centroid.
+    fn engine() -> FakeEncoder {
+        let words = vec![
+            ("a0", angle(0.0)),
+            ("a90", angle(90.0)),
+            ("b15", angle(15.0)),
+            ("b25", angle(25.0)),
+            ("x5", angle(5.0)),
+            ("x60", angle(60.0)),
+        ];
+        FakeEncoder::new(words, 16)
+    }
+
+    /// A classifier of the examples, as `build` makes it from an examples file.
+    fn stage(examples: &[(&str, &str)], method: Method) -> Classify {
+        let mut diag = Diagnostics::new("test", "");
+        let options = Options::defaults("test", OPTIONS);
+        let mut labels: Vec<String> = Vec::new();
+        let mut references = Vec::new();
+        for (text, label) in examples {
+            if !labels.iter().any(|l| l == label) {
+                labels.push(label.to_string());
+            }
+            let index = labels.iter().position(|l| l == label).unwrap();
+            references.push((text.to_string(), index));
+        }
+        Classify {
+            embedding: Embedding::from_options(&options, &mut diag).unwrap(),
+            to: "label".into(),
+            references,
+            labels,
+            method,
+            top_k: 3,
+            vectors: Shared::default(),
+        }
+    }
+
+    const EXAMPLES: &[(&str, &str)] = &[("a0", "a"), ("a90", "a"), ("b15", "b"), ("b25", "b")];
+
+    /// The item's `label`, `label_score` and `label_top` for the text.
+    fn classify(stage: &Classify, text: &str) -> (Value, f64, Vec<(String, f64)>) {
+        let embed = stage
+            .embedding
+            .worker(Box::new(engine()), Pooling::Mean, true);
+        let mut worker = stage.worker(embed).unwrap();
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!(text));
+        let mut batch = [Item::new("t".into(), "t".into(), b"", fields)];
+        assert!(worker.process(&mut batch)[0].is_ok());
+        let f = &batch[0].fields;
+        let top = f["label_top"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| {
+                let label = t["label"].as_str().unwrap().to_string();
+                (label, t["score"].as_f64().unwrap())
+            })
+            .collect();
+        (f["label"].clone(), f["label_score"].as_f64().unwrap(), top)
+    }
+
+    fn near(a: f64, b: f64) -> bool {
+        (a - b).abs() < 2e-4
+    }
+
+    // Centroid: the item goes to the label whose mean example is nearest (b at 20°, cos 15°),
+    // though its single nearest example is a's; a's centroid at 45° follows in the top list.
+    #[test]
+    fn centroid_picks_nearest_mean() {
+        let stage = stage(EXAMPLES, Method::Nearest);
+        let (label, score, top) = classify(&stage, "x5");
+        assert_eq!(label, json!("b"));
+        assert!(near(score, 0.9659), "{score}");
+        assert_eq!(top.len(), 2);
+        assert_eq!(top[1].0, "a");
+        assert!(near(top[1].1, 0.7660), "{top:?}");
+        // At 60° the item is nearer a's centroid (15° away) than b's (40° away).
+        let (label, _, _) = classify(&stage, "x60");
+        assert_eq!(label, json!("a"));
+    }
+
+    // k-NN: with k = 1 the nearest example decides alone (a, the whole vote); with k = 3 the
+    // two b examples outvote it, b's score its share of the neighbours' similarity.
+    #[test]
+    fn knn_neighbours_vote() {
+        let (label, score, top) = classify(&stage(EXAMPLES, Method::Knn(1)), "x5");
+        assert_eq!(label, json!("a"));
+        assert!(near(score, 1.0), "{score}");
+        assert_eq!(top.len(), 1, "a label without votes is not listed: {top:?}");
+        let (label, score, top) = classify(&stage(EXAMPLES, Method::Knn(3)), "x5");
+        assert_eq!(label, json!("b"));
+        // cos 10° + cos 20° over that plus cos 5°.
+        assert!(near(score, 0.6589), "{score}");
+        assert_eq!(top[1].0, "a");
+        assert!(near(top[1].1, 0.3411), "{top:?}");
+    }
+
+    // Zero-shot: one description per label, the nearest wins.
+    #[test]
+    fn zero_shot_picks_nearest_description() {
+        let stage = stage(&[("b25", "b"), ("a90", "a")], Method::Nearest);
+        let (label, _, top) = classify(&stage, "x60");
+        assert_eq!(label, json!("a"));
+        assert_eq!(top[1].0, "b");
+    }
+
+    // An example that cannot be embedded stops the worker's start, naming the example.
+    #[test]
+    fn bad_example_is_named() {
+        let stage = stage(&[("a0", "a"), ("unheard", "b")], Method::Nearest);
+        let embed = stage
+            .embedding
+            .worker(Box::new(engine()), Pooling::Mean, true);
+        let Err(e) = stage.worker(embed) else {
+            panic!("an unknown word cannot be embedded");
+        };
+        assert_eq!(
+            e.to_string(),
+            "example \"unheard\": unknown word \"unheard\""
+        );
     }
 }

@@ -5,22 +5,17 @@
 //! its vector pools every window (mean pooling: the mean of the window means, weighted by their
 //! token counts; CLS: the mean of the windows' [CLS] vectors), and the item records how many
 //! windows it took. A worker hands all windows of its batch to the engine at once, which runs them
-//! shortest first in batches bounded by `token_budget`, so little padding is computed.
-//! `Embedder` is shared with the `classify` stage.
+//! shortest first in batches bounded by `token_budget`, so little padding is computed. The
+//! embedding itself lives in `encoder.rs`, shared with the `classify` stage.
 
-use std::sync::Arc;
-
-use anyhow::anyhow;
 use serde_json::{Value, json};
 
-use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use super::encoder::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
+use super::{MAX_WAIT, TIMEOUT, batch_size, workers};
 use crate::component::StartContext;
-use crate::component::threads::Threads;
 use crate::component::{Stage, Worker};
-use crate::device::{DEVICE, Placement};
-use crate::engines::onnx::{Encoder, TextModel, load_runtime};
+use crate::device::DEVICE;
 use crate::item::Item;
-use crate::models::EncoderConfig;
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
@@ -30,52 +25,6 @@ pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     options: OPTIONS,
     build,
 };
-
-/// Options shared with `classify`, which embeds the same way.
-pub const MODEL: OptionSpec = opt(
-    "model",
-    Ty::Str,
-    Default::Value("\"all-minilm-l6-v2\""),
-    "Sentence-embedding ONNX model from the catalog (`lai models list`).",
-);
-pub const FIELD: OptionSpec = opt(
-    "field",
-    Ty::Str,
-    Default::Value("\"text\""),
-    "Input text field.",
-);
-pub const OVERLAP: OptionSpec = opt(
-    "overlap_tokens",
-    Ty::Int { min: 0, max: 4096 },
-    Default::Value("32"),
-    "Tokens shared by consecutive windows of a text longer than the model's window.",
-);
-pub const LONG: OptionSpec = opt(
-    "long",
-    Ty::Choice(&["pool", "error"]),
-    Default::Value("\"pool\""),
-    "A text longer than the model's window: pool its windows' vectors, or fail the item.",
-);
-pub const TOKEN_BUDGET: OptionSpec = opt(
-    "token_budget",
-    Ty::Int {
-        min: 0,
-        max: 1 << 24,
-    },
-    Default::Value("0"),
-    "Most tokens (padding included) in one model call. 0: 512 on the CPU (small batches stay in its caches: 512 ran 2x faster than 8192), 16384 on the GPU (which needs big ones to be busy).",
-).speed();
-
-/// `token_budget = 0` on each device.
-const BUDGET_CPU: usize = 512;
-const BUDGET_GPU: usize = 16384;
-
-pub const THREADS: OptionSpec = opt(
-    "threads",
-    Ty::Int { min: 0, max: 1024 },
-    Default::Value("0"),
-    "ONNX Runtime threads per worker; 0 uses all of `--jobs` (shared with other stages, never oversubscribed).",
-).speed();
 
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),
@@ -96,279 +45,6 @@ const OPTIONS: &[OptionSpec] = &[
     THREADS,
     DEVICE,
 ];
-
-/// How a stage embeds text: the options `embed` and `classify` share.
-pub struct Embedding {
-    pub model_name: String,
-    pub field: String,
-    pub overlap: usize,
-    pub pool_long: bool,
-    pub token_budget: usize,
-    pub threads: usize,
-    pub device: Placement,
-    embedder: Shared<Embedder>,
-}
-
-impl Embedding {
-    pub fn from_options(options: &Options, diag: &mut Diagnostics) -> Option<Embedding> {
-        Some(Embedding {
-            model_name: options.str("model"),
-            field: options.str("field"),
-            overlap: options.usize("overlap_tokens"),
-            pool_long: options.str("long") == "pool",
-            token_budget: options.usize("token_budget"),
-            threads: options.usize("threads"),
-            device: Placement::from_options(options, diag)?,
-            embedder: Shared::default(),
-        })
-    }
-
-    /// The catalog models to resolve: the encoder and ONNX Runtime.
-    pub fn models(&self) -> Vec<String> {
-        vec![self.model_name.clone(), runtime().to_string()]
-    }
-
-    /// Loads the shared model (once) and this worker's session.
-    pub fn start<'a>(&'a self, ctx: &StartContext) -> anyhow::Result<EmbedWorker<'a>> {
-        let embedder = self
-            .embedder
-            .get(|| Embedder::load(ctx, &self.model_name))?;
-        Ok(EmbedWorker {
-            spec: self,
-            embedder,
-            session: session(
-                ctx,
-                &self.model_name,
-                self.threads,
-                self.token_budget,
-                self.device,
-            )?,
-            threads: Arc::clone(&ctx.threads),
-        })
-    }
-}
-
-/// The catalog entry of the ONNX Runtime library: the CUDA build loads the one with the CUDA
-/// provider (it runs CPU stages too; a process loads one).
-pub fn runtime() -> &'static str {
-    if cfg!(feature = "cuda") {
-        "onnxruntime-cuda"
-    } else {
-        "onnxruntime"
-    }
-}
-
-/// A worker's ONNX session and how it is driven on its device.
-pub struct Session {
-    pub encoder: Encoder,
-    /// CPU threads per model call.
-    pub threads: usize,
-    /// Most tokens (padding included) per model call.
-    pub token_budget: usize,
-}
-
-/// A worker's session of the ONNX model `name` on its device. `threads` 0 is all of `--jobs` on
-/// the CPU and one on the GPU (the CPU is left to other stages); `token_budget` 0 is the
-/// device's own.
-pub fn session(
-    ctx: &StartContext,
-    name: &str,
-    threads: usize,
-    token_budget: usize,
-    placement: Placement,
-) -> anyhow::Result<Session> {
-    let device = ctx.place(placement)?;
-    let threads = device.pick(threads, ctx.threads.total(), 1);
-    let env = load_runtime(ctx.model_file(runtime(), "runtime", "library")?)?;
-    let model = ctx.model_file(name, "onnx", "model")?;
-    Ok(Session {
-        encoder: Encoder::load(env, model, threads, device)?,
-        threads,
-        token_budget: device.pick(token_budget, BUDGET_CPU, BUDGET_GPU),
-    })
-}
-
-/// A model's tokenizer and window, and its catalog `[model.encoder]` entry, for any stage on
-/// the onnx engine.
-pub fn text_model(ctx: &StartContext, name: &str) -> anyhow::Result<(TextModel, EncoderConfig)> {
-    let config = ctx.model(name)?.encoder.clone().ok_or_else(|| {
-        anyhow!("model `{name}` has no [model.encoder] entry in the catalog (max_tokens, pooling); it cannot be used as a text encoder")
-    })?;
-    let text = TextModel::load(
-        ctx.model_file(name, "onnx", "tokenizer")?,
-        config.max_tokens,
-    )?;
-    Ok((text, config))
-}
-
-enum Pooling {
-    Mean,
-    Cls,
-}
-
-/// A sentence-embedding model: tokenizer, window and pooling.
-pub struct Embedder {
-    text: TextModel,
-    pooling: Pooling,
-    normalize: bool,
-}
-
-impl Embedder {
-    fn load(ctx: &StartContext, name: &str) -> anyhow::Result<Embedder> {
-        let (text, config) = text_model(ctx, name)?;
-        let pooling = match config.pooling.as_deref() {
-            Some("mean") => Pooling::Mean,
-            Some("cls") => Pooling::Cls,
-            other => {
-                return Err(anyhow!(
-                    "model `{name}`: [model.encoder] pooling is {other:?}; a sentence-embedding model needs pooling = \"mean\" or \"cls\""
-                ));
-            }
-        };
-        Ok(Embedder {
-            text,
-            pooling,
-            normalize: config.normalize,
-        })
-    }
-}
-
-/// A text's vector and how it was made.
-pub struct Vector {
-    pub values: Vec<f32>,
-    pub chunks: usize,
-}
-
-/// One worker's session and the shared embedder.
-pub struct EmbedWorker<'a> {
-    spec: &'a Embedding,
-    embedder: &'a Embedder,
-    session: Session,
-    threads: Arc<Threads>,
-}
-
-impl EmbedWorker<'_> {
-    /// Embeds the `field` of every item and hands each item its vector; an item without the
-    /// text, or whose text cannot be embedded, fails alone.
-    pub fn embed_items(
-        &mut self,
-        batch: &mut [Item],
-        mut each: impl FnMut(&mut Item, Vector) -> Result<(), String>,
-    ) -> Vec<Result<(), String>> {
-        let field = &self.spec.field;
-        let texts: Vec<Result<&str, String>> = batch
-            .iter()
-            .map(|i| {
-                i.text(field).map_err(|e| {
-                    format!("{e}; add it to the input or set the stage's `field` to a text field")
-                })
-            })
-            .collect();
-        let ok: Vec<&str> = texts
-            .iter()
-            .filter_map(|t| t.as_ref().ok().copied())
-            .collect();
-        let mut vectors = match self.embed(&ok) {
-            Ok(v) => v.into_iter(),
-            Err(e) => return vec![Err(format!("embedding failed: {e:#}")); batch.len()],
-        };
-        let texts: Vec<Result<(), String>> = texts.into_iter().map(|t| t.map(|_| ())).collect();
-        batch
-            .iter_mut()
-            .zip(texts)
-            .map(|(item, text)| {
-                text?;
-                let vector = vectors
-                    .next()
-                    .unwrap_or_else(|| Err("no vector. This is a bug.".into()))?;
-                each(item, vector)
-            })
-            .collect()
-    }
-
-    /// Embeds every text; a text that cannot be embedded fails alone. An engine error fails all.
-    pub fn embed(&mut self, texts: &[&str]) -> anyhow::Result<Vec<Result<Vector, String>>> {
-        let spec = self.spec;
-        let model = &self.embedder.text;
-        let mut results: Vec<Result<Vector, String>> = Vec::with_capacity(texts.len());
-        let mut tokens = Vec::with_capacity(texts.len());
-        for text in texts {
-            let t = model.tokenize(text, false);
-            match &t {
-                Ok(t) if !spec.pool_long && t.ids.len() + 2 > model.max_tokens => {
-                    results.push(Err(format!(
-                        "text has {} tokens, more than the model's window of {}; set `long = \"pool\"` to embed it in windows",
-                        t.ids.len() + 2,
-                        model.max_tokens
-                    )));
-                }
-                Ok(_) => results.push(Ok(Vector {
-                    values: Vec::new(),
-                    chunks: 0,
-                })),
-                Err(e) => results.push(Err(e.clone())),
-            }
-            tokens.push(t.map(|t| t.ids).unwrap_or_default());
-        }
-        // Every window of every text that can be embedded, and the text it belongs to.
-        let mut windows: Vec<&[u32]> = Vec::new();
-        let mut owner = Vec::new();
-        for (i, ids) in tokens.iter().enumerate() {
-            if results[i].is_ok() {
-                for w in model.windows(ids.len(), spec.overlap) {
-                    windows.push(&ids[w]);
-                    owner.push(i);
-                }
-            }
-        }
-        let (threads, n) = (&self.threads, self.session.threads);
-        let pooling = &self.embedder.pooling;
-        // Rows summed into each text's vector: all token rows (mean) or one per window (CLS).
-        let mut pooled = vec![0usize; texts.len()];
-        self.session.encoder.run(
-            model,
-            &windows,
-            self.session.token_budget,
-            || threads.borrow(Some(n)),
-            |w, rows, width| {
-                let i = owner[w];
-                let Ok(vector) = &mut results[i] else {
-                    return;
-                };
-                if vector.values.is_empty() {
-                    vector.values = vec![0.0; width];
-                }
-                let rows = match pooling {
-                    Pooling::Mean => rows,
-                    Pooling::Cls => &rows[..width],
-                };
-                for row in rows.chunks_exact(width) {
-                    add(&mut vector.values, row);
-                    pooled[i] += 1;
-                }
-                vector.chunks += 1;
-            },
-        )?;
-        for (vector, &rows) in results.iter_mut().zip(&pooled) {
-            let Ok(vector) = vector else { continue };
-            let rows = rows.max(1) as f32;
-            vector.values.iter_mut().for_each(|x| *x /= rows);
-            if self.embedder.normalize {
-                let norm = vector.values.iter().map(|x| x * x).sum::<f32>().sqrt();
-                if norm > 0.0 {
-                    vector.values.iter_mut().for_each(|x| *x /= norm);
-                }
-            }
-        }
-        Ok(results)
-    }
-}
-
-fn add(sum: &mut [f32], row: &[f32]) {
-    for (s, x) in sum.iter_mut().zip(row) {
-        *s += x;
-    }
-}
 
 /// A vector as JSON numbers, each printed as its shortest `f32` form ("0.1", not
 /// "0.10000000149011612").
@@ -426,5 +102,46 @@ impl Worker for EmbedStageWorker<'_> {
                 .insert(format!("{to}_chunks"), json!(vector.chunks));
             Ok(())
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::Map;
+
+    use super::*;
+    use crate::stages::encoder::Pooling;
+    use crate::stages::encoder::fake::FakeEncoder;
+
+    // A text longer than the window is embedded over two overlapping windows: the item gets
+    // the mean of every row of both and a window count of 2.
+    #[test]
+    fn long_text_gets_pooled_vector() {
+        let mut diag = Diagnostics::new("test", "");
+        let options = Options::defaults("test", OPTIONS);
+        let mut embed = Embed {
+            embedding: Embedding::from_options(&options, &mut diag).unwrap(),
+            to: options.str("to"),
+        };
+        embed.embedding.overlap = 1;
+        // Rows [n, 1] for "1" to "5"; windows of 3 tokens: 0..3 and 2..5.
+        let words = ["1", "2", "3", "4", "5"];
+        let words = (1..=5)
+            .map(|n| (words[n - 1], vec![n as f32, 1.0]))
+            .collect();
+        let engine = FakeEncoder::new(words, 5);
+        let mut worker = EmbedStageWorker {
+            stage: &embed,
+            worker: embed
+                .embedding
+                .worker(Box::new(engine), Pooling::Mean, false),
+        };
+        let mut fields = Map::new();
+        fields.insert("text".into(), json!("1 2 3 4 5"));
+        let mut batch = [Item::new("t".into(), "t".into(), b"", fields)];
+        assert!(worker.process(&mut batch)[0].is_ok());
+        // [6,3] 1 2 3 [0,0] and [12,3] 3 4 5 [0,0]: sums [12, 6] and [24, 6] over 10 rows.
+        assert_eq!(batch[0].fields["embedding"], json!([3.6, 1.2]));
+        assert_eq!(batch[0].fields["embedding_chunks"], json!(2));
     }
 }

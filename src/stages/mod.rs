@@ -7,6 +7,7 @@
 
 pub mod classify;
 pub mod embed;
+pub mod encoder;
 pub mod llm;
 pub mod redact;
 pub mod transcribe;

@@ -20,7 +20,7 @@ use sha2::Sha256;
 
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
-use super::embed::{TOKEN_BUDGET, session, text_model};
+use super::encoder::{TOKEN_BUDGET, session, text_model};
 use super::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
@@ -269,7 +269,7 @@ impl Stage for Redact {
     fn models(&self) -> Vec<String> {
         self.ner
             .iter()
-            .flat_map(|n| [n.model_name.clone(), super::embed::runtime().to_string()])
+            .flat_map(|n| [n.model_name.clone(), super::encoder::runtime().to_string()])
             .collect()
     }
 

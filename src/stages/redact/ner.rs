@@ -30,7 +30,7 @@ use regex::Regex;
 use super::recognizers::Found;
 use crate::component::threads::Threads;
 use crate::engines::onnx::{TextModel, Tokens};
-use crate::stages::embed::Session;
+use crate::stages::encoder::Session;
 
 /// Model types (BIO tags without the prefix) and the lai entity each becomes.
 pub const MAPPING: &[(&str, &str)] = &[
