@@ -1,13 +1,23 @@
 //! lai: run local AI batch pipelines.
 //!
 //! # Layout
-//! - `cli`: command-line syntax; `app`: turns a command into work and an exit code.
-//! - `audio`: decoding audio and video files to 16 kHz mono chunks (symphonia, rubato).
-//! - `config`: pipeline files: parse, validate every key with locations, build components.
-//! - `ledger`: the run ledger in the output folder (resume, crash repair, sharding, merge).
-//! - `models`: the model catalog, the models directory, verification and downloads.
-//! - `pipeline`: the runtime (bounded channel graph, batching, workers, writer, report, progress).
-//! - `sources`, `stages`, `sinks`: one file per component kind, each listed in a registry slice.
+//! Dependencies run one way, from the top of this list to the bottom; no module imports one
+//! above it, and there is no import circle.
+//!
+//! 1. Top: `main`, `cli` (command-line syntax), `app` (turns a command into work and an exit
+//!    code), `config` (pipeline files: parse, validate every key with locations, build the
+//!    components), `registry` (every stage kind).
+//! 2. Components, one file per kind, each kind's folder listing its kinds: `sources` (where items
+//!    come from), `stages` (what is done to them), `sinks` (where they go).
+//! 3. The runtime: `pipeline` (bounded channel graph, batching, workers, writer, report,
+//!    progress) and `ledger` (resume, crash repair, sharding, merge, `lai ledger` views).
+//!    Beside it, `engines` (whisper.cpp, llama.cpp, ONNX Runtime) and `audio` (decoding to
+//!    16 kHz mono).
+//! 4. Contracts: `component`, what the runtime asks of sources, stages and sinks and what it
+//!    gives them (start context, deadline, meter, thread budget, input fence, record places).
+//! 5. Ground floor: `item` (the item, provenance, printable text), `options` (option specs,
+//!    `ComponentKind`, diagnostics), `device` (CPU or GPU), `models` (the catalog, the models
+//!    directory, verification and downloads).
 
 /// `eprintln!` that never panics: with stderr closed (`lai run ... 2>&1 | head`) the message is
 /// lost and the run goes on, instead of a panic (exit 101) in the middle of writing outputs.
