@@ -1042,6 +1042,279 @@ fn request_seed(seed: u32, id: &str, round: usize, piece: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::StageCounters;
+    use crate::options::tree::{self, Value as Toml};
+
+    /// The stage as `configure` builds it from these options (TOML), with its problems.
+    fn configured(toml: &str) -> (Option<Llm>, Vec<String>) {
+        let Ok(tree::Node {
+            value: Toml::Table(entries),
+            ..
+        }) = tree::parse_document(toml)
+        else {
+            panic!("the test's options are not a TOML table")
+        };
+        let mut diag = Diagnostics::new("test", toml);
+        let options =
+            Options::validate("stage llm".into(), 0..0, &entries, OPTIONS, &[], &mut diag);
+        let mut problems = Vec::new();
+        let stage = configure(&options, &mut diag, &mut problems);
+        assert!(diag.problems.is_empty(), "the test's options are wrong");
+        (stage, problems.into_iter().map(|(_, m)| m).collect())
+    }
+
+    fn stage(toml: &str) -> Llm {
+        let (stage, problems) = configured(toml);
+        assert!(problems.is_empty(), "{problems:?}");
+        stage.expect("a stage without problems")
+    }
+
+    /// Stands in for llama.cpp: a token is a word, the model has no chat template, and each
+    /// prompt is answered by the first rule whose key it contains.
+    struct Fake {
+        rules: Vec<(&'static str, &'static str)>,
+        /// Each request's prompt text and `max_tokens`, in order.
+        seen: Vec<(String, usize)>,
+    }
+
+    impl Engine for Fake {
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+
+        fn prompt_tokens(&self, prompt: &Prompt) -> usize {
+            self.count_tokens(&prompt.text())
+        }
+
+        fn chat_prompt(&self, _: Option<&str>, _: &str) -> Option<Result<Prompt, String>> {
+            None
+        }
+
+        fn generate(&mut self, requests: &[Request]) -> Vec<Result<Completion, String>> {
+            requests
+                .iter()
+                .map(|r| {
+                    let prompt = r.prompt.text();
+                    self.seen.push((prompt.clone(), r.max_tokens));
+                    let (_, answer) = self
+                        .rules
+                        .iter()
+                        .find(|(key, _)| prompt.contains(key))
+                        .ok_or_else(|| format!("the fake has no answer for {prompt:?}"))?;
+                    Ok(Completion {
+                        text: answer.to_string(),
+                        prompt_tokens: self.count_tokens(&prompt),
+                        tokens: self.count_tokens(answer),
+                        truncated: false,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    /// Runs one batch of texts through the stage over a fake answering by `rules`.
+    fn run(
+        stage: &Llm,
+        rules: &[(&'static str, &'static str)],
+        texts: &[&str],
+    ) -> (Vec<Item>, Vec<Result<(), String>>, Fake) {
+        let mut worker = LlmWorker {
+            stage,
+            engine: Fake {
+                rules: rules.to_vec(),
+                seen: Vec::new(),
+            },
+            meter: Meter::new(
+                Arc::new(StageCounters::default()),
+                indicatif::ProgressBar::hidden(),
+            ),
+        };
+        let mut batch: Vec<Item> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut fields = Map::new();
+                fields.insert("text".into(), json!(text));
+                Item::new(
+                    format!("item{i}"),
+                    format!("item{i}"),
+                    text.as_bytes(),
+                    fields,
+                )
+            })
+            .collect();
+        let results = worker.process(&mut batch);
+        (batch, results, worker.engine)
+    }
+
+    // Ten words each: with `chunk_tokens = 16` every sentence is a piece of its own, and none
+    // is short enough to be carried over as overlap.
+    const ALPHA: &str = "Alpha one two three four five six seven eight nine.";
+    const BETA: &str = "Beta one two three four five six seven eight nine.";
+    const GAMMA: &str = "Gamma one two three four five six seven eight nine.";
+
+    // Three pieces vote two labels to one (the first piece is outvoted); each item of a batch
+    // gets its own pieces' answers, and a label's default budget is 32 tokens.
+    #[test]
+    fn pieces_vote_on_a_label() {
+        let stage = stage("task = \"classify\"\nchoices = [\"spam\", \"ham\"]\nchunk_tokens = 16");
+        let rules = [("Alpha", "ham"), ("Beta", "spam"), ("Gamma", " spam\n")];
+        let three = format!("{ALPHA} {BETA} {GAMMA}");
+        let (items, results, fake) = run(&stage, &rules, &[&three, ALPHA]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(items[0].fields["label"], "spam");
+        assert_eq!(items[0].fields["llm"]["label"]["pieces"], 3);
+        assert_eq!(items[0].fields["llm"]["label"]["task"], "classify");
+        assert_eq!(items[1].fields["label"], "ham");
+        assert_eq!(items[1].fields["llm"]["label"]["pieces"], 1);
+        assert_eq!(fake.seen.len(), 4);
+        assert!(fake.seen.iter().all(|(_, max)| *max == 32));
+        assert!(
+            fake.seen[0]
+                .0
+                .starts_with("Classify the text below as one of: spam, ham.")
+        );
+    }
+
+    // Two pieces' JSON merges into the item's fields (a null filled by the later piece); a
+    // piece that lacks a required key fails its item alone, saying which piece.
+    #[test]
+    fn pieces_merge_json_fields() {
+        let stage = stage("task = \"extract\"\nfields = [\"name\", \"city\"]\nchunk_tokens = 16");
+        let rules = [
+            ("Alpha", r#"{"name": "Ana", "city": null}"#),
+            ("Beta", r#"{"name": "Bob", "city": "Oslo"}"#),
+            ("Gamma", r#"{"name": "Cy"}"#),
+        ];
+        let (items, results, _) = run(
+            &stage,
+            &rules,
+            &[&format!("{ALPHA} {BETA}"), &format!("{ALPHA} {GAMMA}")],
+        );
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(items[0].fields["name"], "Ana");
+        assert_eq!(items[0].fields["city"], "Oslo");
+        assert_eq!(items[0].fields["llm"]["fields"]["pieces"], 2);
+        let err = results[1].clone().unwrap_err();
+        assert!(
+            err.contains("(piece 2 of 2) lacks the required field `city`"),
+            "{err}"
+        );
+    }
+
+    // The guard keeps the source of a piece whose cleaned text lost too many words (though
+    // every word left is the source's) and takes the other piece's cleaned text; it keeps
+    // the source of a rewrite with as many words but other ones too. Without the guard both
+    // go through. Cleanup's budget is proportional to the piece: 1.5 × 10 words + 32.
+    #[test]
+    fn guard_keeps_a_shortened_piece() {
+        let source = "alpha um one two three four five six seven eight. beta one two three four five six seven eight nine.";
+        let rules = [
+            ("alpha um", "Alpha one two three four five six seven eight."),
+            ("beta one", "Beta one two three four five six."),
+            (
+                "gamma one",
+                "Gamma uno dos tres cuatro cinco seis siete ocho nueve.",
+            ),
+        ];
+        let rewritten = "gamma one two three four five six seven eight nine.";
+        let guarded = stage("task = \"cleanup\"\nchunk_tokens = 16");
+        let (items, results, fake) = run(&guarded, &rules, &[source, rewritten]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            items[0].fields["clean_text"],
+            "Alpha one two three four five six seven eight. beta one two three four five six seven eight nine."
+        );
+        assert_eq!(items[0].fields["llm"]["clean_text"]["kept_source"], 1);
+        assert_eq!(items[0].fields["llm"]["clean_text"]["pieces"], 2);
+        assert_eq!(items[1].fields["clean_text"], rewritten);
+        assert_eq!(items[1].fields["llm"]["clean_text"]["kept_source"], 1);
+        assert_eq!(items[1].fields["llm"]["clean_text"]["similarity"], 0.1);
+        assert_eq!(fake.seen[0].1, 10 * 3 / 2 + 32);
+        assert!(
+            fake.seen[0]
+                .0
+                .starts_with("You are a careful copy editor of speech transcripts.\n\nCorrect")
+        );
+
+        let unguarded = stage("task = \"cleanup\"\nchunk_tokens = 16\nguard = false");
+        let (items, _, _) = run(&unguarded, &rules, &[source, rewritten]);
+        assert_eq!(
+            items[0].fields["clean_text"],
+            "Alpha one two three four five six seven eight. Beta one two three four five six."
+        );
+        assert_eq!(
+            items[1].fields["clean_text"],
+            "Gamma uno dos tres cuatro cinco seis siete ocho nueve."
+        );
+        assert!(
+            items[0].fields["llm"]["clean_text"]
+                .get("kept_source")
+                .is_none()
+        );
+    }
+
+    // Three pieces' summaries are summarized again, in a second round, into one.
+    #[test]
+    fn summaries_reduce_to_one() {
+        let stage = stage("task = \"summarize\"\nchunk_tokens = 16");
+        let rules = [
+            ("sum-a\n\nsum-b\n\nsum-c", "The whole."),
+            ("Alpha", "sum-a"),
+            ("Beta", "sum-b"),
+            ("Gamma", "sum-c"),
+        ];
+        let (items, results, fake) = run(&stage, &rules, &[&format!("{ALPHA} {BETA} {GAMMA}")]);
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(items[0].fields["summary"], "The whole.");
+        assert_eq!(items[0].fields["llm"]["summary"]["pieces"], 3);
+        assert_eq!(items[0].fields["llm"]["summary"]["rounds"], 2);
+        assert_eq!(fake.seen.len(), 4);
+        assert!(fake.seen.iter().all(|(_, max)| *max == 256));
+    }
+
+    // The `task` option offers the table's names; each task's row sets what `configure`
+    // derives, and a label task without `choices` is refused by name.
+    #[test]
+    fn tasks_come_from_the_table() {
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.name == "task")
+            .expect("a task option");
+        let Ty::Choice(names) = spec.ty else {
+            panic!("`task` is a choice")
+        };
+        assert_eq!(names, ["cleanup", "summarize", "extract", "classify"]);
+        for task in task::TASKS {
+            let template = Template::parse(task.prompt).expect("the prompt parses");
+            assert!(template.uses("text"), "{}", task.name);
+        }
+        let cleanup = stage("task = \"cleanup\"");
+        assert_eq!(cleanup.to.as_deref(), Some("clean_text"));
+        assert_eq!(cleanup.combine, Combine::Join);
+        assert!(cleanup.guard.is_some());
+        let summarize = stage("task = \"summarize\"");
+        assert_eq!(summarize.to.as_deref(), Some("summary"));
+        assert_eq!(summarize.combine, Combine::Reduce);
+        assert!(summarize.guard.is_none() && summarize.system.is_none());
+        let extract = stage("task = \"extract\"\nfields = [\"a\"]");
+        assert_eq!((extract.to, extract.combine), (None, Combine::Merge));
+        let custom = stage("prompt = \"Say {{text}}\"");
+        assert_eq!(custom.to.as_deref(), Some("completion"));
+        let (_, problems) = configured("task = \"classify\"");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "classify in stage llm needs `choices = [\"label\", ...]`"),
+            "{problems:?}"
+        );
+        let (_, problems) = configured("field = \"text\"");
+        assert!(
+            problems.iter().any(|p| p
+                == "stage llm needs a `task` (cleanup, summarize, extract, classify) or a `prompt`"),
+            "{problems:?}"
+        );
+    }
 
     fn out(text: &str) -> Completion {
         Completion {
