@@ -12,7 +12,14 @@
 //!
 //! Besides its output field, the stage writes `llm.<output>`: the model, pieces, prompt and
 //! generated token counts, and whether anything was cut short or kept by the cleanup guard.
+//!
+//! Each built-in task is one row of `task::TASKS` (its prompt, system message, output field,
+//! way of combining pieces, token budget and guard), looked up once when the stage is built.
+//! The worker reaches llama.cpp only through `engine::Engine`, so its splitting, combining
+//! and guarding can be unit-tested over a fake engine.
 
+mod engine;
+mod task;
 mod text;
 
 use std::collections::BTreeMap;
@@ -21,13 +28,14 @@ use std::sync::Arc;
 use serde_json::{Map, Value, json};
 
 use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
-use crate::component::threads::Threads;
-use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
+use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
-use crate::engines::llama::{Completion, Generator, GeneratorOptions, LlmModel, Prompt, Request};
+use crate::engines::llama::{Completion, GeneratorOptions, LlmModel, Prompt, Request};
 use crate::item::{Item, json_type};
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+use engine::{Engine, Llama};
+use task::{Combine, Task};
 use text::{Piece, Template};
 
 /// Tokens generated, and how many per second a worker was busy.
@@ -58,8 +66,6 @@ const TOKENS: Ty = Ty::Int {
     max: TOKENS_MAX,
 };
 
-const TASKS: &[&str] = &["cleanup", "summarize", "extract", "classify"];
-
 const OPTIONS: &[OptionSpec] = &[
     batch_size("128"),
     MAX_WAIT,
@@ -73,7 +79,7 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "task",
-        Ty::Choice(TASKS),
+        Ty::Choice(&task::NAMES),
         Default::Unset,
         "Built-in prompt and way of combining pieces: cleanup (fix a transcript's casing, punctuation and fillers; guarded), summarize, extract (needs `fields` or `schema`), classify (needs `choices`). Leave out to use `prompt` alone.",
     ),
@@ -234,22 +240,9 @@ const OPTIONS: &[OptionSpec] = &[
 const PARALLEL_CPU: usize = 8;
 const PARALLEL_GPU: usize = 64;
 
-/// How the outputs of an input's pieces become one output.
-#[derive(Clone, Copy, Debug, PartialEq)]
-enum Combine {
-    /// Concatenated with the source's whitespace between pieces (no overlap).
-    Join,
-    /// Summarized again until one piece remains.
-    Reduce,
-    /// JSON objects merged: first non-null value per key, lists concatenated.
-    Merge,
-    /// The most frequent label (ties: the earliest).
-    Vote,
-}
-
 struct Llm {
     model_name: String,
-    task: Option<String>,
+    task: Option<&'static Task>,
     /// The user gave the prompt (needed for a model without a chat template).
     custom_prompt: bool,
     system: Option<String>,
@@ -288,13 +281,6 @@ struct Guard {
     min_similarity: f64,
     max_length_change: f64,
 }
-
-const CLEANUP_SYSTEM: &str = "You are a careful copy editor of speech transcripts.";
-const CLEANUP_PROMPT: &str = "Correct the capitalization and punctuation of this transcript and remove filler words such as \"um\" and \"uh\". Keep every other word as it is: do not summarize, shorten, explain or add anything. Reply with the corrected transcript only.\n\nTranscript:\n{{text}}";
-const SUMMARIZE_PROMPT: &str = "Summarize the following text in at most three sentences. Reply with the summary only.\n\n{{text}}";
-const EXTRACT_PROMPT: &str = "Extract these fields from the document below and reply with a JSON object: {{fields}}. Use null for a field the document does not give.\n\nDocument:\n{{text}}";
-const CLASSIFY_PROMPT: &str =
-    "Classify the text below as one of: {{choices}}. Reply with the label only.\n\nText:\n{{text}}";
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     let mut problems: Vec<(&str, String)> = Vec::new();
@@ -349,8 +335,8 @@ fn configure(
     problems: &mut Vec<(&'static str, String)>,
 ) -> Option<Llm> {
     let ctx = options.context.clone();
-    let task = options.opt_str("task");
-    let task = task.as_deref();
+    // The option's type admits only the table's names.
+    let task = options.opt_str("task").as_deref().and_then(task::find);
     let field = options.str("field");
 
     let custom_prompt = inline_or_file(options, diag, "prompt", "prompt_file", problems);
@@ -359,17 +345,14 @@ fn configure(
     } else {
         "prompt"
     };
-    let prompt = custom_prompt.clone().or(match task {
-        Some("cleanup") => Some(CLEANUP_PROMPT.to_string()),
-        Some("summarize") => Some(SUMMARIZE_PROMPT.to_string()),
-        Some("extract") => Some(EXTRACT_PROMPT.to_string()),
-        Some("classify") => Some(CLASSIFY_PROMPT.to_string()),
-        _ => None,
-    });
+    let prompt = custom_prompt.clone().or(task.map(|t| t.prompt.to_string()));
     if prompt.is_none() {
         problems.push((
             "task",
-            format!("{ctx} needs a `task` ({}) or a `prompt`", TASKS.join(", ")),
+            format!(
+                "{ctx} needs a `task` ({}) or a `prompt`",
+                task::NAMES.join(", ")
+            ),
         ));
     }
     // Go on without a prompt, so every other problem is reported too.
@@ -391,7 +374,8 @@ fn configure(
 
     // Constraints: JSON (schema or field list) or labels.
     let choices = options.str_list("choices");
-    let wants_json = options.str("output") == "json" || task == Some("extract");
+    let wants_json =
+        options.str("output") == "json" || task.is_some_and(|t| t.combine == Combine::Merge);
     let schema = inline_or_file(options, diag, "schema", "schema_file", problems);
     let fields = options.str_list("fields");
     let schema = match (schema, fields.is_empty()) {
@@ -443,10 +427,10 @@ fn configure(
             format!("{ctx} has both JSON output and `choices`; keep one"),
         ));
     }
-    if task == Some("classify") && choices.is_empty() {
+    if let Some(task) = task.filter(|t| t.combine == Combine::Vote && choices.is_empty()) {
         problems.push((
             "task",
-            format!("classify in {ctx} needs `choices = [\"label\", ...]`"),
+            format!("{} in {ctx} needs `choices = [\"label\", ...]`", task.name),
         ));
     }
     if choices.iter().any(|c| c.trim().is_empty()) {
@@ -471,31 +455,27 @@ fn configure(
         Combine::Merge
     } else if !choices.is_empty() {
         Combine::Vote
-    } else if task == Some("summarize") {
-        Combine::Reduce
     } else {
-        Combine::Join
+        task.map_or(Combine::Join, |t| t.combine)
     };
     let to = options.opt_str("to").or_else(|| {
-        match (task, combine) {
-            (_, Combine::Merge) => None,
-            (_, Combine::Vote) => Some("label"),
-            (Some("cleanup"), _) => Some("clean_text"),
-            (Some("summarize"), _) => Some("summary"),
-            _ => Some("completion"),
+        match combine {
+            Combine::Merge => None,
+            Combine::Vote => Some("label"),
+            _ => Some(task.and_then(|t| t.to).unwrap_or("completion")),
         }
         .map(String::from)
     });
-    let guard = (task == Some("cleanup") && options.bool("guard")).then(|| Guard {
+    let guard = (task.is_some_and(|t| t.guarded) && options.bool("guard")).then(|| Guard {
         min_similarity: options.float("min_similarity"),
         max_length_change: options.float("max_length_change"),
     });
     let system = options
         .opt_str("system")
-        .or_else(|| (task == Some("cleanup")).then(|| CLEANUP_SYSTEM.to_string()));
+        .or_else(|| task.and_then(|t| t.system).map(String::from));
     Some(Llm {
         model_name: options.str("model"),
-        task: task.map(String::from),
+        task,
         custom_prompt: custom_prompt.is_some(),
         system,
         template,
@@ -607,7 +587,7 @@ impl Stage for Llm {
             anyhow::bail!(
                 "model `{}` has no chat template in its GGUF metadata, so the built-in `{}` prompt cannot be used; give the stage a `prompt` that writes the whole prompt in the model's format",
                 self.model_name,
-                self.task.as_deref().unwrap_or("task")
+                self.task.map_or("task", |t| t.name)
             );
         }
         // On the GPU the CPU only samples tokens: one thread, leaving the rest to other stages.
@@ -620,24 +600,23 @@ impl Stage for Llm {
         })?;
         Ok(Box::new(LlmWorker {
             stage: self,
-            model,
-            generator,
-            threads: Arc::clone(&ctx.threads),
-            n_threads: threads,
+            engine: Llama {
+                model,
+                generator,
+                threads: Arc::clone(&ctx.threads),
+                n_threads: threads,
+                deadline: ctx.deadline.clone(),
+            },
             meter: ctx.meter.clone(),
-            deadline: ctx.deadline.clone(),
         }))
     }
 }
 
-struct LlmWorker<'a> {
+/// The stage's logic over one engine: llama.cpp in a run, a fake in unit tests.
+struct LlmWorker<'a, E> {
     stage: &'a Llm,
-    model: &'a LlmModel,
-    generator: Generator<'a>,
-    threads: Arc<Threads>,
-    n_threads: usize,
+    engine: E,
     meter: Meter,
-    deadline: Deadline,
 }
 
 /// One item's progress through the rounds of generation.
@@ -661,7 +640,7 @@ struct Job {
 /// Most rounds of summarizing summaries before giving up.
 const MAX_ROUNDS: usize = 8;
 
-impl Worker for LlmWorker<'_> {
+impl<E: Engine> Worker for LlmWorker<'_, E> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
         let mut jobs: Vec<Job> = batch.iter().map(|item| self.job(item)).collect();
         loop {
@@ -682,10 +661,7 @@ impl Worker for LlmWorker<'_> {
             if requests.is_empty() {
                 break;
             }
-            let (threads, n, deadline) = (&self.threads, self.n_threads, &self.deadline);
-            let results = self
-                .generator
-                .run(&requests, &|| deadline.passed(), || threads.borrow(Some(n)));
+            let results = self.engine.generate(&requests);
             let mut by_job: BTreeMap<usize, Vec<Result<Completion, String>>> = BTreeMap::new();
             let generated: u64 = results.iter().flatten().map(|c| c.tokens as u64).sum();
             self.meter.add(&GENERATED, generated as f64);
@@ -704,7 +680,7 @@ impl Worker for LlmWorker<'_> {
     }
 }
 
-impl LlmWorker<'_> {
+impl<E: Engine> LlmWorker<'_, E> {
     fn job(&self, item: &Item) -> Job {
         let field = &self.stage.field;
         match item.text(field) {
@@ -737,35 +713,33 @@ impl LlmWorker<'_> {
             ],
             &item.fields,
         )?;
-        if self.model.has_chat_template() {
-            self.model
-                .chat_prompt(stage.system.as_deref(), &user.text())
-                .map_err(|e| format!("{e:#}"))
-        } else {
-            let mut prompt = Prompt::default();
-            if let Some(system) = &stage.system {
-                prompt.push_control(system);
-                prompt.push_control("\n\n");
-            }
-            prompt.append(user);
-            Ok(prompt)
+        if let Some(prompt) = self
+            .engine
+            .chat_prompt(stage.system.as_deref(), &user.text())
+        {
+            return prompt;
         }
+        let mut prompt = Prompt::default();
+        if let Some(system) = &stage.system {
+            prompt.push_control(system);
+            prompt.push_control("\n\n");
+        }
+        prompt.append(user);
+        Ok(prompt)
     }
 
     /// Splits this round's input so each piece's prompt and output fit in the context, and
     /// builds one request per piece.
     fn requests(&self, job: &mut Job, item: &Item) -> Result<Vec<Request>, String> {
         let stage = self.stage;
-        let overhead = self.model.tokenize(&self.prompt("", item)?).len();
+        let overhead = self.engine.prompt_tokens(&self.prompt("", item)?);
         // Room for the input and the output; a few tokens spare for merges at piece edges.
         let room = stage.context.saturating_sub(overhead + 8);
-        let proportional = stage.max_tokens == 0 && stage.task.as_deref() == Some("cleanup");
-        let max_tokens = match (stage.max_tokens, stage.combine) {
-            (n, _) if n > 0 => n,
+        let proportional = stage.max_tokens == 0 && stage.task.is_some_and(|t| t.proportional);
+        let max_tokens = match stage.max_tokens {
+            n if n > 0 => n,
             _ if proportional => 0,
-            (_, Combine::Reduce) => 256,
-            (_, Combine::Vote) => 32,
-            _ => 512,
+            _ => stage.combine.max_tokens(),
         };
         let mut limit = if proportional {
             // Input n, output up to 1.5 n + 32.
@@ -787,7 +761,7 @@ impl LlmWorker<'_> {
         } else {
             stage.overlap_tokens.min(limit / 2)
         };
-        job.pieces = text::split(&job.text, limit, overlap, |t| self.model.count_tokens(t));
+        job.pieces = text::split(&job.text, limit, overlap, |t| self.engine.count_tokens(t));
         if job.pieces.is_empty() {
             match stage.combine {
                 // Nothing to clean or summarize.
@@ -812,7 +786,7 @@ impl LlmWorker<'_> {
                 Ok(Request {
                     prompt: self.prompt(&piece.text, item)?,
                     max_tokens: if proportional {
-                        self.model.count_tokens(&piece.text) * 3 / 2 + 32
+                        self.engine.count_tokens(&piece.text) * 3 / 2 + 32
                     } else {
                         max_tokens
                     },
@@ -932,8 +906,8 @@ impl LlmWorker<'_> {
             "tokens": job.tokens,
             "truncated": job.truncated,
         });
-        if let Some(task) = &stage.task {
-            record["task"] = json!(task);
+        if let Some(task) = stage.task {
+            record["task"] = json!(task.name);
         }
         if job.round > 0 {
             record["rounds"] = json!(job.round + 1);
@@ -1068,6 +1042,279 @@ fn request_seed(seed: u32, id: &str, round: usize, piece: usize) -> u32 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::component::StageCounters;
+    use crate::options::tree::{self, Value as Toml};
+
+    /// The stage as `configure` builds it from these options (TOML), with its problems.
+    fn configured(toml: &str) -> (Option<Llm>, Vec<String>) {
+        let Ok(tree::Node {
+            value: Toml::Table(entries),
+            ..
+        }) = tree::parse_document(toml)
+        else {
+            panic!("the test's options are not a TOML table")
+        };
+        let mut diag = Diagnostics::new("test", toml);
+        let options =
+            Options::validate("stage llm".into(), 0..0, &entries, OPTIONS, &[], &mut diag);
+        let mut problems = Vec::new();
+        let stage = configure(&options, &mut diag, &mut problems);
+        assert!(diag.problems.is_empty(), "the test's options are wrong");
+        (stage, problems.into_iter().map(|(_, m)| m).collect())
+    }
+
+    fn stage(toml: &str) -> Llm {
+        let (stage, problems) = configured(toml);
+        assert!(problems.is_empty(), "{problems:?}");
+        stage.expect("a stage without problems")
+    }
+
+    /// Stands in for llama.cpp: a token is a word, the model has no chat template, and each
+    /// prompt is answered by the first rule whose key it contains.
+    struct Fake {
+        rules: Vec<(&'static str, &'static str)>,
+        /// Each request's prompt text and `max_tokens`, in order.
+        seen: Vec<(String, usize)>,
+    }
+
+    impl Engine for Fake {
+        fn count_tokens(&self, text: &str) -> usize {
+            text.split_whitespace().count()
+        }
+
+        fn prompt_tokens(&self, prompt: &Prompt) -> usize {
+            self.count_tokens(&prompt.text())
+        }
+
+        fn chat_prompt(&self, _: Option<&str>, _: &str) -> Option<Result<Prompt, String>> {
+            None
+        }
+
+        fn generate(&mut self, requests: &[Request]) -> Vec<Result<Completion, String>> {
+            requests
+                .iter()
+                .map(|r| {
+                    let prompt = r.prompt.text();
+                    self.seen.push((prompt.clone(), r.max_tokens));
+                    let (_, answer) = self
+                        .rules
+                        .iter()
+                        .find(|(key, _)| prompt.contains(key))
+                        .ok_or_else(|| format!("the fake has no answer for {prompt:?}"))?;
+                    Ok(Completion {
+                        text: answer.to_string(),
+                        prompt_tokens: self.count_tokens(&prompt),
+                        tokens: self.count_tokens(answer),
+                        truncated: false,
+                    })
+                })
+                .collect()
+        }
+    }
+
+    /// Runs one batch of texts through the stage over a fake answering by `rules`.
+    fn run(
+        stage: &Llm,
+        rules: &[(&'static str, &'static str)],
+        texts: &[&str],
+    ) -> (Vec<Item>, Vec<Result<(), String>>, Fake) {
+        let mut worker = LlmWorker {
+            stage,
+            engine: Fake {
+                rules: rules.to_vec(),
+                seen: Vec::new(),
+            },
+            meter: Meter::new(
+                Arc::new(StageCounters::default()),
+                indicatif::ProgressBar::hidden(),
+            ),
+        };
+        let mut batch: Vec<Item> = texts
+            .iter()
+            .enumerate()
+            .map(|(i, text)| {
+                let mut fields = Map::new();
+                fields.insert("text".into(), json!(text));
+                Item::new(
+                    format!("item{i}"),
+                    format!("item{i}"),
+                    text.as_bytes(),
+                    fields,
+                )
+            })
+            .collect();
+        let results = worker.process(&mut batch);
+        (batch, results, worker.engine)
+    }
+
+    // Ten words each: with `chunk_tokens = 16` every sentence is a piece of its own, and none
+    // is short enough to be carried over as overlap.
+    const ALPHA: &str = "Alpha one two three four five six seven eight nine.";
+    const BETA: &str = "Beta one two three four five six seven eight nine.";
+    const GAMMA: &str = "Gamma one two three four five six seven eight nine.";
+
+    // Three pieces vote two labels to one (the first piece is outvoted); each item of a batch
+    // gets its own pieces' answers, and a label's default budget is 32 tokens.
+    #[test]
+    fn pieces_vote_on_a_label() {
+        let stage = stage("task = \"classify\"\nchoices = [\"spam\", \"ham\"]\nchunk_tokens = 16");
+        let rules = [("Alpha", "ham"), ("Beta", "spam"), ("Gamma", " spam\n")];
+        let three = format!("{ALPHA} {BETA} {GAMMA}");
+        let (items, results, fake) = run(&stage, &rules, &[&three, ALPHA]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(items[0].fields["label"], "spam");
+        assert_eq!(items[0].fields["llm"]["label"]["pieces"], 3);
+        assert_eq!(items[0].fields["llm"]["label"]["task"], "classify");
+        assert_eq!(items[1].fields["label"], "ham");
+        assert_eq!(items[1].fields["llm"]["label"]["pieces"], 1);
+        assert_eq!(fake.seen.len(), 4);
+        assert!(fake.seen.iter().all(|(_, max)| *max == 32));
+        assert!(
+            fake.seen[0]
+                .0
+                .starts_with("Classify the text below as one of: spam, ham.")
+        );
+    }
+
+    // Two pieces' JSON merges into the item's fields (a null filled by the later piece); a
+    // piece that lacks a required key fails its item alone, saying which piece.
+    #[test]
+    fn pieces_merge_json_fields() {
+        let stage = stage("task = \"extract\"\nfields = [\"name\", \"city\"]\nchunk_tokens = 16");
+        let rules = [
+            ("Alpha", r#"{"name": "Ana", "city": null}"#),
+            ("Beta", r#"{"name": "Bob", "city": "Oslo"}"#),
+            ("Gamma", r#"{"name": "Cy"}"#),
+        ];
+        let (items, results, _) = run(
+            &stage,
+            &rules,
+            &[&format!("{ALPHA} {BETA}"), &format!("{ALPHA} {GAMMA}")],
+        );
+        assert_eq!(results[0], Ok(()));
+        assert_eq!(items[0].fields["name"], "Ana");
+        assert_eq!(items[0].fields["city"], "Oslo");
+        assert_eq!(items[0].fields["llm"]["fields"]["pieces"], 2);
+        let err = results[1].clone().unwrap_err();
+        assert!(
+            err.contains("(piece 2 of 2) lacks the required field `city`"),
+            "{err}"
+        );
+    }
+
+    // The guard keeps the source of a piece whose cleaned text lost too many words (though
+    // every word left is the source's) and takes the other piece's cleaned text; it keeps
+    // the source of a rewrite with as many words but other ones too. Without the guard both
+    // go through. Cleanup's budget is proportional to the piece: 1.5 × 10 words + 32.
+    #[test]
+    fn guard_keeps_a_shortened_piece() {
+        let source = "alpha um one two three four five six seven eight. beta one two three four five six seven eight nine.";
+        let rules = [
+            ("alpha um", "Alpha one two three four five six seven eight."),
+            ("beta one", "Beta one two three four five six."),
+            (
+                "gamma one",
+                "Gamma uno dos tres cuatro cinco seis siete ocho nueve.",
+            ),
+        ];
+        let rewritten = "gamma one two three four five six seven eight nine.";
+        let guarded = stage("task = \"cleanup\"\nchunk_tokens = 16");
+        let (items, results, fake) = run(&guarded, &rules, &[source, rewritten]);
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(
+            items[0].fields["clean_text"],
+            "Alpha one two three four five six seven eight. beta one two three four five six seven eight nine."
+        );
+        assert_eq!(items[0].fields["llm"]["clean_text"]["kept_source"], 1);
+        assert_eq!(items[0].fields["llm"]["clean_text"]["pieces"], 2);
+        assert_eq!(items[1].fields["clean_text"], rewritten);
+        assert_eq!(items[1].fields["llm"]["clean_text"]["kept_source"], 1);
+        assert_eq!(items[1].fields["llm"]["clean_text"]["similarity"], 0.1);
+        assert_eq!(fake.seen[0].1, 10 * 3 / 2 + 32);
+        assert!(
+            fake.seen[0]
+                .0
+                .starts_with("You are a careful copy editor of speech transcripts.\n\nCorrect")
+        );
+
+        let unguarded = stage("task = \"cleanup\"\nchunk_tokens = 16\nguard = false");
+        let (items, _, _) = run(&unguarded, &rules, &[source, rewritten]);
+        assert_eq!(
+            items[0].fields["clean_text"],
+            "Alpha one two three four five six seven eight. Beta one two three four five six."
+        );
+        assert_eq!(
+            items[1].fields["clean_text"],
+            "Gamma uno dos tres cuatro cinco seis siete ocho nueve."
+        );
+        assert!(
+            items[0].fields["llm"]["clean_text"]
+                .get("kept_source")
+                .is_none()
+        );
+    }
+
+    // Three pieces' summaries are summarized again, in a second round, into one.
+    #[test]
+    fn summaries_reduce_to_one() {
+        let stage = stage("task = \"summarize\"\nchunk_tokens = 16");
+        let rules = [
+            ("sum-a\n\nsum-b\n\nsum-c", "The whole."),
+            ("Alpha", "sum-a"),
+            ("Beta", "sum-b"),
+            ("Gamma", "sum-c"),
+        ];
+        let (items, results, fake) = run(&stage, &rules, &[&format!("{ALPHA} {BETA} {GAMMA}")]);
+        assert!(results[0].is_ok(), "{results:?}");
+        assert_eq!(items[0].fields["summary"], "The whole.");
+        assert_eq!(items[0].fields["llm"]["summary"]["pieces"], 3);
+        assert_eq!(items[0].fields["llm"]["summary"]["rounds"], 2);
+        assert_eq!(fake.seen.len(), 4);
+        assert!(fake.seen.iter().all(|(_, max)| *max == 256));
+    }
+
+    // The `task` option offers the table's names; each task's row sets what `configure`
+    // derives, and a label task without `choices` is refused by name.
+    #[test]
+    fn tasks_come_from_the_table() {
+        let spec = OPTIONS
+            .iter()
+            .find(|o| o.name == "task")
+            .expect("a task option");
+        let Ty::Choice(names) = spec.ty else {
+            panic!("`task` is a choice")
+        };
+        assert_eq!(names, ["cleanup", "summarize", "extract", "classify"]);
+        for task in task::TASKS {
+            let template = Template::parse(task.prompt).expect("the prompt parses");
+            assert!(template.uses("text"), "{}", task.name);
+        }
+        let cleanup = stage("task = \"cleanup\"");
+        assert_eq!(cleanup.to.as_deref(), Some("clean_text"));
+        assert_eq!(cleanup.combine, Combine::Join);
+        assert!(cleanup.guard.is_some());
+        let summarize = stage("task = \"summarize\"");
+        assert_eq!(summarize.to.as_deref(), Some("summary"));
+        assert_eq!(summarize.combine, Combine::Reduce);
+        assert!(summarize.guard.is_none() && summarize.system.is_none());
+        let extract = stage("task = \"extract\"\nfields = [\"a\"]");
+        assert_eq!((extract.to, extract.combine), (None, Combine::Merge));
+        let custom = stage("prompt = \"Say {{text}}\"");
+        assert_eq!(custom.to.as_deref(), Some("completion"));
+        let (_, problems) = configured("task = \"classify\"");
+        assert!(
+            problems
+                .iter()
+                .any(|p| p == "classify in stage llm needs `choices = [\"label\", ...]`"),
+            "{problems:?}"
+        );
+        let (_, problems) = configured("field = \"text\"");
+        assert!(
+            problems.iter().any(|p| p
+                == "stage llm needs a `task` (cleanup, summarize, extract, classify) or a `prompt`"),
+            "{problems:?}"
+        );
+    }
 
     fn out(text: &str) -> Completion {
         Completion {
