@@ -22,9 +22,9 @@ use crate::models::{self, Catalog, FileState, ModelStore, ResolvedModel};
 use crate::options::{ComponentKind, Default, OptionSpec};
 use crate::pipeline::report::{RunFacts, RunReport};
 use crate::pipeline::{self, Pipeline, RunOptions, Stop};
-use crate::registry::STAGES;
 use crate::sinks::{Outputs, REPAIRS, SINKS};
 use crate::sources::SOURCES;
+use crate::stages::STAGES;
 
 /// How lai ends, for cron and scripts.
 #[derive(Clone, Copy, Debug, PartialEq)]

@@ -6,9 +6,10 @@
 //!
 //! 1. Top: `main`, `cli` (command-line syntax), `app` (turns a command into work and an exit
 //!    code), `config` (pipeline files: parse, validate every key with locations, build the
-//!    components), `registry` (every stage kind).
-//! 2. Components, one file per kind, each kind's folder listing its kinds: `sources` (where items
-//!    come from), `stages` (what is done to them), `sinks` (where they go).
+//!    components).
+//! 2. Components, one file per kind, each folder's `mod.rs` listing its kinds in a registry slice
+//!    (`SOURCES`, `STAGES`, `SINKS`) above the files: `sources` (where items come from), `stages`
+//!    (what is done to them), `sinks` (where they go).
 //! 3. The runtime: `pipeline` (bounded channel graph, batching, workers, writer, report,
 //!    progress) and `ledger` (resume, crash repair, sharding, merge, `lai ledger` views).
 //!    Beside it, `engines` (whisper.cpp, llama.cpp, ONNX Runtime) and `audio` (decoding to
@@ -53,7 +54,6 @@ mod ledger;
 mod models;
 mod options;
 mod pipeline;
-mod registry;
 mod sinks;
 mod sources;
 mod stages;

@@ -130,7 +130,7 @@ pub fn is_item_error(e: &io::Error) -> bool {
 
 /// A file format's own repair after the ledger cut or joined its records (resume, compaction,
 /// merge), such as an npy matrix's header that declares its row count. Each format that needs
-/// one recognises its own files and leaves the others alone; `registry::REPAIRS` lists them.
+/// one recognises its own files and leaves the others alone; `sinks::REPAIRS` lists them.
 pub type Repair = fn(&Path) -> anyhow::Result<()>;
 
 /// Creates the parent folder of a file about to be written.

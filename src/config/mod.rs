@@ -14,9 +14,9 @@ use crate::item::sha256_hex;
 use crate::options::tree::{self, Entry, Node, Value};
 use crate::options::{ComponentKind, Default, Diagnostics, OptionSpec, Options, Problem, Ty, opt};
 use crate::pipeline::{Pipeline, StagePlan};
-use crate::registry::STAGES;
 use crate::sinks::SINKS;
 use crate::sources::SOURCES;
+use crate::stages::STAGES;
 
 /// Top-level keys of a pipeline file besides `input`, `stage` and `output`.
 const TOP_LEVEL: &[OptionSpec] = &[

@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use serde_json::{Value, json};
 
 use super::encoder::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
-use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use super::common::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
 use crate::device::DEVICE;

@@ -11,7 +11,7 @@
 use serde_json::{Value, json};
 
 use super::encoder::{EmbedWorker, Embedding, FIELD, LONG, MODEL, OVERLAP, THREADS, TOKEN_BUDGET};
-use super::{MAX_WAIT, TIMEOUT, batch_size, workers};
+use super::common::{MAX_WAIT, TIMEOUT, batch_size, workers};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
 use crate::device::DEVICE;

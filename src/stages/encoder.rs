@@ -17,7 +17,7 @@ use std::sync::Arc;
 
 use anyhow::anyhow;
 
-use super::Shared;
+use super::common::Shared;
 use crate::component::StartContext;
 use crate::component::threads::Threads;
 use crate::device::Placement;

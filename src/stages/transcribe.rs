@@ -18,7 +18,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{Shared, TIMEOUT, WORKERS, batch_size, max_wait};
+use super::common::{Shared, TIMEOUT, WORKERS, batch_size, max_wait};
 use crate::audio::{self, AudioInfo, TARGET_RATE};
 use crate::component::threads::Threads;
 use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};

@@ -27,7 +27,7 @@ use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
-use super::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
+use super::common::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, GeneratorOptions, LlmModel, Prompt, Request};

@@ -21,7 +21,7 @@ use sha2::Sha256;
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
 
 use super::encoder::{TOKEN_BUDGET, session, text_model};
-use super::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
+use super::common::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
 use crate::device::{DEVICE, Placement};
