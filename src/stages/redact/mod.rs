@@ -53,9 +53,9 @@ const OPTIONS: &[OptionSpec] = &[
         "entities",
         Ty::ChoiceList(BUILTIN),
         Default::Value(
-            "[\"email\", \"url\", \"credit_card\", \"iban\", \"ssn\", \"ip_address\", \"phone\"]",
+            "[\"email\", \"url\", \"credit_card\", \"iban\", \"ssn\", \"date_of_birth\", \"ip_address\", \"phone\"]",
         ),
-        "Built-in entity types to find.",
+        "Built-in entity types to find. date_of_birth: a date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday) that a birth word just before it names (born, DOB, date of birth, geb., né le, ...); other dates are kept.",
     ),
     opt(
         "patterns",

@@ -1,10 +1,11 @@
 //! Rule-based PII recognizers: a regex finds candidates, a checksum or shape rule confirms them.
 //!
-//! Each built-in entity (email, phone, credit_card, iban, ssn, ip_address, url) is one or more
-//! `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the entity, the regex
-//! proposes a span, and the validator accepts, narrows or rejects it (Luhn for cards, mod-97 for
-//! IBANs, SSA rules for SSNs, `std::net` parsing for IPv6). This module finds spans; it never
-//! rewrites text.
+//! Each built-in entity (email, phone, credit_card, iban, ssn, date_of_birth, ip_address, url)
+//! is one or more `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the
+//! entity, the regex proposes a span, and the validator accepts, narrows or rejects it (Luhn for
+//! cards, mod-97 for IBANs, SSA rules for SSNs, a real calendar date said to be a birth date by
+//! the words before it, `std::net` parsing for IPv6). This module finds spans; it never rewrites
+//! text.
 
 use std::ops::Range;
 
@@ -18,6 +19,7 @@ pub const BUILTIN: &[&str] = &[
     "credit_card",
     "iban",
     "ssn",
+    "date_of_birth",
     "ip_address",
     "phone",
 ];
@@ -169,6 +171,7 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             iban,
         )],
         "ssn" => vec![make(r"\b\d{3}([\- ])\d{2}([\- ])\d{4}\b", DIGITS, ssn)],
+        "date_of_birth" => vec![make(&date_pattern(), DIGITS, birth_date)],
         "phone" => vec![
             // International: +CC then groups.
             make(
@@ -343,6 +346,85 @@ fn ssn(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     valid.then_some(span)
 }
 
+/// Month names people write dates with (English, German, French, Dutch, Spanish), full and
+/// abbreviated.
+const MONTHS: &str = "jan(?:uary|uar|vier|uari)?|feb(?:ruary|ruar|ruari)?|f[ée]vr?(?:ier)?|mar(?:ch|s)?|m[äa]r(?:z|t)|apr(?:il)?|avr(?:il)?|ma[iy]|mei|jun[ei]?|juin|jul[iy]?|juil(?:let)?|aug(?:ust|ustus)?|ao[ûu]t|sep(?:t|tember|tembre)?|o[ck]t(?:ober|obre)?|nov(?:ember|embre)?|de[cz](?:ember)?|d[ée]c(?:embre)?|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre";
+
+/// A date as people write it: ISO, day/month/year with `/`, `.` or `-`, "3 March 1984",
+/// "March 3, 1984", with or without a weekday before it.
+fn date_pattern() -> String {
+    format!(
+        r"(?i)\b(?:(?:mon|tue|wed|thu|fri|sat|sun)[a-z]*\.?,?\s+)?(?:\d{{4}}-\d{{1,2}}-\d{{1,2}}|\d{{1,2}}[./\-]\d{{1,2}}[./\-](?:\d{{4}}|\d{{2}})|\d{{1,2}}(?:st|nd|rd|th)?\.?\s+(?:of\s+)?(?:{MONTHS})\.?,?\s+\d{{4}}|(?:{MONTHS})\.?\s+\d{{1,2}}(?:st|nd|rd|th)?,?\s+\d{{4}})\b"
+    )
+}
+
+/// Words that say the date after them is a birth date (lower case).
+const BIRTH_WORDS: &[&str] = &[
+    "born",
+    "dob",
+    "d.o.b",
+    "date of birth",
+    "birth date",
+    "birthdate",
+    "birthday",
+    "geb.",
+    "geboren",
+    "geburtsdatum",
+    "né le",
+    "née le",
+    "né(e) le",
+    "date de naissance",
+    "geboortedatum",
+    "geboren op",
+    "fecha de nacimiento",
+    "nacido",
+    "nacida",
+];
+
+/// A real calendar date that the words just before it call a birth date: a birth word in the
+/// same sentence, with no other number between it and the date (so "born in 1984, joined on
+/// 12/03/2019" keeps the second date).
+fn birth_date(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    if !is_calendar_date(&text[span.clone()]) {
+        return None;
+    }
+    let mut from = span.start.saturating_sub(48);
+    while !text.is_char_boundary(from) {
+        from += 1;
+    }
+    let before = text[from..span.start].to_lowercase();
+    let (at, word) = BIRTH_WORDS
+        .iter()
+        .filter_map(|w| before.rfind(w).map(|at| (at, *w)))
+        .max_by_key(|(at, w)| at + w.len())?;
+    // Punctuation right after the word (`DOB.:`, `born)`) is part of it.
+    let between = before[at + word.len()..].trim_start_matches(['.', ':', ')', ',']);
+    let clean = !between.contains(|c: char| c.is_ascii_digit() || matches!(c, ';' | '!' | '?' | '\n'))
+        && !between.trim_end().ends_with('.')
+        && !between.contains(". ");
+    let starts_word = before[..at]
+        .chars()
+        .next_back()
+        .is_none_or(|c| !c.is_alphanumeric());
+    (clean && starts_word).then_some(span)
+}
+
+/// Whether a date's numbers can be a day, a month and a year (either day-month order).
+fn is_calendar_date(date: &str) -> bool {
+    let numbers: Vec<u32> = date
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|n| n.parse().ok())
+        .collect();
+    let day_month = |d: u32, m: u32| (1..=31).contains(&d) && (1..=12).contains(&m);
+    match numbers[..] {
+        [y, m, d] if y >= 1000 => day_month(d, m),
+        [a, b, _] => day_month(a, b) || day_month(b, a),
+        // A month written as a word: only the day is a number.
+        [d, _] => (1..=31).contains(&d),
+        _ => false,
+    }
+}
+
 fn phone_digits(text: &str, span: Range<usize>, min: usize, max: usize) -> Option<Range<usize>> {
     let s = &text[span.clone()];
     let digits = s.bytes().filter(u8::is_ascii_digit).count();
@@ -411,6 +493,33 @@ mod tests {
     fn ssns() {
         assert_eq!(find("ssn", "ssn 123-45-6789"), ["123-45-6789"]);
         assert!(find("ssn", "000-12-3456 and 666-12-3456 and 123-45 6789").is_empty());
+    }
+
+    // A birth date in any common form is found after a birth word; other dates, birth words
+    // too far away or in another sentence, and impossible dates are kept.
+    #[test]
+    fn birth_dates() {
+        for (text, date) in [
+            ("Patient DOB: 12/03/1984.", "12/03/1984"),
+            ("D.O.B. 1984-03-12", "1984-03-12"),
+            ("She was born on 3rd of March 1984 in Leeds", "3rd of March 1984"),
+            ("Date of birth: Monday, March 3, 1984", "Monday, March 3, 1984"),
+            ("Herr Müller, geb. 12.03.1984, wohnhaft", "12.03.1984"),
+            ("Mme Dupont, née le 3 mars 1984", "3 mars 1984"),
+            ("born 03-12-84", "03-12-84"),
+        ] {
+            assert_eq!(find("date_of_birth", text), [date], "{text}");
+        }
+        for text in [
+            "Seen on 12/03/2024 for a follow-up.",
+            "Born in 1984, she joined on 12/03/2019.",
+            "Invoice dated 3 March 2024, due 2024-04-02.",
+            "born on 31/13/1984",
+            "stubborn bug since 12/03/1984",
+            "She was born abroad. On 12/03/2020 she moved.",
+        ] {
+            assert!(find("date_of_birth", text).is_empty(), "{text}");
+        }
     }
 
     // IPv4 and IPv6, but not times, versions or C++ paths.
