@@ -5,7 +5,8 @@
 //! recognizer: your patterns, then deny-lists, then built-ins in `BUILTIN` order, then the NER
 //! model); an operator (`tag`, `mask`, `hash`) rewrites each span. With `ner_model` set, a
 //! token-classification model (`ner.rs`) also finds names, addresses and ids that rules cannot;
-//! its spans are one more recognizer under the same rule, marked `"source": "ner"` in the summary. Each item gets a summary field
+//! its spans are one more recognizer under the same rule, marked `"source": "ner"` in the
+//! summary, except where the rules veto them (`recognizers::Vetoes`). Each item gets a summary field
 //! with entity types, character offsets and counts, never the removed values. Nothing here logs
 //! item text.
 
@@ -152,6 +153,8 @@ struct Redact {
     /// Entity name of every `Found::entity` index: the recognizers', then the NER model's.
     names: Vec<String>,
     ner: Option<NerSpec>,
+    /// What the rules know is no PII, which the model's spans may not cover.
+    vetoes: recognizers::Vetoes,
     operator: Operator,
     skip_missing: bool,
     summary_field: String,
@@ -238,6 +241,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         recognizers,
         names,
         ner,
+        vetoes: recognizers::Vetoes::default(),
         operator,
         skip_missing: options.str("missing") == "skip",
         summary_field: options.str("summary_field"),
@@ -392,9 +396,20 @@ impl RedactWorker<'_> {
     /// Fills `self.found` with non-overlapping spans in text order.
     ///
     /// Overlaps: the span that starts first wins; at the same start the longer one; at equal
-    /// length the more specific recognizer (the lower index, see `build`).
-    fn find(&mut self, text: &str, model_spans: Vec<Found>) {
+    /// length the more specific recognizer (the lower index, see `build`). A model span that is
+    /// mostly text the rules rejected or know to be no PII (`Vetoes`) is dropped first.
+    fn find(&mut self, text: &str, mut model_spans: Vec<Found>) {
         self.found.clear();
+        if !model_spans.is_empty() {
+            let vetoes = self.stage.vetoes.find(text);
+            model_spans.retain(|f| {
+                let vetoed: usize = vetoes
+                    .iter()
+                    .map(|v| f.span.end.min(v.end).saturating_sub(f.span.start.max(v.start)))
+                    .sum();
+                2 * vetoed < f.span.len()
+            });
+        }
         self.found.extend(model_spans);
         let present = BytesPresent::of(text);
         for (i, r) in self.stage.recognizers.iter().enumerate() {
@@ -488,11 +503,36 @@ mod tests {
             fields: vec!["text".into()],
             names: recognizers.iter().map(|r| r.entity.clone()).collect(),
             ner: None,
+            vetoes: recognizers::Vetoes::default(),
             recognizers,
             operator,
             skip_missing: false,
             summary_field: "redactions".into(),
         }
+    }
+
+    // A model span over a number that fails Luhn, a ticket id or an amount is dropped; one
+    // over a name, or a number the rules do not know, stays.
+    #[test]
+    fn rules_veto_the_model() {
+        let stage = stage(Operator::Tag);
+        let mut worker = RedactWorker {
+            stage: &stage,
+            found: Vec::new(),
+            ner: None,
+        };
+        let text = "Order 4111 1111 1111 1112 for Jane Roe, ticket INC-2024-000123, $1,250.00, MRN 48213377";
+        let span = |s: &str| {
+            let at = text.find(s).unwrap();
+            Found {
+                span: at..at + s.len(),
+                entity: stage.recognizers.len(),
+            }
+        };
+        let model = ["4111 1111 1111 1112", "Jane Roe", "INC-2024-000123", "$1,250.00", "48213377"];
+        worker.find(text, model.iter().map(|s| span(s)).collect());
+        let kept: Vec<&str> = worker.found.iter().map(|f| &text[f.span.clone()]).collect();
+        assert_eq!(kept, ["Jane Roe", "48213377"]);
     }
 
     fn run(stage: &Redact, text: &str) -> Item {
