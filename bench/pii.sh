@@ -33,6 +33,8 @@ for variant in ner rules; do
   pipeline=$work/redact-$variant.toml
   sed '/^\[\[output\]\]/,$d' pipelines/redact.toml >"$pipeline"
   [ "$variant" = rules ] && sed -i '/^ner_/d' "$pipeline"
+  # `mask` keeps lengths, so the summary's offsets are the input's (the scorer's).
+  sed -i 's/^operator = .*/operator = "mask"/' "$pipeline"
   printf '[[output]]\nkind = "jsonl"\npath = "{out}/redacted.jsonl"\n' >>"$pipeline"
   start=$(date +%s.%N)
   target/release/lai run "$pipeline" "$work/input.jsonl" -o "$work/out-$variant" -q --jobs "$jobs"

@@ -5,12 +5,14 @@
 A gold span counts as found when a found span of the same entity overlaps it (recall); a found
 span counts as right when it overlaps a gold span of its entity (precision). `leaked` is the
 share of gold characters no found span of any entity covers: what a reader of the redacted text
-still sees. Entities outside the gold set (dates, ...) are not scored.
+still sees. `decoys kept` is the share of the corpus's decoys (other dates, times, amounts, ticket
+ids, versions, numbers failing Luhn, IBANs with a wrong check) that no found span touches: what
+must stay readable. Entities outside the gold set are not scored otherwise.
 """
 import json
 import sys
 
-ENTITIES = ["person", "address", "email", "phone"]
+ENTITIES = ["person", "address", "email", "phone", "date_of_birth"]
 
 
 def overlaps(a, b):
@@ -20,7 +22,8 @@ def overlaps(a, b):
 def main():
     corpus = [json.loads(l) for l in open(sys.argv[1])]
     print(f"{len(corpus)} documents; per entity: precision / recall")
-    header = f"{'tool':<22} {'docs/s':>8} " + " ".join(f"{e:>15}" for e in ENTITIES) + f" {'leaked chars':>13}"
+    header = (f"{'tool':<22} {'docs/s':>8} " + " ".join(f"{e:>15}" for e in ENTITIES)
+              + f" {'leaked chars':>13} {'decoys kept':>12}")
     print(header)
     for arg in sys.argv[2:]:
         name, path = arg.split("=", 1)
@@ -46,8 +49,12 @@ def main():
                     covered.update(range(max(g[0], f[0]), min(g[1], f[1])))
                 gold_chars += g[1] - g[0]
                 leaked += g[1] - g[0] - len(covered)
+        decoys = [(d, spans) for doc, spans in zip(corpus, found) for d in doc.get("decoys", [])]
+        kept = sum(not any(overlaps(d, f) for f in spans) for d, spans in decoys)
+        kept_share = f"{kept / len(decoys):12.3f}" if decoys else f"{'-':>12}"
         rate = len(corpus) / seconds
-        print(f"{name:<22} {rate:8.1f} " + " ".join(f"{c:>15}" for c in cells) + f" {leaked / gold_chars:13.3f}")
+        print(f"{name:<22} {rate:8.1f} " + " ".join(f"{c:>15}" for c in cells)
+              + f" {leaked / gold_chars:13.3f} {kept_share}")
 
 
 if __name__ == "__main__":

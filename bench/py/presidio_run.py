@@ -16,6 +16,8 @@ MAP = {
     "LOCATION": "address",
     "EMAIL_ADDRESS": "email",
     "PHONE_NUMBER": "phone",
+    # Presidio has no birth-date type: its dates are where it would find one.
+    "DATE_TIME": "date_of_birth",
 }
 
 
