@@ -37,7 +37,7 @@ for variant in ner rules; do
   sed -i 's/^operator = .*/operator = "mask"/' "$pipeline"
   printf '[[output]]\nkind = "jsonl"\npath = "{out}/redacted.jsonl"\n' >>"$pipeline"
   start=$(date +%s.%N)
-  target/release/lai run "$pipeline" "$work/input.jsonl" -o "$work/out-$variant" -q --jobs "$jobs"
+  target/release/lai run "$pipeline" "$work/input.jsonl" -o "$work/out-$variant" -q --fresh --jobs "$jobs"
   end=$(date +%s.%N)
   python3 bench/py/lai_found.py "$work/out-$variant/redacted.jsonl" "$(echo "$end - $start" | bc)" "$work/lai-$variant.json"
 done

@@ -322,7 +322,16 @@ fn credit_card(text: &str, span: Range<usize>) -> Option<Range<usize>> {
             }
         }
     }
-    best
+    // Digits inside an IBAN-shaped string ("DE10 1503 4980 ...") are its account number.
+    let in_iban = |start: usize| {
+        let head = text[..start].trim_end_matches([' ', '-']);
+        let tail: Vec<char> = head.chars().rev().take(5).collect();
+        tail.len() >= 4
+            && tail[..2].iter().all(char::is_ascii_digit)
+            && tail[2..4].iter().all(char::is_ascii_uppercase)
+            && tail.get(4).is_none_or(|c| !c.is_alphanumeric())
+    };
+    best.filter(|b| !in_iban(b.start))
 }
 
 /// Byte ranges of the maximal digit runs inside `span`.
@@ -371,8 +380,30 @@ fn iban(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     })
 }
 
+/// IBAN lengths by country (the SWIFT IBAN registry); another country's IBAN may be 15-34
+/// characters long.
+const IBAN_LENGTHS: &[(&str, usize)] = &[
+    ("AD", 24), ("AE", 23), ("AL", 28), ("AT", 20), ("AZ", 28), ("BA", 20), ("BE", 16),
+    ("BG", 22), ("BH", 22), ("BR", 29), ("BY", 28), ("CH", 21), ("CR", 22), ("CY", 28),
+    ("CZ", 24), ("DE", 22), ("DK", 18), ("DO", 28), ("EE", 20), ("EG", 29), ("ES", 24),
+    ("FI", 18), ("FO", 18), ("FR", 27), ("GB", 22), ("GE", 22), ("GI", 23), ("GL", 18),
+    ("GR", 27), ("GT", 28), ("HR", 21), ("HU", 28), ("IE", 22), ("IL", 23), ("IQ", 23),
+    ("IS", 26), ("IT", 27), ("JO", 30), ("KW", 30), ("KZ", 20), ("LB", 28), ("LC", 32),
+    ("LI", 21), ("LT", 20), ("LU", 20), ("LV", 21), ("MC", 27), ("MD", 24), ("ME", 22),
+    ("MK", 19), ("MR", 27), ("MT", 31), ("MU", 30), ("NL", 18), ("NO", 15), ("PK", 24),
+    ("PL", 28), ("PS", 29), ("PT", 25), ("QA", 29), ("RO", 24), ("RS", 22), ("SA", 24),
+    ("SC", 31), ("SE", 24), ("SI", 19), ("SK", 24), ("SM", 27), ("ST", 25), ("SV", 28),
+    ("TL", 23), ("TN", 24), ("TR", 26), ("UA", 29), ("VA", 22), ("VG", 24), ("XK", 20),
+];
+
 pub fn iban_valid(compact: &str) -> bool {
     if !(15..=34).contains(&compact.len()) || !compact.is_ascii() {
+        return false;
+    }
+    let country = compact[..2].to_ascii_uppercase();
+    if let Some((_, len)) = IBAN_LENGTHS.iter().find(|(c, _)| *c == country)
+        && compact.len() != *len
+    {
         return false;
     }
     let upper = compact.to_ascii_uppercase();
@@ -485,7 +516,19 @@ fn is_calendar_date(date: &str) -> bool {
     }
 }
 
+/// A phone number's digits, between `min` and `max`, and not the tail of a longer run of
+/// space-separated digit groups (an order number's last groups are no phone number).
 fn phone_digits(text: &str, span: Range<usize>, min: usize, max: usize) -> Option<Range<usize>> {
+    let mut before = text[..span.start].chars().rev();
+    let glued = match (before.next(), before.next()) {
+        (Some(c), _) if c.is_ascii_digit() => true,
+        // A dialling prefix (`001-`) is joined by a hyphen; an order number's groups by spaces.
+        (Some(' '), Some(d)) => d.is_ascii_digit(),
+        _ => false,
+    };
+    if glued {
+        return None;
+    }
     let s = &text[span.clone()];
     let digits = s.bytes().filter(u8::is_ascii_digit).count();
     // A trailing ')' from "(0) 20" style is kept, an unmatched one is not part of the number.
@@ -527,6 +570,7 @@ mod tests {
             find("credit_card", "amex 3782-822463-10005 ok"),
             ["3782-822463-10005"]
         );
+        assert!(find("credit_card", "IBAN DE10 4111 1111 1111 1111 33").is_empty());
         assert_eq!(
             find("credit_card", "ref 12 4111111111111111"),
             ["4111111111111111"]
@@ -546,6 +590,8 @@ mod tests {
             ["GB82WEST12345698765432"]
         );
         assert!(find("iban", "DE89 3704 0044 0532 0130 01").is_empty());
+        // Mod-97 passes with the word after it, but a German IBAN has 22 characters.
+        assert!(find("iban", "DE92 9905 8781 1535 6904 17 was").is_empty());
     }
 
     // SSNs follow SSA rules; dates and invalid areas are not SSNs.
@@ -623,6 +669,7 @@ mod tests {
         assert_eq!(find("phone", "call (555) 123-4567 now"), ["(555) 123-4567"]);
         assert_eq!(find("phone", "mobile 07700 900123"), ["07700 900123"]);
         assert!(find("phone", "on 2024-01-15 and 03/15/2024 12").is_empty());
+        assert!(find("phone", "order 9735 0775 2753 6138 shipped").is_empty());
     }
 
     // Emails and URLs, with trailing punctuation left out.
