@@ -36,7 +36,7 @@ macro_rules! stdout_line {
         use std::io::Write as _;
         if let Err(e) = writeln!(std::io::stdout(), $($arg)*) {
             if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(141);
+                std::process::exit(crate::app::Exit::ReaderGone as i32);
             }
         }
     }};

@@ -10,7 +10,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{jsonl, lai, repo};
+use common::{engines, jsonl, lai, lai_run, repo};
 
 /// A minimal pipeline: the given [input] extras, a redact stage, JSONL and CSV outputs.
 fn write_pipeline(dir: &Path, input_extra: &str) -> PathBuf {
@@ -25,6 +25,42 @@ fn write_pipeline(dir: &Path, input_extra: &str) -> PathBuf {
     )
     .unwrap();
     path
+}
+
+// The Safe Harbor pipeline keeps only the year of every date, generalises ages over 89 and
+// removes names; the default pipeline keeps other dates and redacts only the birth date.
+#[test]
+fn safe_harbor_dates_and_ages() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("notes.jsonl");
+    std::fs::write(
+        &input,
+        r#"{"id":"n1","text":"Patient John Smith, a 93-year-old man, DOB 03/12/1931, was admitted on 2024-05-17 and seen again on March 3, 2025."}"#,
+    )
+    .unwrap();
+    let text = |pipeline: &str| {
+        let out = dir.path().join(pipeline);
+        lai_run(
+            &repo(&format!("pipelines/{pipeline}.toml")),
+            &input,
+            &out,
+            &[],
+        )
+        .code(0);
+        jsonl(&out.join("redacted.jsonl"))[0]["text"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    assert_eq!(
+        text("redact-hipaa"),
+        "Patient [PERSON], a 90+-year-old man, DOB 1931, was admitted on 2024 and seen again on 2025."
+    );
+    assert_eq!(
+        text("redact"),
+        "Patient [PERSON], a 93-year-old man, DOB [DATE_OF_BIRTH], was admitted on 2024-05-17 and seen again on March 3, 2025."
+    );
 }
 
 // The shipped pipeline redacts the shipped samples: every planted value is gone, outputs exist.
@@ -521,7 +557,7 @@ fn runs_without_any_network() {
         eprintln!("skipped: `unshare -n` is not available here (needs user namespaces or root)");
         return;
     }
-    let _engines = common::engines();
+    let _engines = engines();
     let dir = tempfile::tempdir().unwrap();
     let inside = dir.path().join("inside");
     let status = StdCommand::new("unshare")

@@ -49,8 +49,17 @@ fn the_reader_sees_circles_and_layers() {
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path();
     std::fs::create_dir_all(src.join("stages")).unwrap();
-    std::fs::write(src.join("main.rs"), "mod item; mod stages;").unwrap();
-    std::fs::write(src.join("item.rs"), "use crate::stages::Stage;").unwrap();
+    std::fs::create_dir_all(src.join("engines")).unwrap();
+    std::fs::write(src.join("main.rs"), "mod engines; mod item; mod stages;").unwrap();
+    // A quote in a character literal, a raw string and a test-only function hide nothing.
+    std::fs::write(
+        src.join("item.rs"),
+        "fn q() -> char { '\"' }\nconst P: &str = r#\"a\"b\"#;\n#[cfg(test)]\nfn t() { crate::engines::x() }\nuse crate::stages::Stage;",
+    )
+    .unwrap();
+    // A parent that calls its child by a relative path, a child that imports its parent.
+    std::fs::write(src.join("engines/mod.rs"), "pub mod w;\nfn f() { w::g() }").unwrap();
+    std::fs::write(src.join("engines/w.rs"), "use super::Options;").unwrap();
     std::fs::write(
         src.join("stages/mod.rs"),
         "pub mod a;\nuse crate::{item::{Item, X}};\nmod hooks { fn f() { super::a::g() } }",
@@ -75,8 +84,15 @@ fn the_reader_sees_circles_and_layers() {
         edges[&m("stages")],
         BTreeSet::from([m("item"), m("stages/a")])
     );
+    assert_eq!(edges[&m("engines")], BTreeSet::from([m("engines/w")]));
     let circles = circles(&files.keys().cloned().collect::<Vec<_>>(), &edges);
-    assert_eq!(circles, vec![vec![m("item"), m("stages"), m("stages/a")]]);
+    assert_eq!(
+        circles,
+        vec![
+            vec![m("engines"), m("engines/w")],
+            vec![m("item"), m("stages"), m("stages/a")]
+        ]
+    );
 }
 
 /// Every module file under `src`, by module path (`stages/llm` for `stages/llm/mod.rs`).
@@ -111,12 +127,23 @@ fn modules(src: &Path) -> BTreeMap<Module, String> {
 fn imports(files: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module>> {
     let mut edges = BTreeMap::new();
     for (module, text) in files {
-        let code = strip(text);
-        let code = code.split("#[cfg(test)]").next().unwrap_or_default();
+        let code = without_tests(&strip(text));
+        let code = code.as_str();
         let inline = inline_modules(code);
         // Each path with how many inline modules (`mod tests { .. }`) it sits in: a `super`
         // there steps out of those first.
         let mut paths: Vec<(String, usize)> = Vec::new();
+        // A path that starts with a child module's name is relative to this module.
+        let relative = |path: &str| {
+            let first = path.split("::").next().unwrap_or_default();
+            let mut child = module.clone();
+            child.push(first.to_string());
+            if files.contains_key(&child) {
+                format!("self::{path}")
+            } else {
+                path.to_string()
+            }
+        };
         let depth = |at: usize| inline.iter().filter(|r| r.contains(&at)).count();
         let glued = |at: usize| {
             code[..at]
@@ -129,10 +156,20 @@ fn imports(files: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module
                 && let Some(end) = code[at..].find(';')
             {
                 let tree = &code[at + 4..at + end];
-                paths.extend(expand(tree).into_iter().map(|p| (p, depth(at))));
+                paths.extend(expand(tree).into_iter().map(|p| (relative(&p), depth(at))));
             }
         }
-        for start in ["crate::", "super::", "self::"] {
+        // A module names its own children without a prefix (`pack::hear`, `pub use fence::X`).
+        let children: Vec<String> = files
+            .keys()
+            .filter(|m| m.len() == module.len() + 1 && m.starts_with(module))
+            .map(|m| format!("{}::", m[module.len()]))
+            .collect();
+        let starts: Vec<&str> = ["crate::", "super::", "self::"]
+            .into_iter()
+            .chain(children.iter().map(String::as_str))
+            .collect();
+        for start in starts {
             for (at, _) in code.match_indices(start) {
                 if glued(at) {
                     continue;
@@ -142,7 +179,7 @@ fn imports(files: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module
                     .map_or(code.len(), |e| at + e);
                 // `crate::{..}` opens a use tree, read above.
                 if !code[at..end].ends_with("::") {
-                    paths.push((code[at..end].to_string(), depth(at)));
+                    paths.push((relative(&code[at..end]), depth(at)));
                 }
             }
         }
@@ -156,35 +193,94 @@ fn imports(files: &BTreeMap<Module, String>) -> BTreeMap<Module, BTreeSet<Module
     edges
 }
 
-/// Code without comments and string contents.
+/// Code without comments and the contents of strings and character literals.
 fn strip(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    while let Some(c) = chars.next() {
-        match c {
-            '/' if chars.peek() == Some(&'/') => {
-                for c in chars.by_ref() {
-                    if c == '\n' {
-                        out.push('\n');
+    let mut i = 0;
+    while i < chars.len() {
+        let c = chars[i];
+        let next = chars.get(i + 1).copied();
+        if c == '/' && next == Some('/') {
+            while i < chars.len() && chars[i] != '\n' {
+                i += 1;
+            }
+        } else if c == '/' && next == Some('*') {
+            i += 2;
+            while i + 1 < chars.len() && !(chars[i] == '*' && chars[i + 1] == '/') {
+                i += 1;
+            }
+            i += 2;
+        } else if c == 'r' && matches!(next, Some('"' | '#')) && !word_before(&chars, i) {
+            // r"..." or r#"..."#: ends at a quote followed by as many hashes.
+            let hashes = chars[i + 1..].iter().take_while(|c| **c == '#').count();
+            i += 1 + hashes + 1;
+            while i < chars.len()
+                && !(chars[i] == '"' && chars[i + 1..].iter().take(hashes).all(|c| *c == '#'))
+            {
+                i += 1;
+            }
+            i += 1 + hashes;
+            out.push_str("\"\"");
+        } else if c == '"' {
+            i += 1;
+            while i < chars.len() && chars[i] != '"' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("\"\"");
+        } else if c == '\'' && (chars.get(i + 2) == Some(&'\'') || next == Some('\\')) {
+            // A character literal ('"', '\n', '\u{..}'), not a lifetime.
+            i += 1;
+            while i < chars.len() && chars[i] != '\'' {
+                i += if chars[i] == '\\' { 2 } else { 1 };
+            }
+            i += 1;
+            out.push_str("' '");
+        } else {
+            out.push(c);
+            i += 1;
+        }
+    }
+    out
+}
+
+/// Whether the character before `i` continues a word (then `r` is part of a name).
+fn word_before(chars: &[char], i: usize) -> bool {
+    i > 0 && (chars[i - 1].is_alphanumeric() || chars[i - 1] == '_')
+}
+
+/// Code without the items marked `#[cfg(test)]` (a `mod tests { .. }`, a test-only `fn` or
+/// `use`): what tests use is not a dependency of the program.
+fn without_tests(code: &str) -> String {
+    let mut out = String::with_capacity(code.len());
+    let mut rest = code;
+    while let Some(at) = rest.find("#[cfg(test)]") {
+        out.push_str(&rest[..at]);
+        let item = &rest[at..];
+        // The item ends at its first `;` outside braces, or where its first brace closes.
+        let mut depth = 0;
+        let mut end = item.len();
+        for (i, c) in item.char_indices() {
+            match c {
+                '{' => depth += 1,
+                '}' => {
+                    depth -= 1;
+                    if depth == 0 {
+                        end = i + 1;
                         break;
                     }
                 }
-            }
-            '"' => {
-                while let Some(c) = chars.next() {
-                    match c {
-                        '\\' => {
-                            chars.next();
-                        }
-                        '"' => break,
-                        _ => {}
-                    }
+                ';' if depth == 0 => {
+                    end = i + 1;
+                    break;
                 }
-                out.push_str("\"\"");
+                _ => {}
             }
-            c => out.push(c),
         }
+        rest = &item[end..];
     }
+    out.push_str(rest);
     out
 }
 

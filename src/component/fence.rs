@@ -14,8 +14,16 @@ use std::sync::Arc;
 
 use anyhow::bail;
 
-use super::Input;
 use crate::item::printable;
+
+/// One command-line input.
+#[derive(Clone, Debug)]
+pub enum Input {
+    /// `-`: JSONL records on standard input.
+    Stdin,
+    /// A file or folder, with the run's outputs that reading it must pass over.
+    Path(PathBuf, Arc<Fence>),
+}
 
 /// A file's identity on this machine: (device, inode).
 pub type FileKey = (u64, u64);

@@ -11,9 +11,9 @@ mod source;
 mod stage;
 pub mod threads;
 
-pub use fence::Fence;
+pub use fence::{Fence, Input};
 pub use sink::{
     Committed, OpenContext, Place, Repair, Sink, SinkSpec, create_parent, is_item_error, item_error,
 };
-pub use source::{Input, Source, Wanted};
+pub use source::{Source, Wanted};
 pub use stage::{Deadline, Meter, Per, Stage, StageCounters, StartContext, Unit, Worker};

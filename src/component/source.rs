@@ -7,20 +7,8 @@
 //! Every source keeps the run's inputs apart from its outputs (`Fence`) and gives each id to
 //! one item only.
 
-use std::path::PathBuf;
-use std::sync::Arc;
-
-use super::Fence;
+use super::fence::Input;
 use crate::item::Item;
-
-/// One command-line input.
-#[derive(Clone, Debug)]
-pub enum Input {
-    /// `-`: JSONL records on standard input.
-    Stdin,
-    /// A file or folder, with the run's outputs that reading it must pass over.
-    Path(PathBuf, Arc<Fence>),
-}
 
 /// Which item ids a run takes (a shard's): the others are passed over, files among them unread.
 pub type Wanted<'a> = &'a dyn Fn(&str) -> bool;

@@ -72,10 +72,11 @@ pub enum Per {
 }
 
 impl StageCounters {
-    /// Adds `amount` of `unit`; returns the new total.
+    /// Adds `amount` of `unit` (units are told apart by their report key); returns the new
+    /// total.
     fn add(&self, unit: &'static Unit, amount: f64) -> f64 {
         let mut work = self.work.lock().unwrap_or_else(|p| p.into_inner());
-        match work.iter_mut().find(|(u, _)| std::ptr::eq(*u, unit)) {
+        match work.iter_mut().find(|(u, _)| u.total == unit.total) {
             Some((_, total)) => {
                 *total += amount;
                 *total
@@ -134,7 +135,11 @@ impl StartContext<'_> {
         StartContext {
             models,
             threads: Arc::new(Threads::new(2)),
-            meter: Meter::new(Arc::default(), indicatif::ProgressBar::hidden()),
+            meter: Meter::new(
+                Arc::default(),
+                indicatif::ProgressBar::hidden(),
+                Instant::now(),
+            ),
             deadline: Deadline::default(),
         }
     }
@@ -180,11 +185,17 @@ pub struct Meter {
 }
 
 impl Meter {
-    pub fn new(counters: Arc<StageCounters>, bar: indicatif::ProgressBar) -> Meter {
+    /// A meter for one stage's workers; rates on its progress bar count from `started`, the
+    /// start of the run.
+    pub fn new(
+        counters: Arc<StageCounters>,
+        bar: indicatif::ProgressBar,
+        started: Instant,
+    ) -> Meter {
         Meter {
             counters,
             bar,
-            started: Instant::now(),
+            started,
         }
     }
 

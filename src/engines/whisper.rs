@@ -192,7 +192,7 @@ impl Transcriber {
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript> {
-        pack::hear_speech(self, speech, options, give_up)
+        hear_speech(self, speech, options, give_up)
     }
 
     /// The transcript of audio without speech: no segments, the language if it is known.
@@ -480,6 +480,41 @@ fn is_annotation(text: &str) -> bool {
     text.is_empty()
         || (text.starts_with('[') && text.ends_with(']'))
         || (text.starts_with('(') && text.ends_with(')'))
+}
+
+/// What packing needs of a Whisper engine: one call that hears a window of samples. The
+/// engine is `Transcriber`; unit tests of `pack` give a fake that returns the segments a test
+/// lays out, so the mapping of segments to clips is tested without a model.
+pub trait Hear {
+    fn hear(
+        &mut self,
+        samples: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript>;
+}
+
+impl Hear for Transcriber {
+    fn hear(
+        &mut self,
+        samples: &[f32],
+        options: &Options,
+        give_up: &dyn Fn() -> bool,
+    ) -> anyhow::Result<Transcript> {
+        self.decode(samples, options, give_up)
+    }
+}
+
+/// Hears prepared speech on its own, times on the timeline of the audio it came from.
+pub fn hear_speech(
+    engine: &mut impl Hear,
+    speech: &Speech,
+    options: &Options,
+    give_up: &dyn Fn() -> bool,
+) -> anyhow::Result<Transcript> {
+    let mut transcript = engine.hear(&speech.samples, options, give_up)?;
+    transcript.map_times(&|t| speech.original(t));
+    Ok(transcript)
 }
 
 #[cfg(test)]

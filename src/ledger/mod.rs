@@ -729,7 +729,6 @@ pub fn lock(out_dir: &Path) -> anyhow::Result<Option<File>> {
     }
 }
 
-/// Opens a ledger read-only, for `lai ledger` (works while a run writes to it).
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,6 +7,7 @@ use rusqlite::Connection;
 
 use super::FILE;
 
+/// Opens a ledger read-only, for `lai ledger` (works while a run writes to it).
 fn read_only(out_dir: &Path) -> anyhow::Result<Connection> {
     let path = out_dir.join(FILE);
     Connection::open_with_flags(&path, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)

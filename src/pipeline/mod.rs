@@ -226,7 +226,7 @@ pub fn run(run: Run) -> Outcome {
                 let ctx = StartContext {
                     models: options.models,
                     threads: Arc::clone(&threads),
-                    meter: Meter::new(Arc::clone(&counters), bar.clone()),
+                    meter: Meter::new(Arc::clone(&counters), bar.clone(), started),
                     deadline: Deadline::default(),
                 };
                 scope.spawn(move || {

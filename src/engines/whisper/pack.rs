@@ -16,7 +16,7 @@
 
 use std::borrow::Cow;
 
-use super::{Options, Segment, Speech, Transcriber, Transcript};
+use super::{Hear, Options, Segment, Speech, Transcriber, Transcript, hear_speech};
 use crate::audio::TARGET_RATE;
 
 /// Audio in one packed window, gaps included: a little under Whisper's 30 s, so the last
@@ -160,29 +160,6 @@ pub enum Heard {
     Unheard,
 }
 
-/// What packing needs of a Whisper engine: one call that hears a window of samples. The
-/// engine is `Transcriber`; unit tests give a fake that returns the segments a test lays out,
-/// so the mapping of segments to clips is tested without a model.
-pub trait Hear {
-    fn hear(
-        &mut self,
-        samples: &[f32],
-        options: &Options,
-        give_up: &dyn Fn() -> bool,
-    ) -> anyhow::Result<Transcript>;
-}
-
-impl Hear for Transcriber {
-    fn hear(
-        &mut self,
-        samples: &[f32],
-        options: &Options,
-        give_up: &dyn Fn() -> bool,
-    ) -> anyhow::Result<Transcript> {
-        self.decode(samples, options, give_up)
-    }
-}
-
 impl Transcriber {
     /// Transcribes several prepared clips in one Whisper window (see `transcribe_packed`).
     /// Only call it when `can_pack`.
@@ -269,18 +246,6 @@ pub fn transcribe_packed(
             }))
         })
         .collect()
-}
-
-/// Hears prepared speech on its own, times on the timeline of the audio it came from.
-pub fn hear_speech(
-    engine: &mut impl Hear,
-    speech: &Speech,
-    options: &Options,
-    give_up: &dyn Fn() -> bool,
-) -> anyhow::Result<Transcript> {
-    let mut transcript = engine.hear(&speech.samples, options, give_up)?;
-    transcript.map_times(&|t| speech.original(t));
-    Ok(transcript)
 }
 
 fn rms(samples: &[f32]) -> f32 {

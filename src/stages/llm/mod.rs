@@ -1127,6 +1127,7 @@ mod tests {
             meter: Meter::new(
                 Arc::new(StageCounters::default()),
                 indicatif::ProgressBar::hidden(),
+                std::time::Instant::now(),
             ),
         };
         let mut batch: Vec<Item> = texts

@@ -77,6 +77,18 @@ const OPTIONS: &[OptionSpec] = &[
         "tag: `[EMAIL]`; mask: `*` per character; hash: `[EMAIL_5f1c09ab3e]`, the same value gives the same pseudonym within a run.",
     ),
     opt(
+        "operators",
+        Ty::StrTable,
+        Default::Value("{}"),
+        "Per entity, overriding `operator`: `{ phone = \"mask:4\", date_of_birth = \"year\", email = \"replace:[EMAIL]\", url = \"keep\" }`. tag, mask (mask:N keeps the last N characters), hash, replace:TEXT, year (a date's year alone), keep (left as written).",
+    ),
+    opt(
+        "allow",
+        Ty::StrList,
+        Default::Value("[]"),
+        "Values never redacted, compared whole in any case (your organisation's name, a public support address).",
+    ),
+    opt(
         "mask_char",
         Ty::Str,
         Default::Value("\"*\""),
@@ -140,11 +152,19 @@ struct NerSpec {
     model: Shared<ner::NerModel>,
 }
 
+#[derive(Clone)]
 enum Operator {
     Tag,
-    Mask(char),
+    /// The mask character for each character, but the last `keep`.
+    Mask(char, usize),
     /// HMAC-SHA256 keyed pseudonyms.
     Hash(Vec<u8>),
+    /// A fixed text.
+    Replace(String),
+    /// A date's year alone (Safe Harbor keeps years); a tag if it shows no 4-digit year.
+    Year,
+    /// Left as written (found, counted in no summary).
+    Keep,
 }
 
 struct Redact {
@@ -156,6 +176,10 @@ struct Redact {
     /// What the rules know is no PII, which the model's spans may not cover.
     vetoes: recognizers::Vetoes,
     operator: Operator,
+    /// Operators of entities that do not use `operator`.
+    operators: Vec<(String, Operator)>,
+    /// Values never redacted, lower case.
+    allow: Vec<String>,
     skip_missing: bool,
     summary_field: String,
 }
@@ -197,27 +221,63 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     for entity in BUILTIN.iter().filter(|e| entities.iter().any(|x| x == *e)) {
         recognizers.extend(recognizers::builtin(entity));
     }
-    let operator = match options.str("operator").as_str() {
-        "mask" => {
-            let mask = options.str("mask_char");
-            let mut chars = mask.chars();
-            match (chars.next(), chars.next()) {
-                (Some(c), None) => Operator::Mask(c),
-                _ => {
-                    diag.error(
-                        &options.span_of("mask_char"),
-                        format!(
-                            "`mask_char` in {} must be exactly one character, e.g. \"*\"",
-                            options.context
-                        ),
-                    );
-                    return None;
-                }
+    let mask = options.str("mask_char");
+    let mut chars = mask.chars();
+    let mask = match (chars.next(), chars.next()) {
+        (Some(c), None) => c,
+        _ => {
+            diag.error(
+                &options.span_of("mask_char"),
+                format!(
+                    "`mask_char` in {} must be exactly one character, e.g. \"*\"",
+                    options.context
+                ),
+            );
+            return None;
+        }
+    };
+    // The hash key is read once, and only when some entity hashes.
+    let key = std::sync::OnceLock::new();
+    let key_once = || key.get_or_init(|| hash_key(&options.str("hash_key_env"))).clone();
+    let operator = parse_operator(&options.str("operator"), mask, &key_once)
+        .expect("`operator` is one of OPERATORS. This is a bug.");
+    let mut known: Vec<String> = BUILTIN
+        .iter()
+        .chain(ner::ENTITIES)
+        .map(|e| e.to_string())
+        .chain(recognizers.iter().map(|r| r.entity.clone()))
+        .collect();
+    known.sort();
+    known.dedup();
+    let mut operators = Vec::new();
+    for entry in options.str_table("operators") {
+        if !known.contains(&entry.name) {
+            ok = false;
+            diag.error(
+                &entry.span,
+                format!(
+                    "`operators` in {} names `{}`, which is no entity; use one of: {}",
+                    options.context,
+                    entry.name,
+                    known.join(", ")
+                ),
+            );
+            continue;
+        }
+        match parse_operator(&entry.value, mask, &key_once) {
+            Some(op) => operators.push((entry.name.clone(), op)),
+            None => {
+                ok = false;
+                diag.error(
+                    &entry.span,
+                    format!(
+                        "`operators.{}` in {} is `{}`; use tag, mask, mask:N, hash, replace:TEXT, year or keep",
+                        entry.name, options.context, entry.value
+                    ),
+                );
             }
         }
-        "hash" => Operator::Hash(hash_key(&options.str("hash_key_env"))),
-        _ => Operator::Tag,
-    };
+    }
     if !ok {
         return None;
     }
@@ -243,9 +303,37 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         ner,
         vetoes: recognizers::Vetoes::default(),
         operator,
+        operators,
+        allow: options
+            .str_list("allow")
+            .iter()
+            .map(|v| v.trim().to_lowercase())
+            .collect(),
         skip_missing: options.str("missing") == "skip",
         summary_field: options.str("summary_field"),
     }))
+}
+
+/// An operator from its spelling in a pipeline file (`mask:4`, `replace:[ID]`); `None` if it is
+/// none.
+fn parse_operator(spec: &str, mask: char, hash_key: &dyn Fn() -> Vec<u8>) -> Option<Operator> {
+    let (name, arg) = spec.split_once(':').map_or((spec, None), |(n, a)| (n, Some(a)));
+    Some(match (name, arg) {
+        ("tag", None) => Operator::Tag,
+        ("mask", None) => Operator::Mask(mask, 0),
+        ("mask", Some(n)) => Operator::Mask(mask, n.parse().ok()?),
+        ("hash", None) => Operator::Hash(hash_key()),
+        ("replace", Some(text)) => Operator::Replace(text.to_string()),
+        ("year", None) => Operator::Year,
+        ("keep", None) => Operator::Keep,
+        _ => return None,
+    })
+}
+
+/// The 4-digit year in a date as written ("12/03/1984", "March 3, 1984").
+fn year_of(date: &str) -> Option<&str> {
+    date.split(|c: char| !c.is_ascii_digit())
+        .find(|n| n.len() == 4)
 }
 
 fn first_line(s: &str) -> &str {
@@ -267,6 +355,16 @@ fn hash_key(env: &str) -> Vec<u8> {
         key = nanos.to_le_bytes().to_vec();
     }
     key
+}
+
+impl Redact {
+    /// The operator for `entity`: its own in `operators`, else `operator`.
+    fn operator_of(&self, entity: &str) -> &Operator {
+        self.operators
+            .iter()
+            .find(|(e, _)| e == entity)
+            .map_or(&self.operator, |(_, op)| op)
+    }
 }
 
 impl Stage for Redact {
@@ -415,6 +513,13 @@ impl RedactWorker<'_> {
         for (i, r) in self.stage.recognizers.iter().enumerate() {
             r.find_into(text, &present, i, &mut self.found);
         }
+        // What stays as written: allowed values, and entities whose operator is `keep`.
+        let stage = self.stage;
+        self.found.retain(|f| {
+            let kept = matches!(stage.operator_of(&stage.names[f.entity]), Operator::Keep);
+            let value = text[f.span.clone()].trim().to_lowercase();
+            !kept && !stage.allow.contains(&value)
+        });
         self.found.sort_by(|a, b| {
             a.span
                 .start
@@ -446,13 +551,18 @@ impl RedactWorker<'_> {
             char_pos += before.chars().count();
             let value = &text[f.span.clone()];
             let replacement_start = out.len();
-            match &self.stage.operator {
-                Operator::Tag => {
-                    out.push('[');
-                    out.push_str(&entity.to_uppercase());
-                    out.push(']');
+            let tag = |out: &mut String| {
+                out.push('[');
+                out.push_str(&entity.to_uppercase());
+                out.push(']');
+            };
+            match self.stage.operator_of(entity) {
+                Operator::Tag | Operator::Keep => tag(&mut out),
+                Operator::Mask(c, keep) => {
+                    let n = value.chars().count();
+                    out.extend(std::iter::repeat_n(*c, n.saturating_sub(*keep)));
+                    out.extend(value.chars().skip(n.saturating_sub(*keep)));
                 }
-                Operator::Mask(c) => out.extend(std::iter::repeat_n(*c, value.chars().count())),
                 Operator::Hash(key) => {
                     out.push('[');
                     out.push_str(&entity.to_uppercase());
@@ -460,6 +570,11 @@ impl RedactWorker<'_> {
                     out.push_str(&pseudonym(key, entity, value));
                     out.push(']');
                 }
+                Operator::Replace(text) => out.push_str(text),
+                Operator::Year => match year_of(value) {
+                    Some(year) => out.push_str(year),
+                    None => tag(&mut out),
+                },
             }
             let replacement_chars = out[replacement_start..].chars().count();
             let by_model = f.entity >= self.stage.recognizers.len();
@@ -506,6 +621,8 @@ mod tests {
             vetoes: recognizers::Vetoes::default(),
             recognizers,
             operator,
+            operators: Vec::new(),
+            allow: Vec::new(),
             skip_missing: false,
             summary_field: "redactions".into(),
         }
@@ -515,7 +632,8 @@ mod tests {
     // over a name, or a number the rules do not know, stays.
     #[test]
     fn rules_veto_the_model() {
-        let stage = stage(Operator::Tag);
+        let mut stage = stage(Operator::Tag);
+        stage.names.push("person".into()); // the model's entity, after the recognizers'.
         let mut worker = RedactWorker {
             stage: &stage,
             found: Vec::new(),
@@ -597,8 +715,46 @@ mod tests {
     // Masking keeps the length in characters, also for non-ASCII neighbours.
     #[test]
     fn mask_keeps_length() {
-        let item = run(&stage(Operator::Mask('#')), "é 10.0.0.1");
+        let item = run(&stage(Operator::Mask('#', 0)), "é 10.0.0.1");
         assert_eq!(item.fields["text"], "é ########");
         assert_eq!(item.fields["redactions"]["spans"][0]["start"], 2);
+    }
+
+    // Each entity gets its own operator; allowed values and `keep` entities stay as written.
+    #[test]
+    fn operators_per_entity() {
+        let mut s = stage(Operator::Tag);
+        s.operators = vec![
+            ("phone".into(), Operator::Mask('*', 4)),
+            ("date_of_birth".into(), Operator::Year),
+            ("email".into(), Operator::Replace("[E]".into())),
+            ("url".into(), Operator::Keep),
+        ];
+        s.allow = vec!["help@example.com".into()];
+        let item = run(
+            &s,
+            "Mail jane@x.org or Help@Example.com, call +44 20 7946 0958, DOB 12/03/1984, see https://x.org, card 4111 1111 1111 1111",
+        );
+        assert_eq!(
+            item.fields["text"],
+            "Mail [E] or Help@Example.com, call ************0958, DOB 1984, see https://x.org, card [CREDIT_CARD]"
+        );
+        assert_eq!(item.fields["redactions"]["spans"].as_array().unwrap().len(), 4);
+    }
+
+    // Operators as pipeline files spell them; anything else is refused.
+    #[test]
+    fn operator_spellings() {
+        let key = || b"k".to_vec();
+        let parse = |s: &str| parse_operator(s, '#', &key);
+        assert!(matches!(parse("mask:4"), Some(Operator::Mask('#', 4))));
+        assert!(matches!(parse("replace:[ID]"), Some(Operator::Replace(t)) if t == "[ID]"));
+        assert!(matches!(parse("year"), Some(Operator::Year)));
+        assert!(matches!(parse("hash"), Some(Operator::Hash(k)) if k == b"k"));
+        for bad in ["mask:x", "replace", "yearly", "tag:1", ""] {
+            assert!(parse(bad).is_none(), "{bad}");
+        }
+        assert_eq!(year_of("March 3, 1984"), Some("1984"));
+        assert_eq!(year_of("03-12-84"), None);
     }
 }

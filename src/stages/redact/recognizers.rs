@@ -20,6 +20,8 @@ pub const BUILTIN: &[&str] = &[
     "iban",
     "ssn",
     "date_of_birth",
+    "date",
+    "age_over_89",
     "ip_address",
     "phone",
 ];
@@ -172,6 +174,14 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
         )],
         "ssn" => vec![make(r"\b\d{3}([\- ])\d{2}([\- ])\d{4}\b", DIGITS, ssn)],
         "date_of_birth" => vec![make(&date_pattern(), DIGITS, birth_date)],
+        "date" => vec![make(&date_pattern(), DIGITS, |text, span| {
+            is_calendar_date(&text[span.clone()]).then_some(span)
+        })],
+        "age_over_89" => vec![make(
+            r"(?i)\b(?:age[ds]?:?\s*|aged\s+)(\d{2,3})\b|\b(\d{2,3})(?:[ \-]years?[ \-]old\b|\s*y/?o\b|\s+yrs?\b)",
+            DIGITS,
+            age_over_89,
+        )],
         "phone" => vec![
             // International: +CC then groups.
             make(
@@ -500,6 +510,19 @@ fn birth_date(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     (clean && starts_word).then_some(span)
 }
 
+/// An age above 89 (HIPAA Safe Harbor generalises those): just its number.
+fn age_over_89(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let matched = &text[span.clone()];
+    let at = matched.find(|c: char| c.is_ascii_digit())?;
+    let len = matched[at..]
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(matched.len() - at);
+    let age: u32 = matched[at..at + len].parse().ok()?;
+    (90..=130)
+        .contains(&age)
+        .then(|| span.start + at..span.start + at + len)
+}
+
 /// Whether a date's numbers can be a day, a month and a year (either day-month order).
 fn is_calendar_date(date: &str) -> bool {
     let numbers: Vec<u32> = date
@@ -645,6 +668,19 @@ mod tests {
         let valid = "DE89 3704 0044 0532 0130 00";
         assert!(!found(valid).contains(&valid.to_string()));
         assert!(found("MRN 48213377, passport 533380006").is_empty());
+    }
+
+    // Every calendar date is a `date`; only ages from 90 are `age_over_89`, as their number.
+    #[test]
+    fn dates_and_old_ages() {
+        assert_eq!(
+            find("date", "seen 12/03/2024 and on March 3, 2025; not 31/13/2024"),
+            ["12/03/2024", "March 3, 2025"]
+        );
+        assert_eq!(
+            find("age_over_89", "a 93-year-old woman, aged 91, age: 104; 89 years old, aged 45"),
+            ["93", "91", "104"]
+        );
     }
 
     // IPv4 and IPv6, but not times, versions or C++ paths.
