@@ -19,6 +19,7 @@ const SHIPPED: &[&str] = &[
     "embed",
     "extract",
     "redact",
+    "redact-hipaa",
     "summarize",
     "transcribe",
     "transcribe-clean",
@@ -269,6 +270,16 @@ fn redact_logs_no_content() {
     let _engines = engines();
     let dir = tempfile::tempdir().unwrap();
     let (run, ok) = text_pipeline(&dir, &repo("pipelines/redact.toml"), "redact");
+    assert_eq!(ok.len(), 3, "{:?}", dead_letters(&run));
+    assert_eq!(jsonl(&run.out.join("redacted.jsonl")).len(), 3);
+}
+
+// redact-hipaa: the same for the Safe Harbor pipeline (dates to years, ages over 89).
+#[test]
+fn redact_hipaa_logs_no_content() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let (run, ok) = text_pipeline(&dir, &repo("pipelines/redact-hipaa.toml"), "redact");
     assert_eq!(ok.len(), 3, "{:?}", dead_letters(&run));
     assert_eq!(jsonl(&run.out.join("redacted.jsonl")).len(), 3);
 }
