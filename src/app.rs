@@ -2,7 +2,7 @@
 //! decides the exit code. The only place that knows about exit codes and the terminal.
 
 use std::fmt::Write as _;
-use std::io::{IsTerminal, Write as _};
+use std::io::{BufRead, IsTerminal, Write as _};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use std::time::SystemTime;
 use anyhow::{Context, bail};
 
 use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
-use crate::component::{Fence, Input, OpenContext};
+use crate::component::{Fence, Input, OpenContext, resolve};
 use crate::config::{self, LoadError};
 use crate::item::{Item, Provenance, printable, timestamp};
 use crate::ledger::resume::{self, Admit, Folder};
@@ -25,6 +25,7 @@ use crate::pipeline::{self, Pipeline, RunOptions, Stop};
 use crate::sinks::{Outputs, REPAIRS, SINKS};
 use crate::sources::SOURCES;
 use crate::stages::STAGES;
+use crate::stages::redact::vault::{self, KeySource, Keys};
 
 /// How lai ends, for cron and scripts.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -87,6 +88,13 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
             ref ids,
         } => ledger_command(out.as_deref(), failed, ids),
         Command::Merge { ref out } => merge(out),
+        Command::Reveal {
+            ref out,
+            ref vault,
+            ref key,
+            ref text,
+            ref pseudonyms,
+        } => reveal(out.as_deref(), vault, key, text.as_deref(), pseudonyms),
         Command::Stages { ref name } => stages(name.as_deref()),
         Command::Models(ref command) => models_command(command, &store(true)?),
     }
@@ -178,7 +186,12 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     else {
         return Ok(Exit::Locked.into());
     };
-    let targets = outputs.targets();
+    let mut targets = outputs.targets();
+    // Files the stages write themselves (a redaction vault) are listed with the outputs.
+    let stage_writes = pipeline.stage_writes().into_iter();
+    targets
+        .0
+        .extend(stage_writes.map(|t| resolve(&t, &out_dir).display().to_string()));
     if let Some(shard) = &shard {
         shard.check_outputs(targets.0.iter().chain(&targets.1), &out_dir)?;
     }
@@ -187,7 +200,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     install_signal_handler(&stop, args.quiet);
     let (ledger, policy) = folder.as_mut().map(Folder::split).unzip();
     let admit = |item: &Item| policy.map_or(Admit::Process, |p| p.admit(item));
-    let options = run_options(args, &models, shard, &admit);
+    let options = run_options(args, &models, &out_dir, shard, &admit);
     let (jobs, ordered) = (options.jobs, options.ordered);
     let outcome = pipeline::run(pipeline::Run {
         pipeline: &pipeline,
@@ -258,6 +271,7 @@ fn open_outputs(
     // Inputs and outputs never meet: an input that is an output is refused before anything is
     // opened, and a walk passes over the outputs inside its folder.
     let mut writes = Outputs::planned(&pipeline.outputs, &pipeline.dead_letter, &ctx);
+    writes.extend(pipeline.stage_writes().iter().map(|t| ctx.resolve(t)));
     writes.extend(args.report.clone());
     let inputs = Fence::new(writes).apply(inputs)?;
     let out_dir = &ctx.out_dir;
@@ -284,12 +298,14 @@ fn open_outputs(
 fn run_options<'a>(
     args: &RunArgs,
     models: &'a [ResolvedModel],
+    out_dir: &'a Path,
     shard: Option<Shard>,
     admit: &'a (dyn Fn(&Item) -> Admit + Sync),
 ) -> RunOptions<'a> {
     RunOptions {
         jobs: args.jobs.unwrap_or_else(default_jobs).max(1),
         models,
+        out_dir,
         ordered: args.order == Order::Input,
         progress: match args.progress {
             When::Always => true,
@@ -445,6 +461,100 @@ fn merge(out: &Path) -> anyhow::Result<ExitCode> {
         merged.failed
     ));
     Ok(Exit::Ok.into())
+}
+
+/// `lai reveal`: values behind pseudonyms, from a run's vault and the key.
+fn reveal(
+    out: Option<&Path>,
+    vaults: &[PathBuf],
+    key: &str,
+    text: Option<&Path>,
+    pseudonyms: &[String],
+) -> anyhow::Result<ExitCode> {
+    let source = KeySource::parse(key)
+        .filter(|k| *k != KeySource::PerRun)
+        .with_context(|| format!("--key must be file:PATH or env:NAME, not `{key}`"))?;
+    if text.is_none() && pseudonyms.is_empty() {
+        bail!("give the pseudonyms to reveal, or --text FILE to restore every pseudonym in a file");
+    }
+    let vaults = if vaults.is_empty() {
+        run_vaults(out.unwrap_or(Path::new(DEFAULT_OUT)))?
+    } else {
+        vaults.to_vec()
+    };
+    let (values, unopened) = vault::read(&vaults, &Keys::load(&source)?)?;
+    if unopened > 0 {
+        stderr_line!(
+            "warning: {unopened} vault lines did not open with this key (damaged or altered); their pseudonyms stay as they are"
+        );
+    }
+    let mut stdout = std::io::stdout().lock();
+    let mut unknown = 0;
+    if let Some(path) = text {
+        let input: Box<dyn BufRead> = if path == Path::new("-") {
+            Box::new(std::io::stdin().lock())
+        } else {
+            let file = std::fs::File::open(path)
+                .with_context(|| format!("cannot read {}", path.display()))?;
+            Box::new(std::io::BufReader::new(file))
+        };
+        for line in input.lines() {
+            let line = line.with_context(|| format!("cannot read {}", path.display()))?;
+            let (restored, n) = vault::restore_line(&line, &values);
+            unknown += n;
+            writeln!(stdout, "{restored}")?;
+        }
+        if unknown > 0 {
+            stderr_line!("note: {unknown} pseudonyms are not in the vault and stay as they are");
+        }
+        return Ok(Exit::Ok.into());
+    }
+    for pseudonym in pseudonyms {
+        let bare = pseudonym
+            .trim()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        match values.get(bare) {
+            Some(value) => {
+                writeln!(
+                    stdout,
+                    "{}",
+                    serde_json::json!({ "pseudonym": bare, "value": value })
+                )?;
+            }
+            None => {
+                unknown += 1;
+                stderr_line!("error: {bare} is not in the vault");
+            }
+        }
+    }
+    Ok(if unknown > 0 {
+        Exit::ItemsFailed
+    } else {
+        Exit::Ok
+    }
+    .into())
+}
+
+/// The vault of a run's output folder, or the vaults of its shards.
+fn run_vaults(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let vault = out.join("redact.vault");
+    if vault.exists() {
+        return Ok(vec![vault]);
+    }
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read the output folder {}", out.display()))?
+        .filter_map(|e| Some(e.ok()?.path().join("redact.vault")))
+        .filter(|p| p.exists())
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        bail!(
+            "no redact.vault in {} or its shard folders; give the run's folder with -o, or the file with --vault",
+            out.display()
+        );
+    }
+    Ok(shards)
 }
 
 fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::Result<ExitCode> {

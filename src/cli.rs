@@ -84,6 +84,33 @@ combined. Merging again rebuilds OUT's merged files from the shards.")]
         /// The output folder holding shard-K-of-N folders.
         out: PathBuf,
     },
+    /// Restore values that the redact stage's `vault` operator replaced with pseudonyms.
+    #[command(after_help = "Examples:
+  lai reveal -o out PERSON_5f1c09ab3e7d2a41                the value behind one pseudonym
+  lai reveal -o out --text out/records.jsonl > restored.jsonl
+  lai reveal --vault a/redact.vault --vault b/redact.vault --key file:/etc/lai/redact.key EMAIL_...
+
+The key is the one the pipeline's `key` option names (the same default: env:LAI_REDACT_KEY).
+Values go to stdout alone: JSON lines {\"pseudonym\": ..., \"value\": ...}, or the --text file
+with every pseudonym the vault holds restored (JSONL records stay valid JSON). A pseudonym the
+vault does not hold is reported on stderr and the exit code is 1.")]
+    Reveal {
+        /// Output folder of the run whose vault to open: OUT/redact.vault, or each shard's
+        /// [default: lai-out].
+        #[arg(short, long, value_name = "DIR")]
+        out: Option<PathBuf>,
+        /// Vault files to open instead (repeat for several).
+        #[arg(long, value_name = "FILE")]
+        vault: Vec<PathBuf>,
+        /// Where the key is: file:PATH or env:NAME.
+        #[arg(long, default_value = "env:LAI_REDACT_KEY", value_name = "SOURCE")]
+        key: String,
+        /// Restore every pseudonym in this file ("-": stdin) and write it to stdout.
+        #[arg(long, value_name = "FILE", conflicts_with = "pseudonyms")]
+        text: Option<PathBuf>,
+        /// Pseudonyms to reveal, with or without their brackets.
+        pseudonyms: Vec<String>,
+    },
     /// Validate pipeline files without loading models or reading inputs.
     #[command(after_help = "Examples:
   lai check pipelines/redact.toml

@@ -63,6 +63,168 @@ fn safe_harbor_dates_and_ages() {
     );
 }
 
+// Keyed pseudonyms hold across runs with one key and differ with another; the vault opens
+// with that key alone and `lai reveal` restores every original exactly. Without a key, a run
+// that hashes stops before any item, and no value shows anywhere but where it was asked for.
+#[test]
+fn keyed_pseudonyms_and_vault_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let texts = [
+        "Jane Roe (jane.roe@example.com) paid from DE89370400440532013000.",
+        "Call Zoë Ångström on +44 20 7946 0958 or jane.roe@example.com.",
+        "Nothing personal here.",
+    ];
+    let input = d.join("in.jsonl");
+    let lines: Vec<String> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| serde_json::json!({ "id": format!("r{i}"), "text": t }).to_string())
+        .collect();
+    std::fs::write(&input, lines.join("\n")).unwrap();
+    let pipeline = |operator: &str, key: &Path| {
+        let path = d.join(format!("{operator}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "[input]\nkind = \"jsonl\"\n\n[[stage]]\nuse = \"redact\"\n\
+                 entities = [\"email\", \"iban\", \"phone\"]\n\
+                 deny = {{ person = [\"Jane Roe\", \"Zoë Ångström\"] }}\n\
+                 operator = \"{operator}\"\nkey = \"file:{}\"\n\n\
+                 [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/out.jsonl\"\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let (k1, k2) = (d.join("k1.key"), d.join("k2.key"));
+    let secret = |out: &Path| {
+        for v in ["Jane", "jane.roe", "DE89", "7946", "Zoë"] {
+            let found = std::fs::read(out).unwrap_or_default();
+            assert!(
+                !String::from_utf8_lossy(&found).contains(v),
+                "{v} in {}",
+                out.display()
+            );
+        }
+    };
+
+    // No key file yet: the run stops before any item, saying how to make one.
+    let run = lai_run(&pipeline("vault", &k1), &input, &d.join("none"), &[]).code(2);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("k1.key") && stderr.contains("head -c 32"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("Jane"), "{stderr}");
+    // The default key source, unset: the same refusal, naming the variable.
+    let hash = d.join("hash.toml");
+    std::fs::write(
+        &hash,
+        "[input]\nkind = \"jsonl\"\n[[stage]]\nuse = \"redact\"\noperator = \"hash\"\n[[output]]\nkind = \"jsonl\"\npath = \"{out}/out.jsonl\"\n",
+    )
+    .unwrap();
+    let mut cmd = lai();
+    cmd.env_remove("LAI_REDACT_KEY")
+        .args(["run", "--progress", "never"]);
+    cmd.arg(&hash).arg(&input).arg("-o").arg(d.join("nokey"));
+    cmd.assert()
+        .code(2)
+        .stderr(predicate::str::contains("$LAI_REDACT_KEY"));
+
+    std::fs::write(&k1, b"site key one: 0123456789abcdef0123").unwrap();
+    std::fs::write(&k2, b"site key two: 0123456789abcdef0123").unwrap();
+    let redacted = |operator: &str, key: &Path, out: &str| -> Vec<String> {
+        let out = d.join(out);
+        let report = out.join("report.json");
+        lai_run(
+            &pipeline(operator, key),
+            &input,
+            &out,
+            &["--report", report.to_str().unwrap()],
+        )
+        .code(0);
+        secret(&report);
+        jsonl(&out.join("out.jsonl"))
+            .iter()
+            .map(|r| r["text"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let first = redacted("vault", &k1, "a");
+    assert_eq!(
+        first,
+        redacted("vault", &k1, "b"),
+        "same key, same pseudonyms"
+    );
+    assert_eq!(first, redacted("hash", &k1, "c"), "hash and vault agree");
+    let other = redacted("vault", &k2, "d");
+    assert_ne!(first[0], other[0], "another key, other pseudonyms");
+    assert!(
+        first[0].starts_with("[PERSON_") && first[1].contains(" or [EMAIL_"),
+        "{first:?}"
+    );
+    let email = first[0].split(['(', ')']).nth(1).unwrap().to_string();
+    assert!(
+        first[1].contains(&email),
+        "one value, one pseudonym: {first:?}"
+    );
+
+    // The vault holds no value in the clear and is listed in the report.
+    let vault = d.join("a/redact.vault");
+    secret(&vault);
+    let report: Value =
+        serde_json::from_str(&std::fs::read_to_string(d.join("a/report.json")).unwrap()).unwrap();
+    assert!(report.to_string().contains("redact.vault"), "{report}");
+    assert!(!d.join("c/redact.vault").exists(), "hash writes no vault");
+
+    // Reveal: every record restored exactly, and one pseudonym's value.
+    let key1 = format!("file:{}", k1.display());
+    let restored = lai()
+        .args(["reveal", "-o"])
+        .arg(d.join("a"))
+        .args(["--key", &key1, "--text"])
+        .arg(d.join("a/out.jsonl"))
+        .assert()
+        .code(0);
+    let restored: Vec<Value> = String::from_utf8_lossy(&restored.get_output().stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let restored: Vec<&str> = restored
+        .iter()
+        .map(|r| r["text"].as_str().unwrap())
+        .collect();
+    assert_eq!(restored, texts);
+    lai()
+        .args(["reveal", "--vault"])
+        .arg(&vault)
+        .args(["--key", &key1, &email])
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains(
+            "\"value\":\"jane.roe@example.com\"",
+        ));
+    lai()
+        .args(["reveal", "-o"])
+        .arg(d.join("a"))
+        .args(["--key", &key1, "[EMAIL_0000000000000000]"])
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(
+            "EMAIL_0000000000000000 is not in the vault",
+        ));
+    // Another key opens nothing and says so.
+    let key2 = format!("file:{}", k2.display());
+    lai()
+        .args(["reveal", "-o"])
+        .arg(d.join("a"))
+        .args(["--key", &key2, &email])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("another key"));
+}
+
 // The shipped pipeline redacts the shipped samples: every planted value is gone, outputs exist.
 #[test]
 fn redact_pipeline_on_samples() {

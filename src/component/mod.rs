@@ -17,3 +17,8 @@ pub use sink::{
 };
 pub use source::{Source, Wanted};
 pub use stage::{Deadline, Meter, Per, Stage, StageCounters, StartContext, Unit, Worker};
+
+/// Resolves a path template like "{out}/records.jsonl" against the run's output folder.
+pub fn resolve(template: &str, out_dir: &std::path::Path) -> std::path::PathBuf {
+    template.replace("{out}", &out_dir.to_string_lossy()).into()
+}

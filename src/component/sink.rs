@@ -53,7 +53,7 @@ impl OpenContext {
 
     /// Resolves a path template like "{out}/records.jsonl".
     pub fn resolve(&self, template: &str) -> PathBuf {
-        PathBuf::from(template.replace("{out}", &self.out_dir.to_string_lossy()))
+        super::resolve(template, &self.out_dir)
     }
 }
 

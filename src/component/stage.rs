@@ -4,7 +4,7 @@
 //! A stage is built once per run (shared by `Arc`), and each worker thread calls `start` to get
 //! its own `Worker`, so per-thread engine state lives on the thread that uses it.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -20,6 +20,13 @@ use crate::models::ResolvedModel;
 pub trait Stage: Send + Sync {
     /// Catalog names of the models this stage loads; each is found and verified before the run.
     fn models(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// Path templates (`{out}/...`) of files the stage itself writes, beside the outputs: the
+    /// run fences its inputs off from them, keeps them inside a shard's folder and lists them
+    /// in the report.
+    fn writes(&self) -> Vec<String> {
         Vec::new()
     }
 
@@ -97,6 +104,8 @@ impl StageCounters {
 /// What a stage worker gets when it starts.
 pub struct StartContext<'a> {
     pub models: &'a [ResolvedModel],
+    /// The run's output folder (a shard's own in a sharded run): `{out}` in path templates.
+    pub out_dir: &'a Path,
     /// The run's CPU threads (`--jobs`), lent to engine calls of all stages.
     pub threads: Arc<Threads>,
     pub meter: Meter,
@@ -129,11 +138,17 @@ impl Deadline {
 }
 
 impl StartContext<'_> {
+    /// Resolves a path template like "{out}/redact.vault".
+    pub fn resolve(&self, template: &str) -> PathBuf {
+        super::resolve(template, self.out_dir)
+    }
+
     /// A context outside any run, for unit tests of a single stage.
     #[cfg(test)]
     pub fn detached(models: &[ResolvedModel]) -> StartContext<'_> {
         StartContext {
             models,
+            out_dir: Path::new("lai-out"),
             threads: Arc::new(Threads::new(2)),
             meter: Meter::new(
                 Arc::default(),

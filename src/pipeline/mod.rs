@@ -23,7 +23,7 @@ pub mod progress;
 pub mod report;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread;
@@ -103,6 +103,11 @@ impl Pipeline {
     pub fn models(&self) -> Vec<String> {
         self.stages.iter().flat_map(|s| s.stage.models()).collect()
     }
+
+    /// Path templates of the files its stages write beside the outputs (a redaction vault).
+    pub fn stage_writes(&self) -> Vec<String> {
+        self.stages.iter().flat_map(|s| s.stage.writes()).collect()
+    }
 }
 
 /// One stage as the runtime needs it: the built stage plus its batching and worker settings.
@@ -123,6 +128,8 @@ pub struct RunOptions<'a> {
     pub jobs: usize,
     /// The pipeline's models, found and verified.
     pub models: &'a [ResolvedModel],
+    /// The output folder, `{out}` in the stages' path templates.
+    pub out_dir: &'a Path,
     /// Write items in input order (needed for stdin-to-stdout pipes).
     pub ordered: bool,
     pub progress: bool,
@@ -225,6 +232,7 @@ pub fn run(run: Run) -> Outcome {
                 let fail_run = &fail_run;
                 let ctx = StartContext {
                     models: options.models,
+                    out_dir: options.out_dir,
                     threads: Arc::clone(&threads),
                     meter: Meter::new(Arc::clone(&counters), bar.clone(), started),
                     deadline: Deadline::default(),

@@ -12,14 +12,14 @@
 
 mod ner;
 mod recognizers;
+pub mod vault;
 
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
-use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
-use sha2::Sha256;
 
 use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
+use vault::{KeySource, Keys, Vault};
 
 use super::encoder::{TOKEN_BUDGET, session, text_model};
 use super::common::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
@@ -37,7 +37,7 @@ pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     build,
 };
 
-const OPERATORS: &[&str] = &["tag", "mask", "hash"];
+const OPERATORS: &[&str] = &["tag", "mask", "hash", "vault"];
 
 const OPTIONS: &[OptionSpec] = &[
     batch_size("256"),
@@ -74,13 +74,13 @@ const OPTIONS: &[OptionSpec] = &[
         "operator",
         Ty::Choice(OPERATORS),
         Default::Value("\"tag\""),
-        "tag: `[EMAIL]`; mask: `*` per character; hash: `[EMAIL_5f1c09ab3e]`, the same value gives the same pseudonym within a run.",
+        "tag: `[EMAIL]`; mask: `*` per character; hash: `[EMAIL_5f1c09ab3e7d2a41]`, a keyed pseudonym (see `key`): the same value, the same pseudonym in every run with that key; vault: a hash pseudonym whose value is also sealed in the `vault` file for `lai reveal`.",
     ),
     opt(
         "operators",
         Ty::StrTable,
         Default::Value("{}"),
-        "Per entity, overriding `operator`: `{ phone = \"mask:4\", date_of_birth = \"year\", email = \"replace:[EMAIL]\", url = \"keep\" }`. tag, mask (mask:N keeps the last N characters), hash, replace:TEXT, year (a date's year alone), keep (left as written).",
+        "Per entity, overriding `operator`: `{ phone = \"mask:4\", date_of_birth = \"year\", email = \"replace:[EMAIL]\", url = \"keep\" }`. tag, mask (mask:N keeps the last N characters), hash, vault, replace:TEXT, year (a date's year alone), keep (left as written).",
     ),
     opt(
         "allow",
@@ -95,10 +95,16 @@ const OPTIONS: &[OptionSpec] = &[
         "Character used by the mask operator.",
     ),
     opt(
-        "hash_key_env",
+        "key",
         Ty::Str,
-        Default::Value("\"LAI_REDACT_KEY\""),
-        "Environment variable holding the hash operator's key; if unset, a random key per run.",
+        Default::Value("\"env:LAI_REDACT_KEY\""),
+        "The secret key of `hash` and `vault`: \"file:/etc/lai/redact.key\" (a file the site keeps; make one with `head -c 32 /dev/urandom`), \"env:NAME\", or \"per-run\" (random: pseudonyms hold within one run only, no vault). A run that hashes without a key stops before any item.",
+    ),
+    opt(
+        "vault",
+        Ty::Str,
+        Default::Value("\"{out}/redact.vault\""),
+        "File where the `vault` operator appends each pseudonym's value, sealed with AES-256-GCM under the key (`{out}` is the --out folder); `lai reveal` opens it. Never written to stdout.",
     ),
     opt(
         "missing",
@@ -157,8 +163,10 @@ enum Operator {
     Tag,
     /// The mask character for each character, but the last `keep`.
     Mask(char, usize),
-    /// HMAC-SHA256 keyed pseudonyms.
-    Hash(Vec<u8>),
+    /// Keyed pseudonyms (`vault::Keys::pseudonym`).
+    Hash,
+    /// Keyed pseudonyms whose values are sealed in the vault.
+    Vault,
     /// A fixed text.
     Replace(String),
     /// A date's year alone (Safe Harbor keeps years); a tag if it shows no 4-digit year.
@@ -182,6 +190,13 @@ struct Redact {
     allow: Vec<String>,
     skip_missing: bool,
     summary_field: String,
+    key: KeySource,
+    /// The vault's path template; used when some entity's operator is `vault`.
+    vault: String,
+    /// The key and the vault, made by the first worker, shared by the others; an error here
+    /// stops the run before any item.
+    keys: OnceLock<Result<Arc<Keys>, String>>,
+    opened_vault: OnceLock<Result<Arc<Vault>, String>>,
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
@@ -236,11 +251,18 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             return None;
         }
     };
-    // The hash key is read once, and only when some entity hashes.
-    let key = std::sync::OnceLock::new();
-    let key_once = || key.get_or_init(|| hash_key(&options.str("hash_key_env"))).clone();
-    let operator = parse_operator(&options.str("operator"), mask, &key_once)
+    let operator = parse_operator(&options.str("operator"), mask)
         .expect("`operator` is one of OPERATORS. This is a bug.");
+    let Some(key) = KeySource::parse(&options.str("key")) else {
+        diag.error(
+            &options.span_of("key"),
+            format!(
+                "`key` in {} must be \"file:PATH\", \"env:NAME\" or \"per-run\"",
+                options.context
+            ),
+        );
+        return None;
+    };
     let mut known: Vec<String> = BUILTIN
         .iter()
         .chain(ner::ENTITIES)
@@ -264,14 +286,14 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             );
             continue;
         }
-        match parse_operator(&entry.value, mask, &key_once) {
+        match parse_operator(&entry.value, mask) {
             Some(op) => operators.push((entry.name.clone(), op)),
             None => {
                 ok = false;
                 diag.error(
                     &entry.span,
                     format!(
-                        "`operators.{}` in {} is `{}`; use tag, mask, mask:N, hash, replace:TEXT, year or keep",
+                        "`operators.{}` in {} is `{}`; use tag, mask, mask:N, hash, vault, replace:TEXT, year or keep",
                         entry.name, options.context, entry.value
                     ),
                 );
@@ -311,18 +333,23 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             .collect(),
         skip_missing: options.str("missing") == "skip",
         summary_field: options.str("summary_field"),
+        key,
+        vault: options.str("vault"),
+        keys: OnceLock::new(),
+        opened_vault: OnceLock::new(),
     }))
 }
 
 /// An operator from its spelling in a pipeline file (`mask:4`, `replace:[ID]`); `None` if it is
 /// none.
-fn parse_operator(spec: &str, mask: char, hash_key: &dyn Fn() -> Vec<u8>) -> Option<Operator> {
+fn parse_operator(spec: &str, mask: char) -> Option<Operator> {
     let (name, arg) = spec.split_once(':').map_or((spec, None), |(n, a)| (n, Some(a)));
     Some(match (name, arg) {
         ("tag", None) => Operator::Tag,
         ("mask", None) => Operator::Mask(mask, 0),
         ("mask", Some(n)) => Operator::Mask(mask, n.parse().ok()?),
-        ("hash", None) => Operator::Hash(hash_key()),
+        ("hash", None) => Operator::Hash,
+        ("vault", None) => Operator::Vault,
         ("replace", Some(text)) => Operator::Replace(text.to_string()),
         ("year", None) => Operator::Year,
         ("keep", None) => Operator::Keep,
@@ -340,23 +367,6 @@ fn first_line(s: &str) -> &str {
     s.lines().last().unwrap_or(s).trim()
 }
 
-/// The key from the environment, or 32 random bytes (pseudonyms then hold within this run only).
-fn hash_key(env: &str) -> Vec<u8> {
-    if let Some(key) = std::env::var_os(env).filter(|k| !k.is_empty()) {
-        return key.into_encoded_bytes();
-    }
-    let mut key = vec![0u8; 32];
-    if getrandom::fill(&mut key).is_err() {
-        // No OS randomness: fall back to the clock, still unpredictable to a reader of outputs.
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos();
-        key = nanos.to_le_bytes().to_vec();
-    }
-    key
-}
-
 impl Redact {
     /// The operator for `entity`: its own in `operators`, else `operator`.
     fn operator_of(&self, entity: &str) -> &Operator {
@@ -364,6 +374,36 @@ impl Redact {
             .iter()
             .find(|(e, _)| e == entity)
             .map_or(&self.operator, |(_, op)| op)
+    }
+
+    fn uses(&self, wanted: fn(&Operator) -> bool) -> bool {
+        std::iter::once(&self.operator)
+            .chain(self.operators.iter().map(|(_, op)| op))
+            .any(wanted)
+    }
+
+    /// The key, read once, if some entity hashes or vaults.
+    fn keys(&self) -> anyhow::Result<Option<Arc<Keys>>> {
+        if !self.uses(|op| matches!(op, Operator::Hash | Operator::Vault)) {
+            return Ok(None);
+        }
+        let keys = self
+            .keys
+            .get_or_init(|| Keys::load(&self.key).map(Arc::new).map_err(|e| format!("{e:#}")));
+        keys.clone().map(Some).map_err(anyhow::Error::msg)
+    }
+
+    /// The vault, opened once, if some entity vaults.
+    fn vault(&self, keys: &Keys, ctx: &StartContext) -> anyhow::Result<Option<Arc<Vault>>> {
+        if !self.uses(|op| matches!(op, Operator::Vault)) {
+            return Ok(None);
+        }
+        let vault = self.opened_vault.get_or_init(|| {
+            Vault::open(&ctx.resolve(&self.vault), keys)
+                .map(Arc::new)
+                .map_err(|e| format!("{e:#}"))
+        });
+        vault.clone().map(Some).map_err(anyhow::Error::msg)
     }
 }
 
@@ -375,7 +415,20 @@ impl Stage for Redact {
             .collect()
     }
 
+    fn writes(&self) -> Vec<String> {
+        if self.uses(|op| matches!(op, Operator::Vault)) {
+            vec![self.vault.clone()]
+        } else {
+            Vec::new()
+        }
+    }
+
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+        let keys = self.keys()?;
+        let vault = match &keys {
+            Some(keys) => self.vault(keys, ctx)?,
+            None => None,
+        };
         let ner = match &self.ner {
             None => None,
             Some(spec) => {
@@ -404,6 +457,9 @@ impl Stage for Redact {
             stage: self,
             found: Vec::new(),
             ner,
+            keys,
+            vault,
+            sealed: Vec::new(),
         }))
     }
 }
@@ -413,6 +469,10 @@ struct RedactWorker<'a> {
     /// Reused between items to avoid an allocation per text.
     found: Vec<Found>,
     ner: Option<ner::NerWorker<'a>>,
+    keys: Option<Arc<Keys>>,
+    vault: Option<Arc<Vault>>,
+    /// The batch's (pseudonym, value) pairs for the vault, written before the batch leaves.
+    sealed: Vec<(String, String)>,
 }
 
 impl Worker for RedactWorker<'_> {
@@ -446,7 +506,7 @@ impl Worker for RedactWorker<'_> {
                 Err(e) => return vec![Err(format!("NER model failed: {e:#}")); batch.len()],
             }
         }
-        batch
+        let results = batch
             .iter_mut()
             .zip(model)
             .zip(unreadable)
@@ -454,7 +514,15 @@ impl Worker for RedactWorker<'_> {
                 Some(e) => Err(e),
                 None => self.redact_item(item, model),
             })
-            .collect()
+            .collect();
+        // No record may name a pseudonym that the vault does not hold.
+        let sealed = std::mem::take(&mut self.sealed);
+        if let (Some(vault), Some(keys)) = (&self.vault, &self.keys)
+            && let Err(e) = vault.record(keys, &sealed)
+        {
+            return vec![Err(format!("{e:#}")); batch.len()];
+        }
+        results
     }
 }
 
@@ -540,7 +608,7 @@ impl RedactWorker<'_> {
     /// The rewritten text and, per span, (entity, start, end, found by the model) in characters
     /// of the rewritten text: where the replacement sits, so the summary never tells how long
     /// a removed value was (beyond what the operator itself shows).
-    fn rewrite(&self, text: &str) -> (String, Vec<(String, usize, usize, bool)>) {
+    fn rewrite(&mut self, text: &str) -> (String, Vec<(String, usize, usize, bool)>) {
         let mut out = String::with_capacity(text.len());
         let mut spans = Vec::with_capacity(self.found.len());
         let (mut byte_pos, mut char_pos) = (0, 0);
@@ -563,12 +631,16 @@ impl RedactWorker<'_> {
                     out.extend(std::iter::repeat_n(*c, n.saturating_sub(*keep)));
                     out.extend(value.chars().skip(n.saturating_sub(*keep)));
                 }
-                Operator::Hash(key) => {
+                op @ (Operator::Hash | Operator::Vault) => {
+                    let keys = (self.keys.as_ref())
+                        .expect("start reads the key when an operator hashes. This is a bug.");
+                    let pseudonym = keys.pseudonym(entity, value);
                     out.push('[');
-                    out.push_str(&entity.to_uppercase());
-                    out.push('_');
-                    out.push_str(&pseudonym(key, entity, value));
+                    out.push_str(&pseudonym);
                     out.push(']');
+                    if matches!(op, Operator::Vault) {
+                        self.sealed.push((pseudonym, value.to_string()));
+                    }
                 }
                 Operator::Replace(text) => out.push_str(text),
                 Operator::Year => match year_of(value) {
@@ -590,17 +662,6 @@ impl RedactWorker<'_> {
         out.push_str(&text[byte_pos..]);
         (out, spans)
     }
-}
-
-/// First 10 hex digits of HMAC-SHA256(key, entity NUL value).
-fn pseudonym(key: &[u8], entity: &str, value: &str) -> String {
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(key)
-        .expect("HMAC accepts keys of any length. This is a bug.");
-    mac.update(entity.as_bytes());
-    mac.update(&[0]);
-    mac.update(value.as_bytes());
-    let digest = mac.finalize().into_bytes();
-    hex::encode(&digest[..5])
 }
 
 #[cfg(test)]
@@ -625,6 +686,10 @@ mod tests {
             allow: Vec::new(),
             skip_missing: false,
             summary_field: "redactions".into(),
+            key: KeySource::PerRun,
+            vault: "{out}/redact.vault".into(),
+            keys: OnceLock::new(),
+            opened_vault: OnceLock::new(),
         }
     }
 
@@ -638,6 +703,9 @@ mod tests {
             stage: &stage,
             found: Vec::new(),
             ner: None,
+            keys: None,
+            vault: None,
+            sealed: Vec::new(),
         };
         let text = "Order 4111 1111 1111 1112 for Jane Roe, ticket INC-2024-000123, $1,250.00, MRN 48213377";
         let span = |s: &str| {
@@ -705,7 +773,7 @@ mod tests {
     // The same value hashes to the same pseudonym; different values differ.
     #[test]
     fn hash_is_consistent() {
-        let s = stage(Operator::Hash(b"k".to_vec()));
+        let s = stage(Operator::Hash);
         let a = run(&s, "a@x.org a@x.org b@x.org");
         let words: Vec<&str> = a.fields["text"].as_str().unwrap().split(' ').collect();
         assert_eq!(words[0], words[1]);
@@ -745,12 +813,12 @@ mod tests {
     // Operators as pipeline files spell them; anything else is refused.
     #[test]
     fn operator_spellings() {
-        let key = || b"k".to_vec();
-        let parse = |s: &str| parse_operator(s, '#', &key);
+        let parse = |s: &str| parse_operator(s, '#');
         assert!(matches!(parse("mask:4"), Some(Operator::Mask('#', 4))));
         assert!(matches!(parse("replace:[ID]"), Some(Operator::Replace(t)) if t == "[ID]"));
         assert!(matches!(parse("year"), Some(Operator::Year)));
-        assert!(matches!(parse("hash"), Some(Operator::Hash(k)) if k == b"k"));
+        assert!(matches!(parse("hash"), Some(Operator::Hash)));
+        assert!(matches!(parse("vault"), Some(Operator::Vault)));
         for bad in ["mask:x", "replace", "yearly", "tag:1", ""] {
             assert!(parse(bad).is_none(), "{bad}");
         }
