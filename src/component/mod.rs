@@ -13,12 +13,8 @@ pub mod threads;
 
 pub use fence::{Fence, Input};
 pub use sink::{
-    Committed, OpenContext, Place, Repair, Sink, SinkSpec, create_parent, is_item_error, item_error,
+    Committed, OpenContext, Place, Repair, Sink, SinkSpec, create_parent, is_item_error,
+    item_error, resolve,
 };
 pub use source::{Source, Wanted};
 pub use stage::{Deadline, Meter, Per, Stage, StageCounters, StartContext, Unit, Worker};
-
-/// Resolves a path template like "{out}/records.jsonl" against the run's output folder.
-pub fn resolve(template: &str, out_dir: &std::path::Path) -> std::path::PathBuf {
-    template.replace("{out}", &out_dir.to_string_lossy()).into()
-}

@@ -53,8 +53,13 @@ impl OpenContext {
 
     /// Resolves a path template like "{out}/records.jsonl".
     pub fn resolve(&self, template: &str) -> PathBuf {
-        super::resolve(template, &self.out_dir)
+        resolve(template, &self.out_dir)
     }
+}
+
+/// Resolves a path template like "{out}/records.jsonl" against the run's output folder.
+pub fn resolve(template: &str, out_dir: &Path) -> PathBuf {
+    template.replace("{out}", &out_dir.to_string_lossy()).into()
 }
 
 pub trait SinkSpec: Send + Sync {

@@ -140,7 +140,7 @@ impl Deadline {
 impl StartContext<'_> {
     /// Resolves a path template like "{out}/redact.vault".
     pub fn resolve(&self, template: &str) -> PathBuf {
-        super::resolve(template, self.out_dir)
+        super::sink::resolve(template, self.out_dir)
     }
 
     /// A context outside any run, for unit tests of a single stage.
