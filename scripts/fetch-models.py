@@ -519,11 +519,157 @@ def prepare_bert_onnx(pkgs, inputs, out_files):
     return files
 
 
+# --- ONNX 4-bit (MatMulNBits) -> int8 (MatMulInteger) ------------------------------------------
+
+
+def pb_read_varint(buf, pos):
+    n = shift = 0
+    while True:
+        b = buf[pos]
+        pos += 1
+        n |= (b & 0x7F) << shift
+        shift += 7
+        if b < 0x80:
+            return n, pos
+
+
+def pb_fields(buf):
+    """The top-level fields of one protobuf message: (field, value, the whole record's bytes)."""
+    pos = 0
+    while pos < len(buf):
+        start = pos
+        key, pos = pb_read_varint(buf, pos)
+        wire = key & 7
+        if wire == 0:
+            value, pos = pb_read_varint(buf, pos)
+        elif wire == 2:
+            n, pos = pb_read_varint(buf, pos)
+            value, pos = buf[pos : pos + n], pos + n
+        elif wire in (1, 5):
+            width = 8 if wire == 1 else 4
+            value, pos = buf[pos : pos + width], pos + width
+        else:
+            sys.exit(f"error: unsupported protobuf wire type {wire}")
+        yield key >> 3, value, buf[start:pos]
+
+
+INT8, UINT8 = 3, 2
+
+
+def onnx_node(op_type, inputs, outputs, name, **attrs):
+    node = b"".join(pb_bytes(1, i) for i in inputs) + b"".join(pb_bytes(2, o) for o in outputs)
+    node += pb_bytes(3, name) + pb_bytes(4, op_type)
+    return node + b"".join(pb_bytes(5, onnx_attr(k, v)) for k, v in attrs.items())
+
+
+def int8_weight(packed, scales, k_dim, n_dim, block):
+    """A MatMulNBits weight (4 bits, zero point 8, a float32 scale per block of `block` values
+    along K, rows of N) as per-tensor symmetric int8 [K, N] and its scale, the way ONNX Runtime's
+    dynamic quantizer stores MatMul weights. Plain Python, so the bytes are reproducible."""
+    blocks = len(scales) // 4 // n_dim
+    scales = struct.unpack(f"<{blocks * n_dim}f", scales)
+    absmax = max(abs(s) for s in scales) * 8
+    scale = struct.unpack("<f", struct.pack("<f", absmax / 127))[0]
+    stride = block // 2
+    rows = []
+    for n in range(n_dim):
+        row = []
+        for b in range(blocks):
+            ratio = scales[n * blocks + b] / scale
+            table = [max(-127, min(127, round((q - 8) * ratio))) & 0xFF for q in range(16)]
+            at = (n * blocks + b) * stride
+            for byte in packed[at : at + stride]:
+                row.append(table[byte & 15])
+                row.append(table[byte >> 4])
+        rows.append(row[:k_dim])
+    return bytes(v for column in zip(*rows) for v in column), scale
+
+
+def prepare_onnx_int8(pkgs, inputs, out_files):
+    """An ONNX model whose MatMuls are 4-bit MatMulNBits -> the same graph with int8 MatMulInteger
+    (activations quantized per call by DynamicQuantizeLinear, as ONNX Runtime's quantize_dynamic
+    writes it; the runtime fuses each chain into one int8 kernel): about twice as fast on CPU.
+    Every other node, initializer and field is kept byte for byte."""
+    model = memoryview(pkgs.read(inputs["model"]))
+    files = {}
+    out = bytearray()
+    for field, value, record in pb_fields(model):
+        if field != 7:
+            out += record
+            continue
+        graph = list(pb_fields(value))
+        tensors = {}
+        for f, v, _ in graph:
+            if f == 5:
+                t = {tf: tv for tf, tv, _ in pb_fields(v)}
+                if 9 in t:
+                    tensors[bytes(t[8]).decode()] = bytes(t[9])
+        # The 4-bit weights and their scales give way to int8 weights.
+        dropped = set()
+        for f, v, _ in graph:
+            if f == 1 and any(nf == 4 and bytes(nv) == b"MatMulNBits" for nf, nv, _ in pb_fields(v)):
+                dropped.update(bytes(nv).decode() for nf, nv, _ in list(pb_fields(v)) if nf == 1)
+        new_graph, new_inits, quantized = bytearray(), [], {}
+        for f, v, rec in graph:
+            if f == 5:
+                name = next(bytes(tv).decode() for tf, tv, _ in pb_fields(v) if tf == 8)
+                if name not in dropped:
+                    new_graph += rec
+                continue
+            if f != 1:
+                new_graph += rec
+                continue
+            node = list(pb_fields(v))
+            op = next(bytes(nv).decode() for nf, nv, _ in node if nf == 4)
+            if op != "MatMulNBits":
+                new_graph += rec
+                continue
+            ins = [bytes(nv).decode() for nf, nv, _ in node if nf == 1]
+            out_name = next(bytes(nv).decode() for nf, nv, _ in node if nf == 2)
+            name = next(bytes(nv).decode() for nf, nv, _ in node if nf == 3)
+            attrs = {}
+            for nf, nv, _ in node:
+                if nf == 5:
+                    a = {af: av for af, av, _ in pb_fields(nv)}
+                    attrs[bytes(a[1]).decode()] = a.get(3)
+            if len(ins) != 3 or attrs.get("bits") != 4:
+                sys.exit(f"error: {name}: only 4-bit MatMulNBits without zero points or bias is supported")
+            k_dim, n_dim, block = attrs["K"], attrs["N"], attrs["block_size"]
+            a, w = ins[0], ins[1]
+            weight, scale = int8_weight(tensors[ins[1]], tensors[ins[2]], k_dim, n_dim, block)
+            new_inits += [
+                onnx_tensor(f"{w}_int8", [k_dim, n_dim], INT8, weight),
+                onnx_tensor(f"{w}_int8_scale", [], FLOAT, struct.pack("<f", scale)),
+                onnx_tensor(f"{w}_int8_zero_point", [], INT8, b"\0"),
+            ]
+            if a not in quantized:
+                quantized[a] = [f"{a}_quantized", f"{a}_scale", f"{a}_zero_point"]
+                new_graph += pb_bytes(1, onnx_node("DynamicQuantizeLinear", [a], quantized[a], f"{a}_quantize"))
+            a_q, a_scale, a_zp = quantized[a]
+            steps = [
+                ("Mul", [a_scale, f"{w}_int8_scale"], [f"{name}_scale"]),
+                ("MatMulInteger", [a_q, f"{w}_int8", a_zp, f"{w}_int8_zero_point"], [f"{name}_int32"]),
+                ("Cast", [f"{name}_int32"], [f"{name}_cast"]),
+                ("Mul", [f"{name}_cast", f"{name}_scale"], [out_name]),
+            ]
+            for i, (op_type, step_in, step_out) in enumerate(steps):
+                attrs = {"to": FLOAT} if op_type == "Cast" else {}
+                new_graph += pb_bytes(1, onnx_node(op_type, step_in, step_out, f"{name}_int8_{i}", **attrs))
+        new_graph += b"".join(pb_bytes(5, t) for t in new_inits)
+        out += pb_bytes(7, bytes(new_graph))
+    files["model"] = bytes(out)
+    for f in out_files:
+        if f["role"] != "model":
+            files[f["role"]] = pkgs.read(inputs[f["role"]])
+    return files
+
+
 PREPARE = {
     "copy": prepare_copy,
     "whisper-ct2-to-ggml": prepare_whisper,
     "silero-vad-to-ggml": prepare_silero,
     "bert-safetensors-to-onnx": prepare_bert_onnx,
+    "onnx-q4-to-int8": prepare_onnx_int8,
 }
 
 
