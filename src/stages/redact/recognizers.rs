@@ -36,7 +36,37 @@ pub struct Recognizer {
     /// What a text must contain for a match to be possible; lets most texts skip the regex.
     needs: Needs,
     validate: Validator,
+    /// Words that must name a match from just before it; `None`: the match stands alone.
+    context: Option<Context>,
 }
+
+/// How far before a match its context word may start, in bytes.
+const CONTEXT_BYTES: usize = 48;
+
+/// Words that say what the match after them is ("DOB", "MRN", "fax"): one must start at most
+/// `CONTEXT_BYTES` before the match, in the same sentence, with only `between` between them.
+struct Context {
+    /// The words, in any case, each at the start of a word.
+    words: Regex,
+    between: Between,
+}
+
+/// What may stand between a context word and the match it names.
+#[derive(Clone, Copy)]
+enum Between {
+    /// Other words of the same sentence but no number: "born in Leeds on 3 March 1984".
+    Words,
+    /// Only a label's tail (`number`, `no.`, `nr.`, `n°`, `#`, `:`, `is`): "MRN: 48213377",
+    /// "Member ID no. X1234".
+    Label,
+}
+
+/// Words that may end a label between its word and its value (lower case): "account *no.*",
+/// "MRN *is*", "Fax*nummer*".
+const LABEL_TAILS: &[&str] = &[
+    "number", "numbers", "no", "no.", "nos.", "nr", "nr.", "num", "num.", "n°", "nº", "núm.",
+    "id", "is", "nummer", "numéro", "numero", "número", "code",
+];
 
 /// A recognizer's prefilter.
 #[derive(Clone, Copy)]
@@ -76,6 +106,7 @@ impl Recognizer {
             regex: Regex::new(pattern)?,
             needs: Needs::Nothing,
             validate: |_, span| (!span.is_empty()).then_some(span),
+            context: None,
         })
     }
 
@@ -100,6 +131,7 @@ impl Recognizer {
             regex: Regex::new(&pattern)?,
             needs: Needs::Nothing,
             validate: |text, span| standalone(text, &span).then_some(span),
+            context: None,
         })
     }
 
@@ -119,13 +151,75 @@ impl Recognizer {
         if !possible {
             return;
         }
+        // Where the context words are, in text order; without one, no match can count.
+        let words: Vec<Range<usize>> = match &self.context {
+            None => Vec::new(),
+            Some(context) => context.words.find_iter(text).map(|m| m.range()).collect(),
+        };
+        if self.context.is_some() && words.is_empty() {
+            return;
+        }
         for m in self.regex.find_iter(text) {
-            if let Some(span) = (self.validate)(text, m.range()) {
-                out.push(Found {
-                    span,
-                    entity: entity_index,
-                });
+            let Some(span) = (self.validate)(text, m.range()) else {
+                continue;
+            };
+            if let Some(context) = &self.context
+                && !context.names(text, &words, span.start)
+            {
+                continue;
             }
+            out.push(Found {
+                span,
+                entity: entity_index,
+            });
+        }
+    }
+
+    /// The same recognizer, but only for matches that one of `words` names from just before
+    /// them (see `Context`).
+    fn after(self, words: &[&str], between: Between) -> Recognizer {
+        let mut words = words.to_vec();
+        // Longest first, so "medical record number" wins over "medical record" where both fit.
+        words.sort_by_key(|w| std::cmp::Reverse(w.len()));
+        let alternatives: Vec<String> = words
+            .iter()
+            .map(|w| regex::escape(w).replace(' ', r"\s+").replace('\'', "['’]"))
+            .collect();
+        let pattern = format!(r"(?i)\b(?:{})", alternatives.join("|"));
+        Recognizer {
+            context: Some(Context {
+                words: Regex::new(&pattern).expect("context words compile. This is a bug."),
+                between,
+            }),
+            ..self
+        }
+    }
+}
+
+impl Context {
+    /// Whether the last context word in `words` (this context's matches in `text`, in order)
+    /// before `start` names what starts there.
+    fn names(&self, text: &str, words: &[Range<usize>], start: usize) -> bool {
+        let before = words.partition_point(|w| w.end <= start);
+        let Some(word) = before.checked_sub(1).map(|i| &words[i]) else {
+            return false;
+        };
+        if word.start + CONTEXT_BYTES < start {
+            return false;
+        }
+        // Punctuation right after the word (`DOB.:`, `born)`, `No.`) is part of it.
+        let between = text[word.end..start].trim_start_matches(['.', ':', ')', ',']);
+        match self.between {
+            Between::Words => {
+                !between.contains(|c: char| {
+                    c.is_ascii_digit() || matches!(c, ';' | '!' | '?' | '\n')
+                }) && !between.trim_end().ends_with('.')
+                    && !between.contains(". ")
+            }
+            Between::Label => between.split_whitespace().all(|token| {
+                let token = token.trim_matches([':', '#', '(', ')', '=', '-', ',']);
+                token.is_empty() || LABEL_TAILS.contains(&token.to_lowercase().as_str())
+            }),
         }
     }
 }
@@ -137,6 +231,7 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
         regex: Regex::new(pattern).expect("built-in patterns compile. This is a bug."),
         needs,
         validate,
+        context: None,
     };
     const DIGITS: Needs = Needs::AnyByte(b"0123456789");
     match entity {
@@ -173,10 +268,10 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             iban,
         )],
         "ssn" => vec![make(r"\b\d{3}([\- ])\d{2}([\- ])\d{4}\b", DIGITS, ssn)],
-        "date_of_birth" => vec![make(&date_pattern(), DIGITS, birth_date)],
-        "date" => vec![make(&date_pattern(), DIGITS, |text, span| {
-            is_calendar_date(&text[span.clone()]).then_some(span)
-        })],
+        "date_of_birth" => {
+            vec![make(&date_pattern(), DIGITS, calendar_date).after(BIRTH_WORDS, Between::Words)]
+        }
+        "date" => vec![make(&date_pattern(), DIGITS, calendar_date)],
         "age_over_89" => vec![make(
             r"(?i)\b(?:age[ds]?:?\s*|aged\s+)(\d{2,3})\b|\b(\d{2,3})(?:[ \-]years?[ \-]old\b|\s*y/?o\b|\s+yrs?\b)",
             DIGITS,
@@ -459,7 +554,8 @@ fn date_pattern() -> String {
     )
 }
 
-/// Words that say the date after them is a birth date (lower case).
+/// Words that say the date after them is a birth date, in the same sentence with no other
+/// number between them (so "born in 1984, joined on 12/03/2019" keeps the second date).
 const BIRTH_WORDS: &[&str] = &[
     "born",
     "dob",
@@ -482,32 +578,9 @@ const BIRTH_WORDS: &[&str] = &[
     "nacida",
 ];
 
-/// A real calendar date that the words just before it call a birth date: a birth word in the
-/// same sentence, with no other number between it and the date (so "born in 1984, joined on
-/// 12/03/2019" keeps the second date).
-fn birth_date(text: &str, span: Range<usize>) -> Option<Range<usize>> {
-    if !is_calendar_date(&text[span.clone()]) {
-        return None;
-    }
-    let mut from = span.start.saturating_sub(48);
-    while !text.is_char_boundary(from) {
-        from += 1;
-    }
-    let before = text[from..span.start].to_lowercase();
-    let (at, word) = BIRTH_WORDS
-        .iter()
-        .filter_map(|w| before.rfind(w).map(|at| (at, *w)))
-        .max_by_key(|(at, w)| at + w.len())?;
-    // Punctuation right after the word (`DOB.:`, `born)`) is part of it.
-    let between = before[at + word.len()..].trim_start_matches(['.', ':', ')', ',']);
-    let clean = !between.contains(|c: char| c.is_ascii_digit() || matches!(c, ';' | '!' | '?' | '\n'))
-        && !between.trim_end().ends_with('.')
-        && !between.contains(". ");
-    let starts_word = before[..at]
-        .chars()
-        .next_back()
-        .is_none_or(|c| !c.is_alphanumeric());
-    (clean && starts_word).then_some(span)
+/// A real calendar date (see `is_calendar_date`).
+fn calendar_date(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    is_calendar_date(&text[span.clone()]).then_some(span)
 }
 
 /// An age above 89 (HIPAA Safe Harbor generalises those): just its number.
