@@ -19,7 +19,7 @@ use hmac::{Hmac, KeyInit, Mac};
 use serde_json::{Map, Value, json};
 use sha2::Sha256;
 
-use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
+use recognizers::{BUILTIN, BytesPresent, ENTITIES_DOC, Found, Recognizer};
 
 use super::encoder::{TOKEN_BUDGET, session, text_model};
 use super::common::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
@@ -56,7 +56,7 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value(
             "[\"email\", \"url\", \"credit_card\", \"iban\", \"ssn\", \"date_of_birth\", \"ip_address\", \"phone\"]",
         ),
-        "Built-in entity types to find. date_of_birth: a date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday) that a birth word just before it names (born, DOB, date of birth, geb., né le, ...); other dates are kept.",
+        ENTITIES_DOC,
     ),
     opt(
         "patterns",

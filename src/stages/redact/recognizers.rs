@@ -1,7 +1,7 @@
 //! Rule-based PII recognizers: a regex finds candidates, a checksum or shape rule confirms them.
 //!
-//! Each built-in entity (email, phone, credit_card, iban, ssn, date_of_birth, ip_address, url)
-//! is one or more `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the
+//! Each built-in entity (the `entities!` table below says what each finds) is one or more
+//! `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the
 //! entity, the regex proposes a span, and the validator accepts, narrows or rejects it (Luhn for
 //! cards, mod-97 for IBANs, SSA rules for SSNs, a real calendar date said to be a birth date by
 //! the words before it, `std::net` parsing for IPv6). This module finds spans; it never rewrites
@@ -11,20 +11,39 @@ use std::ops::Range;
 
 use regex::Regex;
 
-/// The built-in entity names, as pipeline files spell them, from most to least specific: on a
-/// tie for the same text the earlier one wins (an SSN-shaped number is an SSN, not a phone).
-pub const BUILTIN: &[&str] = &[
-    "email",
-    "url",
-    "credit_card",
-    "iban",
-    "ssn",
-    "date_of_birth",
-    "date",
-    "age_over_89",
-    "ip_address",
-    "phone",
-];
+/// Declares the built-in entities from one table: `BUILTIN` names them as pipeline files spell
+/// them, `ENTITIES_DOC` says what each finds and what is checked (the `entities` option's docs,
+/// which `lai stages` prints), so the two cannot disagree.
+macro_rules! entities {
+    ($($name:literal: $doc:literal,)*) => {
+        /// The built-in entity names, from most to least specific: on a tie for the same text
+        /// the earlier one wins (a number a context word names is what the word says; an
+        /// SSN-shaped number is an SSN, not a phone).
+        pub const BUILTIN: &[&str] = &[$($name),*];
+
+        /// One line per entity: what it finds and how it is validated.
+        pub const ENTITIES_DOC: &str = concat!(
+            "Built-in entity types to find; on a tie for the same text the earlier one below wins. ",
+            "\"After\" a word: the word (any case) starts at most 48 bytes before the value, with ",
+            "only a label's tail between them (number, no., nr., n°, id, is, #, :); only the value ",
+            "is redacted.",
+            $("\n", $name, ": ", $doc),*
+        );
+    };
+}
+
+entities! {
+    "email": "name@domain with a dotted domain.",
+    "url": "http://, https://, ftp:// or www. up to a space; closing punctuation left out.",
+    "credit_card": "13-19 digits in groups passing Luhn; not the account number inside an IBAN.",
+    "iban": "country, check digits and up to 30 letters and digits: the country's length (SWIFT registry) and mod-97.",
+    "ssn": "US SSN AAA-GG-SSSS, one kind of separator: area not 000, 666 or 9XX, group and serial not 0.",
+    "date_of_birth": "a real calendar date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday; en, de, fr, nl, es months) that a birth word (born, DOB, date of birth, geb., né le, geboortedatum, fecha de nacimiento, ...) names earlier in the same sentence, with no other number between; other dates are kept.",
+    "date": "every real calendar date, as date_of_birth without the birth word.",
+    "age_over_89": "an age of 90-130 (93-year-old, aged 91, age: 104): its number.",
+    "ip_address": "IPv4 (not part of a longer dotted number) and IPv6 (parsed).",
+    "phone": "+CC and 8-15 digits; North American (555) 123-4567 or 555-123-4567; national with a trunk 0 and 9-12 digits; not the tail of a run of digit groups.",
+}
 
 /// Confirms a regex match: returns the span to redact (possibly narrowed) or `None`.
 type Validator = fn(text: &str, span: Range<usize>) -> Option<Range<usize>>;
