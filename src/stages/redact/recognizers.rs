@@ -35,6 +35,15 @@ macro_rules! entities {
 entities! {
     "email": "name@domain with a dotted domain.",
     "url": "http://, https://, ftp:// or www. up to a space; closing punctuation left out.",
+    "it_codice_fiscale": "Italian codice fiscale: 16 capitals in its letter and digit places (omocodia letters allowed), the last the check letter from the odd and even tables.",
+    "fr_nir": "French NIR (INSEE number): sex 1, 2, 7 or 8, year, month 01-12, 20-42 or 50-99, département (2A, 2B for Corsica), commune, order, key = 97 - (first 13 digits mod 97); 15 characters, spaces allowed.",
+    "uk_nino": "UK National Insurance number: 2 capitals (neither D, F, I, Q, U, V; the second not O; not BG, GB, KN, NK, NT, TN, ZZ), 6 digits, A-D; spaces allowed.",
+    "es_dni": "Spanish DNI (8 digits) or NIE (X, Y or Z and 7 digits), then the letter of the number mod 23 (TRWAGMYFPDXBNJZSQVHLCKE).",
+    "de_tax_id": "German Steuer-ID: 11 digits, the first not 0, spaces allowed: in the first 10 one digit twice or three times (not three in a row), the others at most once; ISO 7064 MOD 11,10 check digit.",
+    "us_itin": "US ITIN 9XX-XX-XXXX, one kind of separator: the middle 50-65, 70-88, 90-92 or 94-99.",
+    "nhs_number": "UK NHS number after NHS: 10 digits (3-3-4 or together), mod-11 check digit (weights 10 to 2; a check of 10 is no number).",
+    "nl_bsn": "Dutch BSN after BSN, burgerservicenummer or sofinummer: 9 digits passing the 11-proef (weights 9 to 2 and -1).",
+    "ca_sin": "Canadian SIN after SIN, social insurance number or NAS: 9 digits (3-3-3 or together), the first not 0 or 8, Luhn.",
     "credit_card": "13-19 digits in groups passing Luhn; not the account number inside an IBAN.",
     "iban": "country, check digits and up to 30 letters and digits: the country's length (SWIFT registry) and mod-97.",
     "ssn": "US SSN AAA-GG-SSSS, one kind of separator: area not 000, 666 or 9XX, group and serial not 0.",
@@ -287,6 +296,37 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             iban,
         )],
         "ssn" => vec![make(r"\b\d{3}([\- ])\d{2}([\- ])\d{4}\b", DIGITS, ssn)],
+        "it_codice_fiscale" => vec![make(
+            r"\b[A-Z]{6}[0-9LMNPQRSTUV]{2}[ABCDEHLMPRST][0-9LMNPQRSTUV]{2}[A-Z][0-9LMNPQRSTUV]{3}[A-Z]\b",
+            Needs::Nothing,
+            it_codice_fiscale,
+        )],
+        "fr_nir" => vec![make(
+            r"\b[1278] ?\d{2} ?\d{2} ?(?:\d{2}|2[AB]) ?\d{3} ?\d{3} ?\d{2}\b",
+            DIGITS,
+            fr_nir,
+        )],
+        "uk_nino" => vec![make(
+            r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
+            DIGITS,
+            uk_nino,
+        )],
+        "es_dni" => vec![make(r"\b(?:\d{8}|[XYZ]-?\d{7})-?[A-Z]\b", DIGITS, es_dni)],
+        "de_tax_id" => vec![make(r"\b[1-9]\d(?: ?\d{3}){3}\b", DIGITS, de_tax_id)],
+        "us_itin" => vec![make(r"\b9\d{2}[\- ]\d{2}[\- ]\d{4}\b", DIGITS, us_itin)],
+        // Digits alone, with a weak check (1 in 11 or 10 random numbers pass): only after a word.
+        "nhs_number" => vec![
+            make(r"\b\d{3}[ \-]?\d{3}[ \-]?\d{4}\b", DIGITS, nhs_number)
+                .after(NHS_WORDS, Between::Label),
+        ],
+        "nl_bsn" => vec![
+            make(r"\b(?:\d{4}\.\d{2}\.\d{3}|\d{3}[ .]?\d{3}[ .]?\d{3})\b", DIGITS, nl_bsn)
+                .after(BSN_WORDS, Between::Label),
+        ],
+        "ca_sin" => vec![
+            make(r"\b\d{3}[ \-]?\d{3}[ \-]?\d{3}\b", DIGITS, ca_sin)
+                .after(SIN_WORDS, Between::Label),
+        ],
         "date_of_birth" => {
             vec![make(&date_pattern(), DIGITS, calendar_date).after(BIRTH_WORDS, Between::Words)]
         }
@@ -561,6 +601,173 @@ fn ssn(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     valid.then_some(span)
 }
 
+/// The digits of a match, separators left out.
+fn digits_of(s: &str) -> Vec<u32> {
+    s.bytes()
+        .filter(u8::is_ascii_digit)
+        .map(|b| u32::from(b - b'0'))
+        .collect()
+}
+
+/// Italian codice fiscale: the 16th character is the check letter of the first 15, which count
+/// by one table in odd places (1st, 3rd, ...) and by another in even places.
+fn it_codice_fiscale(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    // Odd places: the value of 0-9, then of A-Z.
+    const ODD: [u32; 36] = [
+        1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 1, 0, 5, 7, 9, 13, 15, 17, 19, 21, 2, 4, 18, 20, 11, 3,
+        6, 8, 12, 14, 16, 10, 22, 25, 24, 23,
+    ];
+    let code = text[span.clone()].as_bytes();
+    let sum: u32 = code[..15]
+        .iter()
+        .enumerate()
+        .map(|(i, &c)| {
+            let (index, even) = match c {
+                b'0'..=b'9' => (c - b'0', c - b'0'),
+                _ => (c - b'A' + 10, c - b'A'),
+            };
+            if i % 2 == 0 {
+                ODD[usize::from(index)]
+            } else {
+                u32::from(even)
+            }
+        })
+        .sum();
+    (u32::from(code[15] - b'A') == sum % 26).then_some(span)
+}
+
+/// French NIR: a month that exists (or one of the codes for an unknown month) and the key,
+/// 97 - (the first 13 digits mod 97), where Corsica's 2A and 2B count as 19 and 18.
+fn fr_nir(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let compact: String = text[span.clone()].chars().filter(|c| *c != ' ').collect();
+    let month: u32 = compact[3..5].parse().ok()?;
+    let body = match &compact[5..7] {
+        "2A" => format!("{}19{}", &compact[..5], &compact[7..13]),
+        "2B" => format!("{}18{}", &compact[..5], &compact[7..13]),
+        _ => compact[..13].to_string(),
+    };
+    let body: u64 = body.parse().ok()?;
+    let key: u64 = compact[13..].parse().ok()?;
+    let valid = matches!(month, 1..=12 | 20..=42 | 50..=99) && key == 97 - body % 97;
+    valid.then_some(span)
+}
+
+/// UK National Insurance number: prefixes HMRC never issues are no number.
+fn uk_nino(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    const NEVER: &[u8] = b"DFIQUV";
+    const UNUSED: &[&[u8]] = &[b"BG", b"GB", b"KN", b"NK", b"NT", b"TN", b"ZZ"];
+    let prefix = &text.as_bytes()[span.start..span.start + 2];
+    let valid = !NEVER.contains(&prefix[0])
+        && !NEVER.contains(&prefix[1])
+        && prefix[1] != b'O'
+        && !UNUSED.contains(&prefix);
+    valid.then_some(span)
+}
+
+/// Spanish DNI or NIE: the letter is the number's (an NIE's X, Y, Z count as 0, 1, 2) mod 23
+/// in the official table.
+fn es_dni(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    const LETTERS: &[u8; 23] = b"TRWAGMYFPDXBNJZSQVHLCKE";
+    let compact: Vec<u8> = text[span.clone()].bytes().filter(|b| *b != b'-').collect();
+    let (body, letter) = compact.split_at(compact.len() - 1);
+    let number = body.iter().fold(0u32, |n, &c| {
+        let digit = match c {
+            b'X' => 0,
+            b'Y' => 1,
+            b'Z' => 2,
+            _ => u32::from(c - b'0'),
+        };
+        n * 10 + digit
+    });
+    (LETTERS[(number % 23) as usize] == letter[0]).then_some(span)
+}
+
+/// German Steuer-ID: in the first ten digits exactly one digit repeats, two or three times
+/// (three not in a row), and the eleventh is their ISO 7064 MOD 11,10 check digit.
+fn de_tax_id(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let digits = digits_of(&text[span.clone()]);
+    let (body, check) = digits.split_at(10);
+    let mut counts = [0; 10];
+    for &d in body {
+        counts[d as usize] += 1;
+    }
+    let repeated: Vec<u32> = (0..10).filter(|&d| counts[d as usize] > 1).collect();
+    let shape = match repeated[..] {
+        [d] => match counts[d as usize] {
+            2 => true,
+            3 => !body.windows(3).any(|w| w.iter().all(|&x| x == d)),
+            _ => false,
+        },
+        _ => false,
+    };
+    let mut product = 10;
+    for &d in body {
+        let sum = match (d + product) % 10 {
+            0 => 10,
+            sum => sum,
+        };
+        product = sum * 2 % 11;
+    }
+    (shape && check[0] == (11 - product) % 10).then_some(span)
+}
+
+/// US ITIN: one kind of separator and a middle group the IRS issues.
+fn us_itin(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let s = &text[span.clone()];
+    let group: u32 = s[4..6].parse().ok()?;
+    let valid =
+        s[3..4] == s[6..7] && matches!(group, 50..=65 | 70..=88 | 90..=92 | 94..=99);
+    valid.then_some(span)
+}
+
+/// UK NHS number: the tenth digit is 11 - (the first nine weighted 10 to 2, mod 11), 11 read as
+/// 0; a number whose check would be 10 is never issued.
+fn nhs_number(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let digits = digits_of(&text[span.clone()]);
+    let sum: u32 = digits[..9].iter().zip((2..=10).rev()).map(|(d, w)| d * w).sum();
+    let check = match 11 - sum % 11 {
+        11 => 0,
+        10 => return None,
+        check => check,
+    };
+    (digits[9] == check).then_some(span)
+}
+
+/// Dutch BSN, the 11-proef: the digits weighted 9 to 2 and the last -1 sum to a multiple of 11
+/// (and not to 0).
+fn nl_bsn(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let digits = digits_of(&text[span.clone()]);
+    let weighted: u32 = digits[..8].iter().zip((2..=9).rev()).map(|(d, w)| d * w).sum();
+    let sum = i64::from(weighted) - i64::from(digits[8]);
+    (sum > 0 && sum % 11 == 0).then_some(span)
+}
+
+/// Canadian SIN: Luhn, and not a number starting with 0 (never issued) or 8 (business numbers).
+fn ca_sin(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let digits: String = text[span.clone()].chars().filter(char::is_ascii_digit).collect();
+    (!digits.starts_with(['0', '8']) && luhn(&digits)).then_some(span)
+}
+
+/// Words before a UK NHS number ("NHS no.", "NHS number:").
+const NHS_WORDS: &[&str] = &["nhs", "national health service"];
+
+/// Words before a Dutch BSN.
+const BSN_WORDS: &[&str] = &[
+    "bsn",
+    "burgerservicenummer",
+    "sofinummer",
+    "sofi-nummer",
+    "citizen service number",
+];
+
+/// Words before a Canadian SIN (en, fr).
+const SIN_WORDS: &[&str] = &[
+    "sin",
+    "social insurance",
+    "assurance sociale",
+    "nas",
+];
+
 /// Month names people write dates with (English, German, French, Dutch, Spanish), full and
 /// abbreviated.
 const MONTHS: &str = "jan(?:uary|uar|vier|uari)?|feb(?:ruary|ruar|ruari)?|f[ée]vr?(?:ier)?|mar(?:ch|s)?|m[äa]r(?:z|t)|apr(?:il)?|avr(?:il)?|ma[iy]|mei|jun[ei]?|juin|jul[iy]?|juil(?:let)?|aug(?:ust|ustus)?|ao[ûu]t|sep(?:t|tember|tembre)?|o[ck]t(?:ober|obre)?|nov(?:ember|embre)?|de[cz](?:ember)?|d[ée]c(?:embre)?|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre";
@@ -714,6 +921,67 @@ mod tests {
     fn ssns() {
         assert_eq!(find("ssn", "ssn 123-45-6789"), ["123-45-6789"]);
         assert!(find("ssn", "000-12-3456 and 666-12-3456 and 123-45 6789").is_empty());
+    }
+
+    // National ids that stand alone: generator and official values pass their checks; one
+    // changed character, a prefix never issued, or an order number, date, phone or amount stays.
+    #[test]
+    fn national_ids() {
+        for (entity, valid, near_misses) in [
+            // Faker it_IT, then the usual example.
+            ("it_codice_fiscale", "BCCFRC15M25E852P", &["BCCFRC15M25E852Q"][..]),
+            ("it_codice_fiscale", "RSSMRA85T10A562S", &["RSSMRA85T10A562T"]),
+            // Faker fr_FR; the INSEE example; Corsica's 2A counts as 19.
+            ("fr_nir", "172023201312126", &["172023201312127", "172133201312126"]),
+            ("fr_nir", "1 84 12 76 451 089 46", &["1 84 12 76 451 089 47"]),
+            ("fr_nir", "2 69 05 2A 123 456 88", &["2 69 05 2B 123 456 88"]),
+            // Faker en_GB's "ZZ .. .. .. T" is no NINO: ZZ is never issued, T is no suffix.
+            ("uk_nino", "AB 12 34 56 C", &["ZZ 91 41 77 T", "ZZ 91 41 77 A", "QQ 12 34 56 C", "AO123456B", "GB123456A"]),
+            // Faker es_ES nif and nie, then the usual examples.
+            ("es_dni", "70908369J", &["70908369K"]),
+            ("es_dni", "Y3919018Q", &["Y3919018R"]),
+            ("es_dni", "12345678Z", &["12345678A"]),
+            ("es_dni", "X1234567L", &["X1234567M"]),
+            // No generator has them: examples that pass; all ten digits different; 1 thrice in a row.
+            ("de_tax_id", "86 095 742 719", &["86 095 742 718", "12345678903", "11123456786"]),
+            ("de_tax_id", "65929970489", &["65929970488"]),
+            // Faker en_US itin; a middle group the IRS does not issue; mixed separators.
+            ("us_itin", "977-94-0034", &["977-93-0034", "977-94 0034", "877-94-0034"]),
+            ("us_itin", "912-70-1234", &["912-66-1234"]),
+        ] {
+            assert_eq!(find(entity, &format!("id {valid}, ok")), [valid], "{entity}");
+            for miss in near_misses {
+                assert!(find(entity, &format!("id {miss}, ok")).is_empty(), "{entity}: {miss}");
+            }
+        }
+        let decoys = "Order 12345678 shipped 2024-03-15, call +44 20 7946 0958 or (555) 123-4567, \
+                      total €1,250.00, ref 98765432101, ISBN 978-3-16-148410-0.";
+        for entity in ["it_codice_fiscale", "fr_nir", "uk_nino", "es_dni", "de_tax_id", "us_itin"] {
+            assert!(find(entity, decoys).is_empty(), "{entity}");
+        }
+    }
+
+    // National ids of digits alone count only after their word: with it they need their check,
+    // without it a valid one is some other number.
+    #[test]
+    fn national_ids_after_their_word() {
+        for (entity, labelled, value, near_miss) in [
+            ("nhs_number", "NHS number: 943 476 5919", "943 476 5919", "NHS No. 943 476 5918"),
+            ("nhs_number", "NHS no. 9434765919", "9434765919", "NHS 9434765910"),
+            // Faker nl_NL ssn; the usual example.
+            ("nl_bsn", "BSN: 214035797", "214035797", "BSN: 214035798"),
+            ("nl_bsn", "burgerservicenummer 111222333", "111222333", "sofinummer 111222334"),
+            // Faker en_CA ssn; a Luhn-valid number starting with 8 (a business number).
+            ("ca_sin", "SIN 278 018 460", "278 018 460", "SIN 278 018 461"),
+            ("ca_sin", "Social Insurance Number: 278018460", "278018460", "SIN: 812 345 676"),
+        ] {
+            assert_eq!(find(entity, labelled), [value], "{entity}");
+            assert!(find(entity, &format!("ref {value}")).is_empty(), "{entity}: {value}");
+            assert!(find(entity, near_miss).is_empty(), "{entity}: {near_miss}");
+        }
+        // The word must name this number: not across another number or a sentence's end.
+        assert!(find("nhs_number", "NHS clinic 4, 943 476 5919").is_empty());
+        assert!(find("nl_bsn", "Geen BSN. Ordernummer 111222333").is_empty());
     }
 
     // A birth date in any common form is found after a birth word; other dates, birth words
