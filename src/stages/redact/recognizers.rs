@@ -17,8 +17,9 @@ use regex::Regex;
 macro_rules! entities {
     ($($name:literal: $doc:literal,)*) => {
         /// The built-in entity names, from most to least specific: on a tie for the same text
-        /// the earlier one wins (a number a context word names is what the word says; an
-        /// SSN-shaped number is an SSN, not a phone).
+        /// the earlier one wins (a national id that passes its check is that id; else a number
+        /// a context word names is what the word says, a 15-digit number after IMEI a device
+        /// id, not a card; an SSN-shaped number is an SSN, not a phone).
         pub const BUILTIN: &[&str] = &[$($name),*];
 
         /// One line per entity: what it finds and how it is validated.
@@ -44,6 +45,14 @@ entities! {
     "nhs_number": "UK NHS number after NHS: 10 digits (3-3-4 or together), mod-11 check digit (weights 10 to 2; a check of 10 is no number).",
     "nl_bsn": "Dutch BSN after BSN, burgerservicenummer or sofinummer: 9 digits passing the 11-proef (weights 9 to 2 and -1).",
     "ca_sin": "Canadian SIN after SIN, social insurance number or NAS: 9 digits (3-3-3 or together), the first not 0 or 8, Luhn.",
+    "medical_record": "after MRN, medical record, patient ID, chart no., hospital no. (de Patientennummer, Fallnummer; fr numéro de dossier, IPP; nl patiëntnummer; es historia clínica, NHC): an id of 4-24 letters and digits, 3+ of them digits.",
+    "health_plan": "after member ID, subscriber ID, insurance, policy or group no., health plan ID, Medicare, Medicaid, MBI (de Versichertennummer; fr numéro d'adhérent, d'assuré; nl polisnummer; es número de póliza, de afiliación): an id of 5-24 letters and digits, 3+ digits; a Medicare MBI written 1EG4-TE5-MK73 (its letters and digits in their places) anywhere.",
+    "account_number": "after account, acct, a/c (de Kontonummer, Konto; fr numéro de compte; nl rekeningnummer; es número de cuenta): 6-24 letters and digits, 6+ digits, that are no valid IBAN.",
+    "license_number": "after licence, license, driver's licence, certificate (de Führerschein; fr permis de conduire; nl rijbewijs; es permiso de conducir, número de colegiado): an id of 5-24 letters and digits, 3+ digits; after DEA: 2 letters and 7 digits with the DEA check digit; after NPI: 10 digits passing Luhn with the 80840 prefix.",
+    "vehicle_id": "a VIN, 17 capitals and digits without I, O, Q, both kinds, with the North American check digit (position 9, 0-9 or X); any such 17 characters after VIN, chassis no., Fahrgestellnummer, FIN, numéro de châssis, chassisnummer, número de bastidor; after plate, registration, reg, Kennzeichen, immatriculation, kenteken, matrícula: a plate of 4-10 capitals and digits, both kinds, in up to 4 groups.",
+    "device_id": "after serial no., S/N, device ID, UDI (de Seriennummer; fr numéro de série; nl serienummer; es número de serie): an id of 5-24 letters and digits, 2+ digits; after IMEI: 15 digits passing Luhn; a GS1 UDI anywhere: (01) and a 14-digit GTIN with its check digit, then (AI)value parts.",
+    "passport": "after passport, Reisepass, passeport, paspoort, pasaporte: 6-9 capitals and digits, 5+ digits.",
+    "fax": "a phone number (as phone) after fax, Telefax or télécopie.",
     "credit_card": "13-19 digits in groups passing Luhn; not the account number inside an IBAN.",
     "iban": "country, check digits and up to 30 letters and digits: the country's length (SWIFT registry) and mod-97.",
     "ssn": "US SSN AAA-GG-SSSS, one kind of separator: area not 000, 666 or 9XX, group and serial not 0.",
@@ -262,6 +271,29 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
         context: None,
     };
     const DIGITS: Needs = Needs::AnyByte(b"0123456789");
+    // Phone numbers; `fax` finds them after its word.
+    let phones = || {
+        vec![
+            // International: +CC then groups.
+            make(
+                r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b",
+                Needs::AnyByte(b"+"),
+                |text, span| phone_digits(text, span, 8, 15),
+            ),
+            // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
+            make(
+                r"(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
+                DIGITS,
+                |text, span| phone_digits(text, span, 10, 11),
+            ),
+            // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89.
+            make(
+                r"\b0\d{1,4}(?:/|[ \-])?\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
+                DIGITS,
+                |text, span| phone_digits(text, span, 9, 12),
+            ),
+        ]
+    };
     match entity {
         "email" => vec![make(
             r"(?i)[a-z0-9][a-z0-9._%+\-]*@[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?(?:\.[a-z0-9](?:[a-z0-9\-]*[a-z0-9])?)*\.[a-z]{2,}\b",
@@ -336,29 +368,79 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             DIGITS,
             age_over_89,
         )],
-        "phone" => vec![
-            // International: +CC then groups.
+        "medical_record" => vec![
+            make(ID_VALUE, DIGITS, |text, span| id_value(text, span, 4, 3))
+                .after(MEDICAL_RECORD_WORDS, Between::Label),
+        ],
+        "health_plan" => vec![
+            make(ID_VALUE, DIGITS, |text, span| id_value(text, span, 5, 3))
+                .after(HEALTH_PLAN_WORDS, Between::Label),
+            // A Medicare Beneficiary Identifier: its shape is its check.
             make(
-                r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b",
-                Needs::AnyByte(b"+"),
-                |text, span| phone_digits(text, span, 8, 15),
-            ),
-            // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
-            make(
-                r"(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
-                DIGITS,
-                |text, span| phone_digits(text, span, 10, 11),
-            ),
-            // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89.
-            make(
-                r"\b0\d{1,4}(?:/|[ \-])?\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
-                DIGITS,
-                |text, span| phone_digits(text, span, 9, 12),
+                r"\b[1-9][AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-[AC-HJKMNP-RT-Y][AC-HJKMNP-RT-Y0-9]\d-[AC-HJKMNP-RT-Y]{2}\d{2}\b",
+                Needs::AnyByte(b"-"),
+                |_, span| Some(span),
             ),
         ],
+        "account_number" => vec![
+            make(ID_VALUE, DIGITS, account_number).after(ACCOUNT_WORDS, Between::Label),
+        ],
+        "license_number" => vec![
+            make(ID_VALUE, DIGITS, |text, span| id_value(text, span, 5, 3))
+                .after(LICENSE_WORDS, Between::Label),
+            make(r"\b[A-Z][A-Z9]\d{7}\b", DIGITS, dea_number).after(&["dea"], Between::Label),
+            make(r"\b[12]\d{9}\b", DIGITS, npi).after(NPI_WORDS, Between::Label),
+        ],
+        "vehicle_id" => vec![
+            make(VIN, DIGITS, vin),
+            make(VIN, DIGITS, |text, span| {
+                text[span.clone()].bytes().any(|b| b.is_ascii_digit()).then_some(span)
+            })
+            .after(VIN_WORDS, Between::Label),
+            make(
+                r"\b[A-ZÄÖÜ0-9]{1,8}(?:[ \-][A-ZÄÖÜ0-9]{1,4}){0,3}\b",
+                DIGITS,
+                licence_plate,
+            )
+            .after(PLATE_WORDS, Between::Label),
+        ],
+        "device_id" => vec![
+            make(ID_VALUE, DIGITS, |text, span| id_value(text, span, 5, 2))
+                .after(DEVICE_WORDS, Between::Label),
+            make(r"\b\d{2}[ \-]?\d{6}[ \-]?\d{6}[ \-]?\d\b", DIGITS, |text, span| {
+                let digits: String = text[span.clone()].chars().filter(char::is_ascii_digit).collect();
+                luhn(&digits).then_some(span)
+            })
+            .after(&["imei"], Between::Label),
+            make(
+                r"\(01\)\d{14}(?:\(\d{2,4}\)[0-9A-Za-z\-./]+)*",
+                Needs::AnyOf(&["(01)"]),
+                gs1_udi,
+            ),
+        ],
+        "passport" => vec![
+            make(r"\b[A-Z0-9]{6,9}\b", DIGITS, |text, span| {
+                let digits = text[span.clone()].bytes().filter(u8::is_ascii_digit).count();
+                (digits >= 5).then_some(span)
+            })
+            .after(PASSPORT_WORDS, Between::Label),
+        ],
+        "fax" => phones()
+            .into_iter()
+            .map(|r| r.after(FAX_WORDS, Between::Label))
+            .collect(),
+        "phone" => phones(),
         other => panic!("`{other}` is not a built-in entity. This is a bug."),
     }
 }
+
+/// An id as forms write it after its label: letters and digits joined by `-`, `.` or `/`
+/// (`PT-778812`, `A1234567`), or groups of digits joined by single spaces (`004 512 33`).
+const ID_VALUE: &str = r"\b(?:\d{1,6}(?: \d{1,6})+|[A-Za-z0-9]+(?:[\-./][A-Za-z0-9]+)*)\b";
+
+/// A VIN's shape: 17 capitals and digits, I, O and Q left out.
+const VIN: &str = r"\b[A-HJ-NPR-Z0-9]{17}\b";
+
 
 /// Text the rules looked at and found to be no PII: numbers shaped like a card that fail Luhn,
 /// IBAN-shaped strings that fail mod-97, and shapes that are never personal (ticket ids like
@@ -768,6 +850,291 @@ const SIN_WORDS: &[&str] = &[
     "nas",
 ];
 
+/// An id after its label: `min_len` to 24 letters and digits, at least `min_digits` digits.
+fn id_value(
+    text: &str,
+    span: Range<usize>,
+    min_len: usize,
+    min_digits: usize,
+) -> Option<Range<usize>> {
+    let value = &text[span.clone()];
+    let len = value.bytes().filter(u8::is_ascii_alphanumeric).count();
+    let digits = value.bytes().filter(u8::is_ascii_digit).count();
+    ((min_len..=24).contains(&len) && digits >= min_digits).then_some(span)
+}
+
+/// An account number after its word: 6 or more digits, and no IBAN (`iban` finds those).
+fn account_number(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let span = id_value(text, span, 6, 6)?;
+    let compact: String = text[span.clone()]
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .collect();
+    (!iban_valid(&compact)).then_some(span)
+}
+
+/// DEA registration number: the 7th digit is the last digit of the 1st, 3rd and 5th plus twice
+/// the 2nd, 4th and 6th.
+fn dea_number(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    // The second letter may be a 9: the digits are the last seven.
+    let d = digits_of(&text[span.end - 7..span.end]);
+    let sum = d[0] + d[2] + d[4] + 2 * (d[1] + d[3] + d[5]);
+    (sum % 10 == d[6]).then_some(span)
+}
+
+/// US National Provider Identifier: Luhn over the number with the card issuer prefix 80840.
+fn npi(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    luhn(&format!("80840{}", &text[span.clone()])).then_some(span)
+}
+
+/// A VIN with both letters and digits and the North American check digit in position 9: the
+/// characters' values (letters transliterated) weighted 8, 7, ... 2, 10, 0, 9, ... 2, mod 11,
+/// 10 written X.
+fn vin(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    const WEIGHTS: [u32; 17] = [8, 7, 6, 5, 4, 3, 2, 10, 0, 9, 8, 7, 6, 5, 4, 3, 2];
+    let vin = text[span.clone()].as_bytes();
+    let value = |c: u8| -> u32 {
+        u32::from(match c {
+            b'0'..=b'9' => c - b'0',
+            b'A'..=b'H' => c - b'A' + 1,
+            b'J'..=b'N' => c - b'J' + 1,
+            b'P' => 7,
+            b'R' => 9,
+            _ => c - b'S' + 2,
+        })
+    };
+    let sum: u32 = vin.iter().zip(WEIGHTS).map(|(&c, w)| value(c) * w).sum();
+    let check = match sum % 11 {
+        10 => b'X',
+        n => b'0' + n as u8,
+    };
+    let mixed = vin.iter().any(u8::is_ascii_digit) && vin.iter().any(u8::is_ascii_uppercase);
+    (mixed && vin[8] == check).then_some(span)
+}
+
+/// A licence plate after its word: 4 to 10 letters and digits, both kinds.
+fn licence_plate(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let plate = &text[span.clone()];
+    let len = plate.chars().filter(|c| c.is_alphanumeric()).count();
+    let digits = plate.chars().filter(char::is_ascii_digit).count();
+    ((4..=10).contains(&len) && (1..len).contains(&digits)).then_some(span)
+}
+
+/// A GS1 UDI: `(01)` and a GTIN-14 whose last digit checks the others (weights 3 and 1 from the
+/// left, to the next multiple of 10).
+fn gs1_udi(text: &str, span: Range<usize>) -> Option<Range<usize>> {
+    let gtin = digits_of(&text[span.start + 4..span.start + 18]);
+    let sum: u32 = gtin[..13]
+        .iter()
+        .enumerate()
+        .map(|(i, d)| if i % 2 == 0 { 3 * d } else { *d })
+        .sum();
+    ((10 - sum % 10) % 10 == gtin[13]).then_some(span)
+}
+
+/// Words before a medical record number (en, de, fr, nl, es).
+const MEDICAL_RECORD_WORDS: &[&str] = &[
+    "mrn",
+    "mr#",
+    "medical record",
+    "med rec",
+    "patient id",
+    "patient identifier",
+    "patient number",
+    "patient no",
+    "chart number",
+    "chart no",
+    "hospital number",
+    "hospital no",
+    "patientennummer",
+    "patienten-id",
+    "patientenid",
+    "fallnummer",
+    "aufnahmenummer",
+    "krankenblattnummer",
+    "numéro de dossier",
+    "n° de dossier",
+    "dossier médical",
+    "numéro patient",
+    "numéro de patient",
+    "ipp",
+    "patiëntnummer",
+    "patientnummer",
+    "dossiernummer",
+    "historia clínica",
+    "número de historia",
+    "nhc",
+    "número de paciente",
+];
+
+/// Words before a health plan, insurance or beneficiary number (en, de, fr, nl, es).
+const HEALTH_PLAN_WORDS: &[&str] = &[
+    "member id",
+    "member number",
+    "member no",
+    "membership number",
+    "membership no",
+    "subscriber id",
+    "subscriber number",
+    "health plan id",
+    "health plan number",
+    "health plan no",
+    "plan id",
+    "insurance id",
+    "insurance number",
+    "insurance no",
+    "insurance policy",
+    "policy number",
+    "policy no",
+    "policy id",
+    "group number",
+    "group no",
+    "group id",
+    "medicare",
+    "medicaid",
+    "mbi",
+    "hicn",
+    "beneficiary id",
+    "beneficiary number",
+    "versichertennummer",
+    "krankenversichertennummer",
+    "versicherungsnummer",
+    "mitgliedsnummer",
+    "policennummer",
+    "numéro d'adhérent",
+    "n° d'adhérent",
+    "numéro adhérent",
+    "numéro de police",
+    "numéro d'assuré",
+    "n° d'assuré",
+    "verzekeringsnummer",
+    "polisnummer",
+    "lidnummer",
+    "número de póliza",
+    "póliza",
+    "número de afiliación",
+    "número de afiliado",
+    "tarjeta sanitaria",
+];
+
+/// Words before a bank or customer account number (en, de, fr, nl, es).
+const ACCOUNT_WORDS: &[&str] = &[
+    "account",
+    "acct",
+    "a/c",
+    "kontonummer",
+    "konto",
+    "kto",
+    "numéro de compte",
+    "n° de compte",
+    "compte",
+    "rekeningnummer",
+    "rekening",
+    "número de cuenta",
+    "nº de cuenta",
+    "cuenta",
+];
+
+/// Words before a licence or certificate number (en, de, fr, nl, es).
+const LICENSE_WORDS: &[&str] = &[
+    "licence",
+    "license",
+    "driver's licence",
+    "driver's license",
+    "drivers licence",
+    "drivers license",
+    "driving licence",
+    "driver licence",
+    "driver license",
+    "dl",
+    "certificate",
+    "führerschein",
+    "führerscheinnummer",
+    "lizenz",
+    "lizenznummer",
+    "permis de conduire",
+    "numéro de permis",
+    "numéro de licence",
+    "rijbewijs",
+    "rijbewijsnummer",
+    "permiso de conducir",
+    "carnet de conducir",
+    "licencia",
+    "número de licencia",
+    "número de colegiado",
+];
+
+/// Words before a US National Provider Identifier.
+const NPI_WORDS: &[&str] = &["npi", "national provider identifier"];
+
+/// Words right before a VIN, which may then fail the North American check (en, de, fr, nl, es).
+const VIN_WORDS: &[&str] = &[
+    "vin",
+    "vehicle identification number",
+    "chassis",
+    "fahrgestellnummer",
+    "fahrzeug-identifizierungsnummer",
+    "fahrzeugidentifizierungsnummer",
+    "fin",
+    "numéro de châssis",
+    "numéro d'identification du véhicule",
+    "chassisnummer",
+    "voertuigidentificatienummer",
+    "número de bastidor",
+    "bastidor",
+    "número de chasis",
+];
+
+/// Words before a licence plate (en, de, fr, nl, es).
+const PLATE_WORDS: &[&str] = &[
+    "plate",
+    "registration",
+    "reg",
+    "kennzeichen",
+    "nummernschild",
+    "immatriculation",
+    "plaque",
+    "kenteken",
+    "nummerplaat",
+    "matrícula",
+    "matricula",
+];
+
+/// Words before a device's serial number or identifier (en, de, fr, nl, es).
+const DEVICE_WORDS: &[&str] = &[
+    "serial",
+    "s/n",
+    "sn",
+    "device id",
+    "device identifier",
+    "udi",
+    "unique device identifier",
+    "seriennummer",
+    "serien-nr",
+    "gerätenummer",
+    "geräte-id",
+    "numéro de série",
+    "n° de série",
+    "serienummer",
+    "número de serie",
+];
+
+/// Words before a passport number (en, de, fr, nl, es).
+const PASSPORT_WORDS: &[&str] = &[
+    "passport",
+    "reisepass",
+    "reisepassnummer",
+    "passnummer",
+    "pass-nr",
+    "passeport",
+    "paspoort",
+    "paspoortnummer",
+    "pasaporte",
+];
+
+/// Words before a fax number (en, de, fr, nl, es).
+const FAX_WORDS: &[&str] = &["fax", "telefax", "télécopie", "télécopieur"];
+
 /// Month names people write dates with (English, German, French, Dutch, Spanish), full and
 /// abbreviated.
 const MONTHS: &str = "jan(?:uary|uar|vier|uari)?|feb(?:ruary|ruar|ruari)?|f[ée]vr?(?:ier)?|mar(?:ch|s)?|m[äa]r(?:z|t)|apr(?:il)?|avr(?:il)?|ma[iy]|mei|jun[ei]?|juin|jul[iy]?|juil(?:let)?|aug(?:ust|ustus)?|ao[ûu]t|sep(?:t|tember|tembre)?|o[ck]t(?:ober|obre)?|nov(?:ember|embre)?|de[cz](?:ember)?|d[ée]c(?:embre)?|enero|febrero|marzo|abril|mayo|junio|julio|agosto|septiembre|octubre|noviembre|diciembre";
@@ -982,6 +1349,78 @@ mod tests {
         // The word must name this number: not across another number or a sentence's end.
         assert!(find("nhs_number", "NHS clinic 4, 943 476 5919").is_empty());
         assert!(find("nl_bsn", "Geen BSN. Ordernummer 111222333").is_empty());
+    }
+
+    // Safe Harbor ids are found by the word before them, and only their value is redacted; the
+    // same value without its word, or after other words, stays.
+    #[test]
+    fn ids_after_their_word() {
+        for (entity, text, value) in [
+            ("medical_record", "MRN: 48213377, seen today", "48213377"),
+            ("medical_record", "Patient ID PT-778812", "PT-778812"),
+            ("medical_record", "Patientennummer: 004 512 33", "004 512 33"),
+            ("medical_record", "N° de dossier : A1234567", "A1234567"),
+            ("health_plan", "Member ID: XYZ123456789.", "XYZ123456789"),
+            ("health_plan", "Policy no. 12-3456-789", "12-3456-789"),
+            ("health_plan", "Versichertennummer A123456780", "A123456780"),
+            ("health_plan", "Medicare number is 1EG4TE5MK73", "1EG4TE5MK73"),
+            ("account_number", "Account no. 12345678", "12345678"),
+            ("account_number", "Kontonummer: 0532013000", "0532013000"),
+            ("account_number", "acct #12-3456-78", "12-3456-78"),
+            ("license_number", "Driver's license: D1234567", "D1234567"),
+            ("license_number", "DEA number AB1234563", "AB1234563"),
+            ("license_number", "NPI 1234567893", "1234567893"),
+            // A VIN failing its check still counts right after VIN.
+            ("vehicle_id", "VIN: 1HGCM82643A004352", "1HGCM82643A004352"),
+            // Faker license_plate() for en_GB and de_DE.
+            ("vehicle_id", "Plate: MG96 LDG", "MG96 LDG"),
+            ("vehicle_id", "Kennzeichen GÜ-JG-963", "GÜ-JG-963"),
+            ("device_id", "S/N: X7K-20391", "X7K-20391"),
+            ("device_id", "Serial number C02XK0GJJG5H", "C02XK0GJJG5H"),
+            ("device_id", "IMEI 49-015420-323751-8", "49-015420-323751-8"),
+            // Faker passport_number() for en_US and de_DE.
+            ("passport", "Passport: F48244757", "F48244757"),
+            ("passport", "Reisepass-Nr. H30361481", "H30361481"),
+            ("fax", "Tel. 020 7946 0958, Fax: +44 20 7946 0959", "+44 20 7946 0959"),
+            ("fax", "Telefax 030/1234567", "030/1234567"),
+        ] {
+            assert_eq!(find(entity, text), [value], "{entity}: {text}");
+            assert!(find(entity, &format!("ref {value}")).is_empty(), "{entity}: {value}");
+        }
+        for (entity, text) in [
+            ("medical_record", "Medical record reviewed on 12/03/2024"),
+            ("medical_record", "MRN pending, call 0301 234567"),
+            ("medical_record", "Patient ID: none. Order 12345678"),
+            ("health_plan", "Medicare covers 20000 patients in group 12345"),
+            ("account_number", "Account balance 1234567, total $1,250.00"),
+            // A valid IBAN is `iban`'s.
+            ("account_number", "Account DE89370400440532013000"),
+            ("license_number", "MIT license 2.0, license plate ABC-1234"),
+            ("license_number", "DEA number AB1234564, NPI 1234567894"),
+            ("vehicle_id", "registration closes 2024-03-15"),
+            ("device_id", "IMEI 490154203237519, serial killer"),
+            ("passport", "passport photo 2024, passport 12345"),
+            ("fax", "Tel. 020 7946 0958, fax machine 2"),
+        ] {
+            assert!(find(entity, text).is_empty(), "{entity}: {text}");
+        }
+    }
+
+    // Some Safe Harbor ids stand alone by their shape and check: a VIN (Faker's and the usual
+    // example), a Medicare MBI with its dashes, a GS1 UDI; one changed character does not.
+    #[test]
+    fn ids_by_their_shape() {
+        for (entity, value, near_miss) in [
+            ("vehicle_id", "RDU2EVYE9J2T75337", "RDU2EVYE8J2T75337"),
+            ("vehicle_id", "1HGCM82633A004352", "1HGCM82643A004352"),
+            ("health_plan", "1EG4-TE5-MK73", "1EG4-TS5-MK73"),
+            ("device_id", "(01)00643169007222(17)160128(21)BLC200461H", "(01)00643169007223"),
+        ] {
+            assert_eq!(find(entity, &format!("ref {value} ok")), [value], "{entity}");
+            assert!(find(entity, &format!("ref {near_miss} ok")).is_empty(), "{near_miss}");
+        }
+        // All digits: no VIN, though the check holds.
+        assert!(find("vehicle_id", "11111111111111111").is_empty());
     }
 
     // A birth date in any common form is found after a birth word; other dates, birth words
