@@ -286,9 +286,10 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
                 DIGITS,
                 |text, span| phone_digits(text, span, 10, 11),
             ),
-            // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89.
+            // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89,
+            // (0141) 496 0641.
             make(
-                r"\b0\d{1,4}(?:/|[ \-])?\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
+                r"(?:\(0\d{1,4}\) ?|\b0\d{1,4}(?:/|[ \-])?)\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
                 DIGITS,
                 |text, span| phone_digits(text, span, 9, 12),
             ),
@@ -398,7 +399,7 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             })
             .after(VIN_WORDS, Between::Label),
             make(
-                r"\b[A-ZÄÖÜ0-9]{1,8}(?:[ \-][A-ZÄÖÜ0-9]{1,4}){0,3}\b",
+                r"\b[A-ZÄÖÜ0-9]{1,8}(?:[ \-][A-ZÄÖÜ0-9]{1,8}){0,3}\b",
                 DIGITS,
                 licence_plate,
             )
@@ -870,7 +871,9 @@ fn account_number(text: &str, span: Range<usize>) -> Option<Range<usize>> {
         .chars()
         .filter(char::is_ascii_alphanumeric)
         .collect();
-    (!iban_valid(&compact)).then_some(span)
+    let iban_shaped = compact.bytes().take(2).all(|b| b.is_ascii_alphabetic())
+        && compact.bytes().skip(2).take(2).all(|b| b.is_ascii_digit());
+    (!(iban_shaped && iban_valid(&compact))).then_some(span)
 }
 
 /// DEA registration number: the 7th digit is the last digit of the 1st, 3rd and 5th plus twice
@@ -912,12 +915,18 @@ fn vin(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     (mixed && vin[8] == check).then_some(span)
 }
 
-/// A licence plate after its word: 4 to 10 letters and digits, both kinds.
+/// A licence plate after its word: the most groups that make 4 to 10 letters and digits, both
+/// kinds (so a capitalised word after the plate is left out).
 fn licence_plate(text: &str, span: Range<usize>) -> Option<Range<usize>> {
     let plate = &text[span.clone()];
-    let len = plate.chars().filter(|c| c.is_alphanumeric()).count();
-    let digits = plate.chars().filter(char::is_ascii_digit).count();
-    ((4..=10).contains(&len) && (1..len).contains(&digits)).then_some(span)
+    let mut ends: Vec<usize> = plate.match_indices([' ', '-']).map(|(i, _)| i).collect();
+    ends.push(plate.len());
+    ends.into_iter().rev().find_map(|end| {
+        let groups = &plate[..end];
+        let len = groups.chars().filter(|c| c.is_alphanumeric()).count();
+        let digits = groups.chars().filter(char::is_ascii_digit).count();
+        ((4..=10).contains(&len) && (1..len).contains(&digits)).then(|| span.start..span.start + end)
+    })
 }
 
 /// A GS1 UDI: `(01)` and a GTIN-14 whose last digit checks the others (weights 3 and 1 from the
@@ -1367,6 +1376,8 @@ mod tests {
             ("account_number", "Account no. 12345678", "12345678"),
             ("account_number", "Kontonummer: 0532013000", "0532013000"),
             ("account_number", "acct #12-3456-78", "12-3456-78"),
+            // Faker en_GB bban(): no IBAN, though mod-97 holds.
+            ("account_number", "Account no. ZKPE18948635403486", "ZKPE18948635403486"),
             ("license_number", "Driver's license: D1234567", "D1234567"),
             ("license_number", "DEA number AB1234563", "AB1234563"),
             ("license_number", "NPI 1234567893", "1234567893"),
@@ -1375,6 +1386,7 @@ mod tests {
             // Faker license_plate() for en_GB and de_DE.
             ("vehicle_id", "Plate: MG96 LDG", "MG96 LDG"),
             ("vehicle_id", "Kennzeichen GÜ-JG-963", "GÜ-JG-963"),
+            ("vehicle_id", "plate 3-04046M SEEN", "3-04046M"),
             ("device_id", "S/N: X7K-20391", "X7K-20391"),
             ("device_id", "Serial number C02XK0GJJG5H", "C02XK0GJJG5H"),
             ("device_id", "IMEI 49-015420-323751-8", "49-015420-323751-8"),
@@ -1383,6 +1395,8 @@ mod tests {
             ("passport", "Reisepass-Nr. H30361481", "H30361481"),
             ("fax", "Tel. 020 7946 0958, Fax: +44 20 7946 0959", "+44 20 7946 0959"),
             ("fax", "Telefax 030/1234567", "030/1234567"),
+            // Faker en_GB phone_number().
+            ("fax", "Fax: (0141) 4960641", "(0141) 4960641"),
         ] {
             assert_eq!(find(entity, text), [value], "{entity}: {text}");
             assert!(find(entity, &format!("ref {value}")).is_empty(), "{entity}: {value}");
