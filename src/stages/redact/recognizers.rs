@@ -1,11 +1,13 @@
-//! Rule-based PII recognizers: a regex finds candidates, a checksum or shape rule confirms them.
+//! Rule-based PII recognizers: a regex finds candidates, a checksum, shape or context rule
+//! confirms them.
 //!
-//! Each built-in entity (the `entities!` table below says what each finds) is one or more
-//! `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the
-//! entity, the regex proposes a span, and the validator accepts, narrows or rejects it (Luhn for
-//! cards, mod-97 for IBANs, SSA rules for SSNs, a real calendar date said to be a birth date by
-//! the words before it, `std::net` parsing for IPv6). This module finds spans; it never rewrites
-//! text.
+//! Each built-in entity (the `entities!` table below says what each finds and checks) is one or
+//! more `Recognizer`s. A cheap byte prefilter skips texts that cannot contain the entity, the
+//! regex proposes a span, the validator accepts, narrows or rejects it (Luhn for cards, mod-97
+//! for IBANs, SSA rules for SSNs, each national id's own check, `std::net` parsing for IPv6), and
+//! where the recognizer has a `Context`, a word just before the span must name it (a birth word
+//! before a date, "MRN" before a medical record number). This module finds spans, as byte
+//! ranges; it never rewrites text and never puts what it finds into errors or logs.
 
 use std::ops::Range;
 
@@ -446,7 +448,9 @@ const VIN: &str = r"\b[A-HJ-NPR-Z0-9]{17}\b";
 /// Text the rules looked at and found to be no PII: numbers shaped like a card that fail Luhn,
 /// IBAN-shaped strings that fail mod-97, and shapes that are never personal (ticket ids like
 /// `INC-2024-000123`, versions, amounts, clock times). The NER model does not get to redact
-/// these: it sees digits, not checksums.
+/// these: it sees digits, not checksums. A national id that fails its check is no veto: the
+/// shapes are too plain to tell from other ids without their word, and beside its word it is
+/// more likely a mistyped real id than no id, so the model may still take it.
 pub struct Vetoes {
     shapes: Vec<(Regex, Check)>,
 }
