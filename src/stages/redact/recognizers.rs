@@ -190,7 +190,8 @@ impl Recognizer {
         if !possible {
             return;
         }
-        // Where the context words are, in text order; without one, no match can count.
+        // Where the context words are, in text order; without one, no match can count. Words
+        // come first: a scan for them is cheaper than one for values, and most texts have none.
         let words: Vec<Range<usize>> = match &self.context {
             None => Vec::new(),
             Some(context) => context.words.find_iter(text).map(|m| m.range()).collect(),
@@ -437,9 +438,10 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
     }
 }
 
-/// An id as forms write it after its label: letters and digits joined by `-`, `.` or `/`
-/// (`PT-778812`, `A1234567`), or groups of digits joined by single spaces (`004 512 33`).
-const ID_VALUE: &str = r"\b(?:\d{1,6}(?: \d{1,6})+|[A-Za-z0-9]+(?:[\-./][A-Za-z0-9]+)*)\b";
+/// An id as forms write it after its label: letters and digits joined by `-`, `.` or `/`, a
+/// digit among them (`PT-778812`, `A1234567`), or groups of digits joined by single spaces
+/// (`004 512 33`).
+const ID_VALUE: &str = r"\b(?:\d{1,6}(?: \d{1,6})+|(?:[A-Za-z0-9]+[\-./])*[A-Za-z]*\d[A-Za-z0-9]*(?:[\-./][A-Za-z0-9]+)*)\b";
 
 /// A VIN's shape: 17 capitals and digits, I, O and Q left out.
 const VIN: &str = r"\b[A-HJ-NPR-Z0-9]{17}\b";
