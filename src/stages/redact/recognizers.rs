@@ -58,11 +58,11 @@ entities! {
     "credit_card": "13-19 digits in groups passing Luhn; not the account number inside an IBAN.",
     "iban": "country, check digits and up to 30 letters and digits: the country's length (SWIFT registry) and mod-97.",
     "ssn": "US SSN AAA-GG-SSSS, one kind of separator: area not 000, 666 or 9XX, group and serial not 0.",
-    "date_of_birth": "a real calendar date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday; en, de, fr, nl, es months) that a birth word (born, DOB, date of birth, geb., né le, geboortedatum, fecha de nacimiento, ...) names earlier in the same sentence, with no other number between; other dates are kept.",
+    "date_of_birth": "a real calendar date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday; en, de, fr, nl, es months) that a birth word (born, DOB, date of birth, geb., né le, geboortedatum, fecha de nacimiento, ...) names at most 48 bytes before it, in the same sentence, with no other number between; other dates are kept.",
     "date": "every real calendar date, as date_of_birth without the birth word.",
     "age_over_89": "an age of 90-130 (93-year-old, aged 91, age: 104): its number.",
     "ip_address": "IPv4 (not part of a longer dotted number) and IPv6 (parsed).",
-    "phone": "+CC and 8-15 digits; North American (555) 123-4567 or 555-123-4567; national with a trunk 0 and 9-12 digits; not the tail of a run of digit groups.",
+    "phone": "+CC and 8-15 digits; North American (555) 123-4567 or 555-123-4567; national with a trunk 0 (030/1234567, (0141) 496 0641) and 9-12 digits; not the tail of a run of digit groups.",
 }
 
 /// Confirms a regex match: returns the span to redact (possibly narrowed) or `None`.
@@ -1401,6 +1401,8 @@ mod tests {
             ("passport", "Reisepass-Nr. H30361481", "H30361481"),
             ("fax", "Tel. 020 7946 0958, Fax: +44 20 7946 0959", "+44 20 7946 0959"),
             ("fax", "Telefax 030/1234567", "030/1234567"),
+            // A German compound: the word's tail is glued to it.
+            ("fax", "Faxnummer: 030 1234567", "030 1234567"),
             // Faker en_GB phone_number().
             ("fax", "Fax: (0141) 4960641", "(0141) 4960641"),
         ] {
@@ -1421,6 +1423,8 @@ mod tests {
             ("device_id", "IMEI 490154203237519, serial killer"),
             ("passport", "passport photo 2024, passport 12345"),
             ("fax", "Tel. 020 7946 0958, fax machine 2"),
+            // A word inside another word is not that word.
+            ("ca_sin", "since 278 018 460"),
         ] {
             assert!(find(entity, text).is_empty(), "{entity}: {text}");
         }
