@@ -47,12 +47,12 @@ entities! {
     "nhs_number": "UK NHS number after NHS: 10 digits (3-3-4 or together), mod-11 check digit (weights 10 to 2; a check of 10 is no number).",
     "nl_bsn": "Dutch BSN after BSN, burgerservicenummer or sofinummer: 9 digits passing the 11-proef (weights 9 to 2 and -1).",
     "ca_sin": "Canadian SIN after SIN, social insurance number or NAS: 9 digits (3-3-3 or together), the first not 0 or 8, Luhn.",
-    "medical_record": "after MRN, medical record, patient ID, chart no., hospital no. (de Patientennummer, Fallnummer; fr numéro de dossier, IPP; nl patiëntnummer; es historia clínica, NHC): an id of 4-24 letters and digits, 3+ of them digits.",
-    "health_plan": "after member ID, subscriber ID, insurance, policy or group no., health plan ID, Medicare, Medicaid, MBI (de Versichertennummer; fr numéro d'adhérent, d'assuré; nl polisnummer; es número de póliza, de afiliación): an id of 5-24 letters and digits, 3+ digits; a Medicare MBI written 1EG4-TE5-MK73 (its letters and digits in their places) anywhere.",
-    "account_number": "after account, acct, a/c (de Kontonummer, Konto; fr numéro de compte; nl rekeningnummer; es número de cuenta): 6-24 letters and digits, 6+ digits, that are no valid IBAN.",
-    "license_number": "after licence, license, driver's licence, certificate (de Führerschein; fr permis de conduire; nl rijbewijs; es permiso de conducir, número de colegiado): an id of 5-24 letters and digits, 3+ digits; after DEA: 2 letters and 7 digits with the DEA check digit; after NPI: 10 digits passing Luhn with the 80840 prefix.",
+    "medical_record": "after MRN, medical record, patient ID, chart no., hospital no. (de Patientennummer, Fallnummer; fr numéro de dossier, IPP; nl patiëntnummer; es historia clínica, NHC): an id of 4-24 letters and digits, 3+ of them digits, not a date.",
+    "health_plan": "after member ID, subscriber ID, insurance, policy or group no., health plan ID, Medicare, Medicaid, MBI (de Versichertennummer; fr numéro d'adhérent, d'assuré; nl polisnummer; es número de póliza, de afiliación): an id of 5-24 letters and digits, 3+ digits, not a date; a Medicare MBI written 1EG4-TE5-MK73 (its letters and digits in their places) anywhere.",
+    "account_number": "after account, acct, a/c (de Kontonummer, Konto; fr numéro de compte; nl rekeningnummer; es número de cuenta): 6-24 letters and digits, 6+ digits, not a date nor a valid IBAN.",
+    "license_number": "after licence, license, driver's licence, certificate (de Führerschein; fr permis de conduire; nl rijbewijs; es permiso de conducir, número de colegiado): an id of 5-24 letters and digits, 3+ digits, not a date; after DEA: 2 letters and 7 digits with the DEA check digit; after NPI: 10 digits passing Luhn with the 80840 prefix.",
     "vehicle_id": "a VIN, 17 capitals and digits without I, O, Q, both kinds, with the North American check digit (position 9, 0-9 or X); any such 17 characters after VIN, chassis no., Fahrgestellnummer, FIN, numéro de châssis, chassisnummer, número de bastidor; after plate, registration, reg, Kennzeichen, immatriculation, kenteken, matrícula: a plate of 4-10 capitals and digits, both kinds, in up to 4 groups.",
-    "device_id": "after serial no., S/N, device ID, UDI (de Seriennummer; fr numéro de série; nl serienummer; es número de serie): an id of 5-24 letters and digits, 2+ digits; after IMEI: 15 digits passing Luhn; a GS1 UDI anywhere: (01) and a 14-digit GTIN with its check digit, then (AI)value parts.",
+    "device_id": "after serial no., S/N, device ID, UDI (de Seriennummer; fr numéro de série; nl serienummer; es número de serie): an id of 5-24 letters and digits, 2+ digits, not a date; after IMEI: 15 digits passing Luhn; a GS1 UDI anywhere: (01) and a 14-digit GTIN with its check digit, then (AI)value parts.",
     "passport": "after passport, Reisepass, passeport, paspoort, pasaporte: 6-9 capitals and digits, 5+ digits.",
     "fax": "a phone number (as phone) after fax, Telefax or télécopie.",
     "credit_card": "13-19 digits in groups passing Luhn; not the account number inside an IBAN.",
@@ -857,7 +857,8 @@ const SIN_WORDS: &[&str] = &[
     "nas",
 ];
 
-/// An id after its label: `min_len` to 24 letters and digits, at least `min_digits` digits.
+/// An id after its label: `min_len` to 24 letters and digits, at least `min_digits` digits, and
+/// no calendar date (`date` and `date_of_birth` judge those).
 fn id_value(
     text: &str,
     span: Range<usize>,
@@ -867,7 +868,8 @@ fn id_value(
     let value = &text[span.clone()];
     let len = value.bytes().filter(u8::is_ascii_alphanumeric).count();
     let digits = value.bytes().filter(u8::is_ascii_digit).count();
-    ((min_len..=24).contains(&len) && digits >= min_digits).then_some(span)
+    let date = digits == len && is_calendar_date(value);
+    ((min_len..=24).contains(&len) && digits >= min_digits && !date).then_some(span)
 }
 
 /// An account number after its word: 6 or more digits, and no IBAN (`iban` finds those).
@@ -1418,6 +1420,7 @@ mod tests {
             // A valid IBAN is `iban`'s.
             ("account_number", "Account DE89370400440532013000"),
             ("license_number", "MIT license 2.0, license plate ABC-1234"),
+            ("license_number", "certificate 2024-03-15"),
             ("license_number", "DEA number AB1234564, NPI 1234567894"),
             ("vehicle_id", "registration closes 2024-03-15"),
             ("device_id", "IMEI 490154203237519, serial killer"),
