@@ -597,6 +597,8 @@ fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
             shown += 1;
             let _ = writeln!(out, "{kind}\n    {doc}\n");
             for o in *options {
+                // A doc of several lines (a table of choices) keeps the doc column.
+                let option_doc = o.doc.replace('\n', &format!("\n    {:<16} ", ""));
                 let default = match o.default {
                     Default::Required => "(required)".to_string(),
                     Default::Unset => "(unset)".to_string(),
@@ -605,7 +607,7 @@ fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
                 let _ = writeln!(
                     out,
                     "    {:<16} {}\n    {:<16} default: {default}\n    {:<16} {}\n",
-                    o.name, o.ty, "", "", o.doc
+                    o.name, o.ty, "", "", option_doc
                 );
             }
         }

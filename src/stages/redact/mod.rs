@@ -18,7 +18,7 @@ use std::sync::{Arc, OnceLock};
 
 use serde_json::{Map, Value, json};
 
-use recognizers::{BUILTIN, BytesPresent, Found, Recognizer};
+use recognizers::{BUILTIN, BytesPresent, ENTITIES_DOC, Found, Recognizer};
 use vault::{KeySource, Keys, Vault};
 
 use super::encoder::{TOKEN_BUDGET, session, text_model};
@@ -32,7 +32,7 @@ use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "redact",
-    doc: "Replace personal data (emails, phones, cards, IBANs, SSNs, IPs, URLs, your own patterns and deny-lists) in text fields.",
+    doc: "Replace personal data (emails, phone and fax numbers, cards, IBANs, SSNs and national ids, medical record, health plan, account, licence, vehicle and device numbers, passports, IPs, URLs, your own patterns and deny-lists) in text fields.",
     options: OPTIONS,
     build,
 };
@@ -54,9 +54,9 @@ const OPTIONS: &[OptionSpec] = &[
         "entities",
         Ty::ChoiceList(BUILTIN),
         Default::Value(
-            "[\"email\", \"url\", \"credit_card\", \"iban\", \"ssn\", \"date_of_birth\", \"ip_address\", \"phone\"]",
+            "[\"email\", \"url\", \"it_codice_fiscale\", \"fr_nir\", \"uk_nino\", \"es_dni\", \"de_tax_id\", \"us_itin\", \"nhs_number\", \"nl_bsn\", \"ca_sin\", \"medical_record\", \"health_plan\", \"account_number\", \"license_number\", \"vehicle_id\", \"device_id\", \"passport\", \"fax\", \"credit_card\", \"iban\", \"ssn\", \"date_of_birth\", \"ip_address\", \"phone\"]",
         ),
-        "Built-in entity types to find. date_of_birth: a date (ISO, 12/03/1984, 12.03.1984, 3 March 1984, March 3, 1984, with or without weekday) that a birth word just before it names (born, DOB, date of birth, geb., né le, ...); other dates are kept.",
+        ENTITIES_DOC,
     ),
     opt(
         "patterns",
@@ -721,6 +721,19 @@ mod tests {
         assert_eq!(kept, ["Jane Roe", "48213377"]);
     }
 
+    // Every built-in entity is on by default but the Safe Harbor generalisations (every date,
+    // old ages), which pipelines/redact-hipaa.toml turns on.
+    #[test]
+    fn default_entities() {
+        let defaults = Options::defaults("test", OPTIONS).str_list("entities");
+        let expected: Vec<&str> = BUILTIN
+            .iter()
+            .copied()
+            .filter(|e| !["date", "age_over_89"].contains(e))
+            .collect();
+        assert_eq!(defaults, expected);
+    }
+
     fn run(stage: &Redact, text: &str) -> Item {
         let mut fields = Map::new();
         fields.insert("text".into(), json!(text));
@@ -729,6 +742,20 @@ mod tests {
         let results = worker.process(std::slice::from_mut(&mut item));
         assert!(results[0].is_ok());
         item
+    }
+
+    // A number after its word is what the word says: a fax is no phone, an id no card, and only
+    // the value goes, not the label.
+    #[test]
+    fn context_words_name_the_number() {
+        let item = run(
+            &stage(Operator::Tag),
+            "Tel. +44 20 7946 0958, Fax: +44 20 7946 0959, IMEI 490154203237518, MRN: 48213377, NHS No. 943 476 5919.",
+        );
+        assert_eq!(
+            item.fields["text"],
+            "Tel. [PHONE], Fax: [FAX], IMEI [DEVICE_ID], MRN: [MEDICAL_RECORD], NHS No. [NHS_NUMBER]."
+        );
     }
 
     // Tags replace values; the summary has offsets and counts but no values.
