@@ -18,6 +18,16 @@ MAP = {
     "PHONE_NUMBER": "phone",
     # Presidio has no birth-date type: its dates are where it would find one.
     "DATE_TIME": "date_of_birth",
+    "UK_NHS": "nhs_number",
+    "UK_NINO": "uk_nino",
+    "US_ITIN": "us_itin",
+    "US_PASSPORT": "passport",
+    "US_DRIVER_LICENSE": "license_number",
+    "MEDICAL_LICENSE": "license_number",
+    "US_BANK_NUMBER": "account_number",
+    "IT_FISCAL_CODE": "it_codice_fiscale",
+    "ES_NIF": "es_dni",
+    "ES_NIE": "es_dni",
 }
 
 

@@ -40,7 +40,7 @@ entities! {
     "url": "http://, https://, ftp:// or www. up to a space; closing punctuation left out.",
     "it_codice_fiscale": "Italian codice fiscale: 16 capitals in its letter and digit places (omocodia letters allowed), the last the check letter from the odd and even tables.",
     "fr_nir": "French NIR (INSEE number): sex 1, 2, 7 or 8, year, month 01-12, 20-42 or 50-99, département (2A, 2B for Corsica), commune, order, key = 97 - (first 13 digits mod 97); 15 characters, spaces allowed.",
-    "uk_nino": "UK National Insurance number: 2 capitals (neither D, F, I, Q, U, V; the second not O; not BG, GB, KN, NK, NT, TN, ZZ), 6 digits, A-D; spaces allowed.",
+    "uk_nino": "UK National Insurance number: 2 capitals (neither D, F, I, Q, U, V; the second not O; not BG, GB, KN, NK, NT, TN, ZZ), 6 digits, A-D; spaces allowed. After National Insurance, NI or NINO: any 2 capitals, 6 digits and a capital (test and temporary numbers too).",
     "es_dni": "Spanish DNI (8 digits) or NIE (X, Y or Z and 7 digits), then the letter of the number mod 23 (TRWAGMYFPDXBNJZSQVHLCKE).",
     "de_tax_id": "German Steuer-ID: 11 digits, the first not 0, spaces allowed: in the first 10 one digit twice or three times (not three in a row), the others at most once; ISO 7064 MOD 11,10 check digit.",
     "us_itin": "US ITIN 9XX-XX-XXXX, one kind of separator: the middle 50-65, 70-88, 90-92 or 94-99.",
@@ -342,11 +342,13 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             DIGITS,
             fr_nir,
         )],
-        "uk_nino" => vec![make(
-            r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b",
-            DIGITS,
-            uk_nino,
-        )],
+        "uk_nino" => vec![
+            make(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-D]\b", DIGITS, uk_nino),
+            // After its word, any two letters, six digits and a letter: test and temporary
+            // numbers (ZZ..., suffixes past D) name a person as much as allocated ones.
+            make(r"\b[A-Z]{2} ?\d{2} ?\d{2} ?\d{2} ?[A-Z]?\b", DIGITS, |_, span| Some(span))
+                .after(NINO_WORDS, Between::Label),
+        ],
         "es_dni" => vec![make(r"\b(?:\d{8}|[XYZ]-?\d{7})-?[A-Z]\b", DIGITS, es_dni)],
         "de_tax_id" => vec![make(r"\b[1-9]\d(?: ?\d{3}){3}\b", DIGITS, de_tax_id)],
         "us_itin" => vec![make(r"\b9\d{2}[\- ]\d{2}[\- ]\d{4}\b", DIGITS, us_itin)],
@@ -839,6 +841,9 @@ fn ca_sin(text: &str, span: Range<usize>) -> Option<Range<usize>> {
 
 /// Words before a UK NHS number ("NHS no.", "NHS number:").
 const NHS_WORDS: &[&str] = &["nhs", "national health service"];
+
+/// Words before a UK National Insurance number.
+const NINO_WORDS: &[&str] = &["national insurance", "ni", "nino", "nin"];
 
 /// Words before a Dutch BSN.
 const BSN_WORDS: &[&str] = &[
@@ -1363,6 +1368,10 @@ mod tests {
             assert!(find(entity, &format!("ref {value}")).is_empty(), "{entity}: {value}");
             assert!(find(entity, near_miss).is_empty(), "{entity}: {near_miss}");
         }
+        // After its word, a NINO that HMRC would never issue is still someone's (test numbers).
+        assert_eq!(find("uk_nino", "NI number: ZZ 91 41 77 T"), ["ZZ 91 41 77 T"]);
+        assert_eq!(find("uk_nino", "National Insurance No. QQ123456C"), ["QQ123456C"]);
+        assert!(find("uk_nino", "Ref ZZ 91 41 77 T").is_empty());
         // The word must name this number: not across another number or a sentence's end.
         assert!(find("nhs_number", "NHS clinic 4, 943 476 5919").is_empty());
         assert!(find("nl_bsn", "Geen BSN. Ordernummer 111222333").is_empty());
