@@ -55,8 +55,9 @@ echo
 echo "Safe Harbor (every date and ages over 89 are PII too): pipelines/redact-hipaa.toml"
 python3 bench/py/pii_score.py --safe-harbor "$corpus" "presidio (spaCy sm)=$work/presidio.json" \
   "lai redact-hipaa=$work/lai-hipaa.json"
-python3 - "$work/presidio.json" "$work/lai-ner.json" "$work/lai-rules.json" <<'PY'
+python3 - "$work/presidio.json" "$work/lai-ner.json" "$work/lai-rules.json" "$work/lai-hipaa.json" <<'PY'
 import json, sys
-p, ner, rules = (json.load(open(f))["seconds"] for f in sys.argv[1:])
-print(f"docs/s vs Presidio: lai rules + NER {p / ner:.1f}x, lai rules only {p / rules:.1f}x")
+p, ner, rules, hipaa = (json.load(open(f))["seconds"] for f in sys.argv[1:])
+print(f"docs/s vs Presidio: lai rules + NER {p / ner:.1f}x, lai rules only {p / rules:.1f}x, "
+      f"lai redact-hipaa {p / hipaa:.1f}x")
 PY

@@ -12,15 +12,15 @@ span of any entity covers: what a reader of the redacted text still sees. `decoy
 share of the corpus's decoys (other dates, times, amounts, ticket ids, versions, numbers failing
 Luhn, IBANs with a wrong check, ages) that no found span touches: what must stay readable.
 
-With --safe-harbor, HIPAA's Safe Harbor method is the measure: every date is PII (`date`, with
-the birth dates apart) and so is an age over 89 (`age_over_89`); the other decoys must stay.
+With --safe-harbor, HIPAA's Safe Harbor method is the measure: every date is PII (`date`, birth
+dates included) and so is an age over 89 (`age_over_89`); the other decoys must stay.
 """
 import json
 import sys
 
 ENTITIES = ["person", "address", "email", "phone", "date_of_birth"]
 SAFE_HARBOR = {"date": "date", "age": "age_over_89"}
-# Under Safe Harbor a birth date is a date: either name finds either.
+# Under Safe Harbor a birth date is a date like any other: either name finds either.
 DATES = {"date", "date_of_birth"}
 
 
@@ -34,9 +34,12 @@ def main():
     if safe_harbor:
         args = args[1:]
     corpus = [json.loads(l) for l in open(args[0])]
-    entities = ENTITIES + (list(SAFE_HARBOR.values()) if safe_harbor else [])
+    entities = ENTITIES
+    if safe_harbor:
+        entities = [e for e in ENTITIES if e != "date_of_birth"] + list(SAFE_HARBOR.values())
     for doc in corpus:
         if safe_harbor:
+            doc["spans"] = [[a, b, "date" if e == "date_of_birth" else e] for a, b, e in doc["spans"]]
             doc["spans"] += [[a, b, SAFE_HARBOR[k]] for a, b, k in doc.get("decoys", []) if k in SAFE_HARBOR]
             doc["decoys"] = [d for d in doc.get("decoys", []) if d[2] not in SAFE_HARBOR]
     id_types = sorted({g[2] for doc in corpus for g in doc["spans"]} - set(entities))
@@ -48,7 +51,7 @@ def main():
     header = (f"{'tool':<22} {'docs/s':>8} " + " ".join(f"{e:>15}" for e in entities + ["ids"])
               + f" {'leaked chars':>13} {'decoys kept':>12}")
     print(header)
-    by_type = {}
+    by_type, kept_by_kind = {}, {}
     for arg in args[1:]:
         name, path = arg.split("=", 1)
         run = json.load(open(path))
@@ -59,7 +62,7 @@ def main():
             tp_gold = n_gold = tp_found = n_found = 0
             for doc, spans in zip(corpus, found):
                 gold = [g for g in doc["spans"] if (g[2] in id_types if ids else g[2] == e)]
-                mine = [f for f in spans if (f[2] not in entities if ids else same(e, f[2]))]
+                mine = [f for f in spans if (f[2] not in set(entities) | DATES if ids else same(e, f[2]))]
                 n_gold += len(gold)
                 n_found += len(mine)
                 tp_gold += sum(any(overlaps(g, f) for f in (spans if ids else mine)) for g in gold)
@@ -81,9 +84,19 @@ def main():
         decoys = [(d, spans) for doc, spans in zip(corpus, found) for d in doc.get("decoys", [])]
         kept = sum(not any(overlaps(d, f) for f in spans) for d, spans in decoys)
         kept_share = f"{kept / len(decoys):12.3f}" if decoys else f"{'-':>12}"
+        kept_by_kind[name] = {}
+        for kind in sorted({d[2] for d, _ in decoys}):
+            of_kind = [(d, spans) for d, spans in decoys if d[2] == kind]
+            kept_of_kind = sum(not any(overlaps(d, f) for f in spans) for d, spans in of_kind)
+            kept_by_kind[name][kind] = kept_of_kind / len(of_kind)
         rate = len(corpus) / seconds
         print(f"{name:<22} {rate:8.1f} " + " ".join(f"{c:>15}" for c in cells)
               + f" {leaked / gold_chars:13.3f} {kept_share}")
+    if any(kept_by_kind.values()):
+        print("\ndecoys kept by kind")
+        print(f"{'kind':<18} " + " ".join(f"{n[:22]:>22}" for n in kept_by_kind))
+        for kind in next(iter(kept_by_kind.values())):
+            print(f"{kind:<18} " + " ".join(f"{kept_by_kind[n][kind]:22.3f}" for n in kept_by_kind))
     if id_types:
         print("\nrecall per id type (any found span covering part of it)")
         print(f"{'id type':<18} " + " ".join(f"{n[:22]:>22}" for n in by_type))

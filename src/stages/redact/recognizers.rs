@@ -104,7 +104,7 @@ enum Between {
 /// "MRN *is*", "Fax*nummer*".
 const LABEL_TAILS: &[&str] = &[
     "number", "numbers", "no", "no.", "nos.", "nr", "nr.", "num", "num.", "n°", "nº", "núm.",
-    "id", "is", "nummer", "numéro", "numero", "número", "code",
+    "id", "is", "nummer", "numéro", "numero", "número", "code", "to", "on", "at",
 ];
 
 /// A recognizer's prefilter.
@@ -279,20 +279,32 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
         vec![
             // International: +CC then groups.
             make(
-                r"\+\d{1,3}(?:[ .\-]?\(?\d{1,5}\)?){1,6}\b",
+                &format!(r"\+\d{{1,3}}(?:[ .\-]?\(?\d{{1,5}}\)?){{1,6}}{EXTENSION}\b"),
                 Needs::AnyByte(b"+"),
                 |text, span| phone_digits(text, span, 8, 15),
             ),
-            // North American: (555) 123-4567, 555-123-4567, 1-555-123-4567.
+            // International with the 00 prefix, in groups: 0044 20 7946 0958, 001-305-660-8725.
             make(
-                r"(?:\b1[ .\-])?(?:\(\d{3}\) ?|\b\d{3}[ .\-])\d{3}[ .\-]\d{4}\b",
+                &format!(r"\b00[1-9]\d{{0,2}}(?:[ .\-]\(?\d{{1,5}}\)?){{2,6}}{EXTENSION}\b"),
+                DIGITS,
+                |text, span| phone_digits(text, span, 10, 17),
+            ),
+            // North American: (555) 123-4567, (555)123-4567, 555-123-4567, 555.123.4567,
+            // 1-555-123-4567, with an extension (x123, ext. 45).
+            make(
+                &format!(r"(?:\b1[ .\-])?(?:\(\d{{3}}\) ?|\b\d{{3}}[ .\-])\d{{3}}[ .\-]\d{{4}}{EXTENSION}\b"),
                 DIGITS,
                 |text, span| phone_digits(text, span, 10, 11),
             ),
+            // Ten digits in one run, only after a phone word: "call 4155550123".
+            make(r"\b[2-9]\d{2}[2-9]\d{6}\b", DIGITS, |text, span| {
+                phone_digits(text, span, 10, 10)
+            })
+            .after(PHONE_WORDS, Between::Words),
             // National with trunk 0: 020 7946 0958, 07700 900123, 030/1234567, 01 23 45 67 89,
-            // (0141) 496 0641.
+            // (0141) 496 0641, (040)-6676260.
             make(
-                r"(?:\(0\d{1,4}\) ?|\b0\d{1,4}(?:/|[ \-])?)\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
+                r"(?:\(0\d{1,4}\)[ \-/]?|\b0\d{1,4}(?:/|[ \-])?)\d{2,8}(?:[ \-]\d{2,8}){0,3}\b",
                 DIGITS,
                 |text, span| phone_digits(text, span, 9, 12),
             ),
@@ -440,6 +452,17 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
     }
 }
 
+/// A phone number's extension: x123, ext. 45, #12.
+const EXTENSION: &str = r"(?:\s?(?:x|ext\.?|#)\s?\d{1,6})?";
+
+/// Words before a phone number written as one run of digits.
+const PHONE_WORDS: &[&str] = &[
+    "phone", "tel", "tel.", "telephone", "call", "mobile", "cell", "contact", "reach", "reached",
+    "text", "ring", "dial", "telefon", "handy", "rufnummer", "téléphone", "portable", "joindre",
+    "telefoon", "mobiel", "bellen", "bereikbaar", "teléfono", "móvil", "llamar", "telefono",
+    "cellulare",
+];
+
 /// An id as forms write it after its label: letters and digits joined by `-`, `.` or `/`, a
 /// digit among them (`PT-778812`, `A1234567`), or groups of digits joined by single spaces
 /// (`004 512 33`).
@@ -568,7 +591,8 @@ fn credit_card(text: &str, span: Range<usize>) -> Option<Range<usize>> {
                 .iter()
                 .map(|g| &text[g.clone()])
                 .collect();
-            if !(13..=19).contains(&digits.len()) || !luhn(&digits) {
+            let lengths: Vec<usize> = groups[first..=last].iter().map(|g| g.len()).collect();
+            if !(13..=19).contains(&digits.len()) || !card_groups(&lengths) || !luhn(&digits) {
                 continue;
             }
             let candidate = groups[first].start..groups[last].end;
@@ -587,6 +611,17 @@ fn credit_card(text: &str, span: Range<usize>) -> Option<Range<usize>> {
             && tail.get(4).is_none_or(|c| !c.is_alphanumeric())
     };
     best.filter(|b| !in_iban(b.start))
+}
+
+/// Whether digit groups of these lengths are written like a card number: one run, fours with a
+/// shorter last group (4-4-4-4, 4-4-4-4-3), or 4-6-5 and 4-6-4 (American Express, Diners).
+/// A 001-305-660-8725 that happens to pass Luhn is a phone number.
+fn card_groups(lengths: &[usize]) -> bool {
+    match lengths {
+        [_] | [4, 6, 5] | [4, 6, 4] => true,
+        [init @ .., last] => init.iter().all(|&n| n == 4) && (1..=4).contains(last),
+        [] => false,
+    }
 }
 
 /// Byte ranges of the maximal digit runs inside `span`.
@@ -1240,8 +1275,10 @@ fn phone_digits(text: &str, span: Range<usize>, min: usize, max: usize) -> Optio
     if glued {
         return None;
     }
+    // An extension's digits do not count.
     let s = &text[span.clone()];
-    let digits = s.bytes().filter(u8::is_ascii_digit).count();
+    let number = s.split(['x', 'e', '#']).next().unwrap_or(s);
+    let digits = number.bytes().filter(u8::is_ascii_digit).count();
     // A trailing ')' from "(0) 20" style is kept, an unmatched one is not part of the number.
     (min..=max).contains(&digits).then_some(span)
 }
@@ -1541,6 +1578,27 @@ mod tests {
         assert_eq!(find("phone", "mobile 07700 900123"), ["07700 900123"]);
         assert!(find("phone", "on 2024-01-15 and 03/15/2024 12").is_empty());
         assert!(find("phone", "order 9735 0775 2753 6138 shipped").is_empty());
+        // Faker's en_US and de_DE shapes: extensions, the 00 prefix, glued parentheses, one run
+        // of ten digits after a phone word (and not without one).
+        for (text, phone) in [
+            ("call 617-698-2718x246.", "617-698-2718x246"),
+            ("call (768)741-4700 ext. 894", "(768)741-4700 ext. 894"),
+            ("call 568.926.9021x4278", "568.926.9021x4278"),
+            ("on 001-305-660-8725.", "001-305-660-8725"),
+            ("on +1-278-402-7704x04064", "+1-278-402-7704x04064"),
+            ("Telefon (040)-6676260", "(040)-6676260"),
+            ("Preferred contact: 3962825067.", "3962825067"),
+        ] {
+            // The longest finding is what the stage keeps (overlaps are resolved there).
+            let found = find("phone", text);
+            let longest = found.iter().max_by_key(|f| f.len()).map(String::as_str);
+            assert_eq!(longest, Some(phone), "{text}");
+        }
+        assert!(find("phone", "Invoice 3962825067 paid").is_empty());
+        // A 13-digit phone passing Luhn is no card: cards are written in fours (or 4-6-5).
+        assert!(find("credit_card", "on 001-305-660-8725.").is_empty());
+        assert_eq!(find("credit_card", "card 3782 822463 10005"), ["3782 822463 10005"]);
+        assert_eq!(find("fax", "by fax to 761.652.8545."), ["761.652.8545"]);
     }
 
     // Emails and URLs, with trailing punctuation left out.
