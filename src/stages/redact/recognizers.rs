@@ -287,7 +287,12 @@ pub fn builtin(entity: &str) -> Vec<Recognizer> {
             make(
                 &format!(r"\b00[1-9]\d{{0,2}}(?:[ .\-]\(?\d{{1,5}}\)?){{2,6}}{EXTENSION}\b"),
                 DIGITS,
-                |text, span| phone_digits(text, span, 10, 17),
+                |text, span| {
+                    // Groups of four throughout are an order or card number: 0070 1496 8020 2712.
+                    let groups = digit_groups(text, &span);
+                    let fours = groups.len() >= 3 && groups.iter().all(|g| g.len() == 4);
+                    phone_digits(text, span, 10, 17).filter(|_| !fours)
+                },
             ),
             // North American: (555) 123-4567, (555)123-4567, 555-123-4567, 555.123.4567,
             // 1-555-123-4567, with an extension (x123, ext. 45).
@@ -1595,6 +1600,7 @@ mod tests {
             assert_eq!(longest, Some(phone), "{text}");
         }
         assert!(find("phone", "Invoice 3962825067 paid").is_empty());
+        assert!(find("phone", "Payroll reference 0070 1496 8020 2712.").is_empty());
         // A 13-digit phone passing Luhn is no card: cards are written in fours (or 4-6-5).
         assert!(find("credit_card", "on 001-305-660-8725.").is_empty());
         assert_eq!(find("credit_card", "card 3782 822463 10005"), ["3782 822463 10005"]);
