@@ -153,6 +153,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let inputs = inputs(&args.inputs)?;
     // Every model is found and verified before any engine sees it.
     let models = store.resolve_all(pipeline.models())?;
+    pipeline.prepare()?;
     let started_at = SystemTime::now();
     let run_id = run_id(started_at);
     let provenance = Arc::new(Provenance::new(
@@ -164,6 +165,15 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let filter = inputs.iter().any(|i| matches!(i, Input::Stdin)) && args.out.is_none();
     if filter && (args.fresh || args.retry_failed) {
         bail!("--fresh and --retry-failed need an output folder (--out): a filter keeps no ledger");
+    }
+    if let Some(file) = pipeline
+        .stage_writes()
+        .iter()
+        .find(|t| filter && t.contains("{out}"))
+    {
+        bail!(
+            "a stage writes {file}, and a filter (`-` without --out) has no output folder; give --out DIR, or the stage a path of its own"
+        );
     }
     let out_dir = args
         .out
@@ -483,9 +493,11 @@ fn reveal(
         vaults.to_vec()
     };
     let (values, unopened) = vault::read(&vaults, &Keys::load(&source)?)?;
-    if unopened > 0 {
+    if !unopened.is_empty() {
         stderr_line!(
-            "warning: {unopened} vault lines did not open with this key (damaged or altered); their pseudonyms stay as they are"
+            "warning: {} vault lines did not open with this key (damaged or altered; their pseudonyms stay as they are): {}",
+            unopened.len(),
+            unopened.join(", ")
         );
     }
     let mut stdout = std::io::stdout().lock();

@@ -92,15 +92,16 @@ combined. Merging again rebuilds OUT's merged files from the shards.")]
 
 The key is the one the pipeline's `key` option names (the same default: env:LAI_REDACT_KEY).
 Values go to stdout alone: JSON lines {\"pseudonym\": ..., \"value\": ...}, or the --text file
-with every pseudonym the vault holds restored (JSONL records stay valid JSON). A pseudonym the
-vault does not hold is reported on stderr and the exit code is 1.")]
+with every pseudonym the vault holds restored (JSONL records stay valid JSON; pseudonyms of
+`hash`, which no vault holds, stay and are counted on stderr). A pseudonym asked for by name
+that the vault does not hold is reported on stderr and the exit code is 1.")]
     Reveal {
         /// Output folder of the run whose vault to open: OUT/redact.vault, or each shard's
         /// [default: lai-out].
         #[arg(short, long, value_name = "DIR")]
         out: Option<PathBuf>,
         /// Vault files to open instead (repeat for several).
-        #[arg(long, value_name = "FILE")]
+        #[arg(long, value_name = "FILE", conflicts_with = "out")]
         vault: Vec<PathBuf>,
         /// Where the key is: file:PATH or env:NAME.
         #[arg(long, default_value = "env:LAI_REDACT_KEY", value_name = "SOURCE")]

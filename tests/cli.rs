@@ -99,15 +99,14 @@ fn keyed_pseudonyms_and_vault_round_trip() {
         path
     };
     let (k1, k2) = (d.join("k1.key"), d.join("k2.key"));
-    let secret = |out: &Path| {
+    let clean = |what: &str, text: &str| {
         for v in ["Jane", "jane.roe", "DE89", "7946", "Zoë"] {
-            let found = std::fs::read(out).unwrap_or_default();
-            assert!(
-                !String::from_utf8_lossy(&found).contains(v),
-                "{v} in {}",
-                out.display()
-            );
+            assert!(!text.contains(v), "{v} in {what}");
         }
+    };
+    let secret = |file: &Path| {
+        let text = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+        clean(&file.display().to_string(), &String::from_utf8_lossy(&text));
     };
 
     // No key file yet: the run stops before any item, saying how to make one.
@@ -117,7 +116,11 @@ fn keyed_pseudonyms_and_vault_round_trip() {
         stderr.contains("k1.key") && stderr.contains("head -c 32"),
         "{stderr}"
     );
-    assert!(!stderr.contains("Jane"), "{stderr}");
+    clean("stderr", &stderr);
+    assert!(
+        !d.join("none").exists(),
+        "nothing opened before the key was read"
+    );
     // The default key source, unset: the same refusal, naming the variable.
     let hash = d.join("hash.toml");
     std::fs::write(
@@ -135,17 +138,28 @@ fn keyed_pseudonyms_and_vault_round_trip() {
 
     std::fs::write(&k1, b"site key one: 0123456789abcdef0123").unwrap();
     std::fs::write(&k2, b"site key two: 0123456789abcdef0123").unwrap();
+    // A filter has no folder for the vault: refused before anything is read.
+    let mut cmd = lai();
+    cmd.args(["run", "--progress", "never"])
+        .arg(pipeline("vault", &k1))
+        .arg("-");
+    cmd.write_stdin(lines.join("\n"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("--out"));
     let redacted = |operator: &str, key: &Path, out: &str| -> Vec<String> {
         let out = d.join(out);
         let report = out.join("report.json");
-        lai_run(
+        let run = lai_run(
             &pipeline(operator, key),
             &input,
             &out,
             &["--report", report.to_str().unwrap()],
         )
         .code(0);
+        clean("stderr", &String::from_utf8_lossy(&run.get_output().stderr));
         secret(&report);
+        secret(&out.join("lai-ledger.sqlite"));
         jsonl(&out.join("out.jsonl"))
             .iter()
             .map(|r| r["text"].as_str().unwrap().to_string())
@@ -214,6 +228,20 @@ fn keyed_pseudonyms_and_vault_round_trip() {
         .stderr(predicate::str::contains(
             "EMAIL_0000000000000000 is not in the vault",
         ));
+    // A vault with a per-run key could never be opened: `lai check` says so.
+    let per_run = pipeline("vault", Path::new("x"));
+    let text = std::fs::read_to_string(&per_run).unwrap();
+    std::fs::write(
+        &per_run,
+        text.replace("key = \"file:x\"", "key = \"per-run\""),
+    )
+    .unwrap();
+    lai()
+        .arg("check")
+        .arg(&per_run)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("per-run"));
     // Another key opens nothing and says so.
     let key2 = format!("file:{}", k2.display());
     lai()

@@ -23,6 +23,12 @@ pub trait Stage: Send + Sync {
         Vec::new()
     }
 
+    /// Checks what the stage needs from outside the pipeline file (a secret key) before the
+    /// run opens its outputs, so a missing one changes nothing. Errors stop the run.
+    fn prepare(&self) -> anyhow::Result<()> {
+        Ok(())
+    }
+
     /// Path templates (`{out}/...`) of files the stage itself writes, beside the outputs: the
     /// run fences its inputs off from them, keeps them inside a shard's folder and lists them
     /// in the report.

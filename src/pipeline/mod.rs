@@ -104,6 +104,14 @@ impl Pipeline {
         self.stages.iter().flat_map(|s| s.stage.models()).collect()
     }
 
+    /// Each stage's `prepare`, in order; the first error, naming its stage.
+    pub fn prepare(&self) -> anyhow::Result<()> {
+        for plan in &self.stages {
+            (plan.stage.prepare()).map_err(|e| anyhow::anyhow!("{}: {e:#}", plan.label))?;
+        }
+        Ok(())
+    }
+
     /// Path templates of the files its stages write beside the outputs (a redaction vault).
     pub fn stage_writes(&self) -> Vec<String> {
         self.stages.iter().flat_map(|s| s.stage.writes()).collect()

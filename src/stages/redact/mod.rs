@@ -3,7 +3,9 @@
 //! Recognizers (user regexes, deny-lists, built-in entities) propose spans; overlaps are resolved
 //! by one documented rule (earliest start wins, then the longest span, then the more specific
 //! recognizer: your patterns, then deny-lists, then built-ins in `BUILTIN` order, then the NER
-//! model); an operator (`tag`, `mask`, `hash`) rewrites each span. With `ner_model` set, a
+//! model); an operator (`tag`, `mask`, `hash`, `vault`, `replace`, `year`, `keep`) rewrites
+//! each span; `hash` and `vault` make keyed pseudonyms, and `vault` seals the values for
+//! `lai reveal` (`vault.rs`). With `ner_model` set, a
 //! token-classification model (`ner.rs`) also finds names, addresses and ids that rules cannot;
 //! its spans are one more recognizer under the same rule, marked `"source": "ner"` in the
 //! summary, except where the rules veto them (`recognizers::Vetoes`). Each item gets a summary field
@@ -14,7 +16,7 @@ mod ner;
 mod recognizers;
 pub mod vault;
 
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
@@ -193,10 +195,10 @@ struct Redact {
     key: KeySource,
     /// The vault's path template; used when some entity's operator is `vault`.
     vault: String,
-    /// The key and the vault, made by the first worker, shared by the others; an error here
-    /// stops the run before any item.
-    keys: OnceLock<Result<Arc<Keys>, String>>,
-    opened_vault: OnceLock<Result<Arc<Vault>, String>>,
+    /// The key (read by `prepare`, before the run opens its outputs) and the vault (opened by
+    /// the first worker), shared by all workers.
+    keys: Shared<Keys>,
+    opened_vault: Shared<Vault>,
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
@@ -300,6 +302,19 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             }
         }
     }
+    let vaults = std::iter::once(&operator)
+        .chain(operators.iter().map(|(_, op)| op))
+        .any(|op| matches!(op, Operator::Vault));
+    if vaults && key == KeySource::PerRun {
+        ok = false;
+        diag.error(
+            &options.span_of("key"),
+            format!(
+                "the `vault` operator in {} needs the site's key: `key = \"per-run\"` could never reveal anything; use \"file:PATH\" or \"env:NAME\"",
+                options.context
+            ),
+        );
+    }
     if !ok {
         return None;
     }
@@ -335,8 +350,8 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         summary_field: options.str("summary_field"),
         key,
         vault: options.str("vault"),
-        keys: OnceLock::new(),
-        opened_vault: OnceLock::new(),
+        keys: Shared::default(),
+        opened_vault: Shared::default(),
     }))
 }
 
@@ -383,27 +398,20 @@ impl Redact {
     }
 
     /// The key, read once, if some entity hashes or vaults.
-    fn keys(&self) -> anyhow::Result<Option<Arc<Keys>>> {
+    fn keys(&self) -> anyhow::Result<Option<&Keys>> {
         if !self.uses(|op| matches!(op, Operator::Hash | Operator::Vault)) {
             return Ok(None);
         }
-        let keys = self
-            .keys
-            .get_or_init(|| Keys::load(&self.key).map(Arc::new).map_err(|e| format!("{e:#}")));
-        keys.clone().map(Some).map_err(anyhow::Error::msg)
+        self.keys.get(|| Keys::load(&self.key)).map(Some)
     }
 
     /// The vault, opened once, if some entity vaults.
-    fn vault(&self, keys: &Keys, ctx: &StartContext) -> anyhow::Result<Option<Arc<Vault>>> {
+    fn vault(&self, keys: &Keys, ctx: &StartContext) -> anyhow::Result<Option<&Vault>> {
         if !self.uses(|op| matches!(op, Operator::Vault)) {
             return Ok(None);
         }
-        let vault = self.opened_vault.get_or_init(|| {
-            Vault::open(&ctx.resolve(&self.vault), keys)
-                .map(Arc::new)
-                .map_err(|e| format!("{e:#}"))
-        });
-        vault.clone().map(Some).map_err(anyhow::Error::msg)
+        let path = ctx.resolve(&self.vault);
+        self.opened_vault.get(|| Vault::open(&path, keys)).map(Some)
     }
 }
 
@@ -413,6 +421,10 @@ impl Stage for Redact {
             .iter()
             .flat_map(|n| [n.model_name.clone(), super::encoder::runtime().to_string()])
             .collect()
+    }
+
+    fn prepare(&self) -> anyhow::Result<()> {
+        self.keys().map(drop)
     }
 
     fn writes(&self) -> Vec<String> {
@@ -469,8 +481,8 @@ struct RedactWorker<'a> {
     /// Reused between items to avoid an allocation per text.
     found: Vec<Found>,
     ner: Option<ner::NerWorker<'a>>,
-    keys: Option<Arc<Keys>>,
-    vault: Option<Arc<Vault>>,
+    keys: Option<&'a Keys>,
+    vault: Option<&'a Vault>,
     /// The batch's (pseudonym, value) pairs for the vault, written before the batch leaves.
     sealed: Vec<(String, String)>,
 }
@@ -512,12 +524,20 @@ impl Worker for RedactWorker<'_> {
             .zip(unreadable)
             .map(|((item, model), unreadable)| match unreadable {
                 Some(e) => Err(e),
-                None => self.redact_item(item, model),
+                None => {
+                    // A failed item's values go nowhere, the vault included.
+                    let sealed = self.sealed.len();
+                    let result = self.redact_item(item, model);
+                    if result.is_err() {
+                        self.sealed.truncate(sealed);
+                    }
+                    result
+                }
             })
             .collect();
         // No record may name a pseudonym that the vault does not hold.
         let sealed = std::mem::take(&mut self.sealed);
-        if let (Some(vault), Some(keys)) = (&self.vault, &self.keys)
+        if let (Some(vault), Some(keys)) = (self.vault, self.keys)
             && let Err(e) = vault.record(keys, &sealed)
         {
             return vec![Err(format!("{e:#}")); batch.len()];
@@ -632,7 +652,7 @@ impl RedactWorker<'_> {
                     out.extend(value.chars().skip(n.saturating_sub(*keep)));
                 }
                 op @ (Operator::Hash | Operator::Vault) => {
-                    let keys = (self.keys.as_ref())
+                    let keys = (self.keys)
                         .expect("start reads the key when an operator hashes. This is a bug.");
                     let pseudonym = keys.pseudonym(entity, value);
                     out.push('[');
@@ -688,8 +708,8 @@ mod tests {
             summary_field: "redactions".into(),
             key: KeySource::PerRun,
             vault: "{out}/redact.vault".into(),
-            keys: OnceLock::new(),
-            opened_vault: OnceLock::new(),
+            keys: Shared::default(),
+            opened_vault: Shared::default(),
         }
     }
 

@@ -1,25 +1,28 @@
 //! The site's secret key, the pseudonyms it makes, and the vault that maps pseudonyms back to
 //! the values they replaced.
 //!
-//! One key (a file the site keeps, or an environment variable) yields two independent subkeys:
-//! one for HMAC-SHA256 pseudonyms, so the same value gets the same pseudonym in every run on
-//! every machine with that key, and one for AES-256-GCM, which seals the vault. A vault is a
-//! text file: a header naming the key by a fingerprint that tells nothing about it, then one
-//! line per pseudonym with its value sealed under a fresh random nonce, the pseudonym as
-//! associated data (a line moved to another pseudonym does not open) and the value padded to a
-//! multiple of 32 bytes (the file does not tell how long a value was). `lai reveal` opens it
-//! with the same key. Nothing here prints or logs a value.
+//! One key (a file the site keeps, or an environment variable; 32 bytes or more) yields two
+//! independent subkeys: one for HMAC-SHA256 pseudonyms, so the same value gets the same
+//! pseudonym in every run on every machine with that key, and one for AES-256-GCM, which seals
+//! the vault. A vault is a text file: a header naming the key by a fingerprint that tells
+//! nothing about it, then one line per pseudonym with its value sealed under a fresh random
+//! nonce, the pseudonym as associated data (a line moved to another pseudonym does not open)
+//! and the value padded to a multiple of 32 bytes (the file tells a value's length only in
+//! 32-byte steps). Lines are appended and synced before the records that use them are
+//! written, and a line is never written twice. `lai reveal` opens it with the same key.
+//! Nothing here prints or logs a value.
 
 use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Seek, Write};
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use aes_gcm::aead::{Aead, Payload};
 use aes_gcm::{Aes256Gcm, Nonce};
 use anyhow::{Context, bail};
 use hmac::{Hmac, KeyInit, Mac};
+use regex::Regex;
 use serde_json::Value;
 use sha2::Sha256;
 
@@ -34,11 +37,12 @@ pub enum KeySource {
     PerRun,
 }
 
-/// The least key length accepted, in bytes.
-const MIN_KEY: usize = 16;
+/// The least key length accepted, in bytes: a key is random bytes, not a passphrase (the
+/// pseudonyms beside published text would let anyone test guesses of a weak one).
+const MIN_KEY: usize = 32;
 
-/// What to tell a user who has no key yet.
-const MAKE_A_KEY: &str = "make one with `head -c 32 /dev/urandom > redact.key && chmod 600 redact.key`, keep it safe, and set `key = \"file:/path/to/redact.key\"`";
+/// What to tell a user whose key is not where the pipeline says.
+const WHERE_IS_THE_KEY: &str = "point `key` (or `lai reveal --key`) at this site's key; if the site has none yet, make one with `head -c 32 /dev/urandom > redact.key && chmod 600 redact.key` and keep it safe (a new key cannot open vaults of the old one, nor repeat its pseudonyms)";
 
 impl KeySource {
     pub fn parse(spec: &str) -> Option<KeySource> {
@@ -49,19 +53,27 @@ impl KeySource {
             _ => None,
         }
     }
+
+    fn describe(&self) -> String {
+        match self {
+            KeySource::Env(name) => format!("${name}"),
+            KeySource::File(path) => path.display().to_string(),
+            KeySource::PerRun => "per-run".into(),
+        }
+    }
 }
 
 /// The subkeys derived from the site's key.
 pub struct Keys {
-    pseudonym: Vec<u8>,
-    vault: [u8; 32],
+    pseudonym: [u8; 32],
+    cipher: Aes256Gcm,
     /// Names the key in vault headers without telling anything about it.
     pub id: String,
     pub per_run: bool,
 }
 
 impl Keys {
-    /// Reads the key. Errors name where it was looked for and how to make one, never its bytes.
+    /// Reads the key. Errors name where it was looked for and what to do, never its bytes.
     pub fn load(source: &KeySource) -> anyhow::Result<Keys> {
         let secret = match source {
             KeySource::PerRun => {
@@ -72,24 +84,22 @@ impl Keys {
             }
             KeySource::Env(name) => match std::env::var_os(name) {
                 Some(v) if !v.is_empty() => v.into_encoded_bytes(),
-                _ => bail!(
-                    "the redact key is read from ${name}, which is not set; export it, or {MAKE_A_KEY}, or set `key = \"per-run\"` for pseudonyms that hold within one run only"
-                ),
+                _ => bail!("the redact key is read from ${name}, which is not set; {WHERE_IS_THE_KEY}"),
             },
             KeySource::File(path) => {
                 let mut bytes = std::fs::read(path).with_context(|| {
-                    format!("cannot read the redact key file {}; {MAKE_A_KEY}", path.display())
+                    format!("cannot read the redact key file {}; {WHERE_IS_THE_KEY}", path.display())
                 })?;
                 if bytes.last() == Some(&b'\n') {
                     bytes.pop();
                 }
-                warn_if_shared(path);
+                warn_if_shared(path, "redact key file");
                 bytes
             }
         };
         if secret.len() < MIN_KEY {
             bail!(
-                "the redact key ({}) holds {} bytes; a key needs at least {MIN_KEY}: {MAKE_A_KEY}",
+                "the redact key ({}) holds {} bytes; a key is at least {MIN_KEY} random bytes, not a passphrase: {WHERE_IS_THE_KEY}",
                 source.describe(),
                 secret.len()
             );
@@ -105,15 +115,17 @@ impl Keys {
             mac.finalize().into_bytes().into()
         };
         Keys {
-            pseudonym: sub("lai redact pseudonym v1").to_vec(),
-            vault: sub("lai redact vault v1"),
+            pseudonym: sub("lai redact pseudonym v1"),
+            cipher: Aes256Gcm::new_from_slice(&sub("lai redact vault v1"))
+                .expect("AES-256 takes a 32-byte key. This is a bug."),
             id: hex::encode(&sub("lai redact key id v1")[..6]),
             per_run,
         }
     }
 
-    /// `ENTITY_` and 16 hex digits of HMAC-SHA256(entity NUL value): equal values of an entity
-    /// get equal pseudonyms under one key; 64 bits keep millions of values apart.
+    /// The entity's name in capitals (anything but letters and digits as `_`), `_`, and 16 hex
+    /// digits of HMAC-SHA256(entity NUL value): equal values of an entity get equal pseudonyms
+    /// under one key; 64 bits keep millions of values apart.
     pub fn pseudonym(&self, entity: &str, value: &str) -> String {
         let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.pseudonym)
             .expect("HMAC accepts keys of any length. This is a bug.");
@@ -121,62 +133,37 @@ impl Keys {
         mac.update(&[0]);
         mac.update(value.as_bytes());
         let digest = mac.finalize().into_bytes();
-        format!("{}_{}", entity.to_uppercase(), hex::encode(&digest[..8]))
-    }
-
-    fn cipher(&self) -> Aes256Gcm {
-        Aes256Gcm::new_from_slice(&self.vault).expect("AES-256 takes a 32-byte key. This is a bug.")
+        let name: String = entity
+            .chars()
+            .map(|c| if c.is_ascii_alphanumeric() { c.to_ascii_uppercase() } else { '_' })
+            .collect();
+        format!("{name}_{}", hex::encode(&digest[..8]))
     }
 
     /// `nonce ciphertext` in hex: the value padded to a multiple of 32 bytes, sealed with the
     /// pseudonym as associated data.
-    fn seal(&self, pseudonym: &str, value: &str) -> String {
+    fn seal(&self, pseudonym: &str, value: &str) -> anyhow::Result<String> {
         let mut padded = value.as_bytes().to_vec();
         padded.push(0x80);
         padded.resize(padded.len().div_ceil(PAD) * PAD, 0);
         let mut nonce = [0u8; 12];
-        getrandom::fill(&mut nonce).expect("the OS gives random bytes. This is a bug.");
-        let sealed = self
-            .cipher()
-            .encrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &padded,
-                    aad: pseudonym.as_bytes(),
-                },
-            )
-            .expect("AES-GCM seals any value of this size. This is a bug.");
-        format!("{} {}", hex::encode(nonce), hex::encode(sealed))
+        getrandom::fill(&mut nonce).map_err(|e| anyhow::anyhow!("no OS randomness for a nonce: {e}"))?;
+        let payload = Payload { msg: &padded, aad: pseudonym.as_bytes() };
+        let sealed = (self.cipher.encrypt(&Nonce::from(nonce), payload))
+            .map_err(|_| anyhow::anyhow!("AES-GCM could not seal a value"))?;
+        Ok(format!("{} {}", hex::encode(nonce), hex::encode(sealed)))
     }
 
     /// The value of one vault line, or `None` if it does not open under this key.
     fn open(&self, pseudonym: &str, nonce: &str, sealed: &str) -> Option<String> {
         let nonce: [u8; 12] = hex::decode(nonce).ok()?.try_into().ok()?;
         let sealed = hex::decode(sealed).ok()?;
-        let mut padded = self
-            .cipher()
-            .decrypt(
-                &Nonce::from(nonce),
-                Payload {
-                    msg: &sealed,
-                    aad: pseudonym.as_bytes(),
-                },
-            )
-            .ok()?;
+        let payload = Payload { msg: &sealed, aad: pseudonym.as_bytes() };
+        let mut padded = self.cipher.decrypt(&Nonce::from(nonce), payload).ok()?;
         let end = padded.iter().rposition(|&b| b != 0)?;
         (padded[end] == 0x80).then_some(())?;
         padded.truncate(end);
         String::from_utf8(padded).ok()
-    }
-}
-
-impl KeySource {
-    fn describe(&self) -> String {
-        match self {
-            KeySource::Env(name) => format!("${name}"),
-            KeySource::File(path) => path.display().to_string(),
-            KeySource::PerRun => "per-run".into(),
-        }
     }
 }
 
@@ -185,8 +172,14 @@ const PAD: usize = 32;
 
 const HEADER: &str = "# lai redact vault v1, key";
 
-/// A key file others can read is no secret; say so (once per run, without its contents).
-fn warn_if_shared(path: &Path) {
+/// A pseudonym in brackets, as `hash` and `vault` write it.
+static TOKEN: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"\[([A-Z0-9][A-Z0-9_]*_[0-9a-f]{16})\]")
+        .expect("the pseudonym pattern compiles. This is a bug.")
+});
+
+/// A secret file others can read is no secret; say so (without its contents).
+fn warn_if_shared(path: &Path, what: &str) {
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt;
@@ -194,126 +187,143 @@ fn warn_if_shared(path: &Path) {
             && meta.permissions().mode() & 0o077 != 0
         {
             stderr_line!(
-                "warning: the redact key file {} can be read by other users; `chmod 600` it",
+                "warning: the {what} {} can be read by other users; `chmod 600` it",
                 path.display()
             );
         }
     }
 }
 
-/// An open vault: pseudonyms are appended once each, and synced before the items that use
-/// them are written anywhere.
+/// An open vault: pseudonyms are appended once each (also across runs), and synced before
+/// the items that use them are written anywhere.
 pub struct Vault {
     path: PathBuf,
     state: Mutex<(File, HashSet<String>)>,
 }
 
 impl Vault {
-    /// Opens `path` for appending, writing the header if it is new. A vault written with
-    /// another key is refused: its lines would not open with this one.
+    /// Opens `path` for appending, writing the header if it is new. A line a crash left half
+    /// written is cut off (its batch never returned, so no record names it). A file that is
+    /// no vault, or a vault of another key, is refused.
     pub fn open(path: &Path, keys: &Keys) -> anyhow::Result<Vault> {
         if keys.per_run {
-            bail!(
-                "the vault operator needs a key that outlives the run (a per-run key could never reveal anything); {MAKE_A_KEY}"
-            );
+            bail!("the vault operator needs the site's key, not a per-run one; {WHERE_IS_THE_KEY}");
         }
         let header = format!("{HEADER} {}\n", keys.id);
-        let known = match File::open(path) {
-            Ok(file) => {
-                let mut first = String::new();
-                BufReader::new(file).read_line(&mut first)?;
-                if !first.is_empty() && first != header {
-                    bail!(
-                        "the vault {} was written with another key (its header: {}); give that key, or another `vault` path",
-                        path.display(),
-                        first.trim()
-                    );
-                }
-                !first.is_empty()
+        let context = || format!("cannot open the vault {}", path.display());
+        crate::component::create_parent(path)?;
+        let mut options = OpenOptions::new();
+        options.create(true).read(true).append(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+        let mut file = options.open(path).with_context(context)?;
+        let mut text = Vec::new();
+        file.read_to_end(&mut text).with_context(context)?;
+        let whole = text.iter().rposition(|&b| b == b'\n').map_or(0, |i| i + 1);
+        if whole < text.len() {
+            file.set_len(whole as u64).with_context(context)?;
+            file.seek(std::io::SeekFrom::End(0)).with_context(context)?;
+        }
+        let text = String::from_utf8_lossy(&text[..whole]);
+        let mut lines = text.lines();
+        match lines.next() {
+            None => {
+                file.write_all(header.as_bytes()).with_context(context)?;
+                file.sync_all().with_context(context)?;
+                sync_folder(path);
             }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => false,
-            Err(e) => return Err(e).context(format!("cannot read the vault {}", path.display())),
-        };
-        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
-            std::fs::create_dir_all(parent)
-                .with_context(|| format!("cannot create the folder of the vault {}", path.display()))?;
+            Some(first) if format!("{first}\n") == header => warn_if_shared(path, "vault"),
+            Some(first) => match first.strip_prefix(HEADER) {
+                Some(id) => bail!(
+                    "the vault {} was written with another key (key id {}; this key's id is {}); give the key it was written with, or another `vault` path",
+                    path.display(),
+                    id.trim(),
+                    keys.id
+                ),
+                None => bail!(
+                    "{} is no lai vault (no vault header on line 1); give `vault` a path of its own",
+                    path.display()
+                ),
+            },
         }
-        let mut file = open_private(path)
-            .with_context(|| format!("cannot open the vault {} to append", path.display()))?;
-        if !known {
-            file.write_all(header.as_bytes())?;
-        }
+        let written = lines.filter_map(|l| l.split(' ').next()).map(str::to_string).collect();
         Ok(Vault {
             path: path.to_path_buf(),
-            state: Mutex::new((file, HashSet::new())),
+            state: Mutex::new((file, written)),
         })
     }
 
-    /// Seals and appends the pairs (pseudonym, value) not written before in this run, then
-    /// syncs the file.
+    /// Seals and appends the pairs (pseudonym, value) not in the vault yet, then syncs the
+    /// file. On failure the file is cut back: nothing half written stays, nothing counts as
+    /// written.
     pub fn record(&self, keys: &Keys, pairs: &[(String, String)]) -> anyhow::Result<()> {
-        if pairs.is_empty() {
-            return Ok(());
-        }
         let mut state = self.state.lock().unwrap_or_else(|e| e.into_inner());
         let (file, written) = &mut *state;
+        let mut new: Vec<&str> = Vec::new();
         let mut lines = String::new();
         for (pseudonym, value) in pairs {
-            if written.insert(pseudonym.clone()) {
-                lines.push_str(pseudonym);
-                lines.push(' ');
-                lines.push_str(&keys.seal(pseudonym, value));
-                lines.push('\n');
+            if written.contains(pseudonym) || new.contains(&pseudonym.as_str()) {
+                continue;
             }
+            lines.push_str(pseudonym);
+            lines.push(' ');
+            lines.push_str(&keys.seal(pseudonym, value)?);
+            lines.push('\n');
+            new.push(pseudonym);
         }
-        file.write_all(lines.as_bytes())
-            .and_then(|()| file.sync_data())
-            .with_context(|| format!("cannot write the vault {}", self.path.display()))
+        if new.is_empty() {
+            return Ok(());
+        }
+        let context = || format!("cannot write the vault {}", self.path.display());
+        let before = file.metadata().with_context(context)?.len();
+        if let Err(e) = file.write_all(lines.as_bytes()).and_then(|()| file.sync_data()) {
+            let _ = file.set_len(before);
+            return Err(e).with_context(context);
+        }
+        written.extend(new.into_iter().map(str::to_string));
+        Ok(())
     }
 }
 
-/// Opens for appending, created readable by its owner alone.
-fn open_private(path: &Path) -> std::io::Result<File> {
-    let mut options = OpenOptions::new();
-    options.create(true).append(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
-    options.open(path)
+/// Makes a new file's name durable.
+fn sync_folder(path: &Path) {
+    if let Some(folder) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let _ = File::open(folder).and_then(|f| f.sync_all());
+    }
 }
 
-/// Every pseudonym in `vaults` with its value. Lines that do not open (another key, a damaged
-/// line) are counted, never guessed at.
-pub fn read(vaults: &[PathBuf], keys: &Keys) -> anyhow::Result<(HashMap<String, String>, usize)> {
+/// Every pseudonym in `vaults` with its value, and the places (file:line) of lines that do not
+/// open (damaged or altered; never guessed at).
+pub fn read(vaults: &[PathBuf], keys: &Keys) -> anyhow::Result<(HashMap<String, String>, Vec<String>)> {
     let mut values = HashMap::new();
-    let mut unopened = 0;
+    let mut unopened = Vec::new();
     for path in vaults {
-        let file = File::open(path).with_context(|| format!("cannot read the vault {}", path.display()))?;
-        for (n, line) in BufReader::new(file).lines().enumerate() {
-            let line = line.with_context(|| format!("cannot read the vault {}", path.display()))?;
+        let context = || format!("cannot read the vault {}", path.display());
+        let file = File::open(path).with_context(context)?;
+        for (n, line) in BufReader::new(file).split(b'\n').enumerate() {
+            let line = String::from_utf8_lossy(&line.with_context(context)?).into_owned();
             if n == 0 {
                 match line.strip_prefix(HEADER) {
                     Some(id) if id.trim() == keys.id => continue,
                     Some(id) => bail!(
-                        "the vault {} was written with another key (key id {}; this key's id is {})",
+                        "the vault {} was written with another key (key id {}; this key's id is {}); give the key its run used (--key file:PATH or env:NAME)",
                         path.display(),
                         id.trim(),
                         keys.id
                     ),
-                    None => bail!("{} is not a lai vault (no vault header on line 1)", path.display()),
+                    None => bail!("{} is no lai vault (no vault header on line 1)", path.display()),
                 }
             }
-            let mut parts = line.split(' ');
-            let opened = match (parts.next(), parts.next(), parts.next(), parts.next()) {
-                (Some(p), Some(nonce), Some(sealed), None) => {
-                    keys.open(p, nonce, sealed).map(|v| (p.to_string(), v))
-                }
+            let mut parts = line.rsplitn(3, ' ');
+            let opened = match (parts.next(), parts.next(), parts.next()) {
+                (Some(sealed), Some(nonce), Some(p)) => keys.open(p, nonce, sealed).map(|v| (p.to_string(), v)),
                 _ => None,
             };
             match opened {
                 Some((pseudonym, value)) => {
                     values.insert(pseudonym, value);
                 }
-                None => unopened += 1,
+                None => unopened.push(format!("{}:{}", path.display(), n + 1)),
             }
         }
     }
@@ -323,10 +333,8 @@ pub fn read(vaults: &[PathBuf], keys: &Keys) -> anyhow::Result<(HashMap<String, 
 /// `text` with every `[PSEUDONYM]` the vault knows replaced by its value; also how many
 /// pseudonym-shaped tokens it did not know.
 pub fn restore(text: &str, values: &HashMap<String, String>) -> (String, usize) {
-    let token = regex::Regex::new(r"\[([A-Z][A-Z0-9_]*_[0-9a-f]{16})\]")
-        .expect("the pseudonym pattern compiles. This is a bug.");
     let mut unknown = 0;
-    let restored = token.replace_all(text, |c: &regex::Captures| match values.get(&c[1]) {
+    let restored = TOKEN.replace_all(text, |c: &regex::Captures| match values.get(&c[1]) {
         Some(value) => value.clone(),
         None => {
             unknown += 1;
@@ -379,7 +387,8 @@ mod tests {
         }
     }
 
-    // Same key, same pseudonym; another key or another entity, another pseudonym.
+    // Same key, same pseudonym; another key or another entity, another pseudonym; any entity
+    // name gives a pseudonym that `restore` finds.
     #[test]
     fn pseudonyms_follow_the_key() {
         let a = keys(b"0123456789abcdef-site-a");
@@ -389,74 +398,91 @@ mod tests {
         assert!(p.starts_with("PERSON_") && p.len() == "PERSON_".len() + 16);
         assert_ne!(p, b.pseudonym("person", "Jane Roe"));
         assert_ne!(p, a.pseudonym("email", "Jane Roe"));
+        let odd = a.pseudonym("case no-2", "x");
+        assert!(odd.starts_with("CASE_NO_2_"), "{odd}");
+        let values = HashMap::from([(odd.clone(), "x".to_string())]);
+        assert_eq!(restore(&format!("[{odd}]"), &values), ("x".into(), 0));
     }
 
-    // Sealed values open with the same key and pseudonym only; lengths hide in 32-byte steps.
+    // Sealed values open with the same key and pseudonym only; lengths hide in 32-byte steps;
+    // values ending in NUL or in a 0x80 byte (Ā is C4 80) come back whole.
     #[test]
     fn seal_and_open() {
         let k = keys(b"0123456789abcdef");
-        let line = k.seal("PERSON_00", "Zoë Ångström");
-        let (nonce, sealed) = line.split_once(' ').unwrap();
-        assert_eq!(k.open("PERSON_00", nonce, sealed).as_deref(), Some("Zoë Ångström"));
-        assert_eq!(k.open("PERSON_01", nonce, sealed), None);
-        assert_eq!(keys(b"fedcba9876543210").open("PERSON_00", nonce, sealed), None);
-        let short = k.seal("P", "a");
-        let long = k.seal("P", &"a".repeat(30));
-        assert_eq!(short.len(), long.len());
-        assert_ne!(k.seal("P", "a"), short, "a fresh nonce each time");
+        for value in ["Zoë Ångström", "a\0", "Ā", "", &"x".repeat(31), &"y".repeat(32)] {
+            let line = k.seal("PERSON_00", value).unwrap();
+            let (nonce, sealed) = line.split_once(' ').unwrap();
+            assert_eq!(k.open("PERSON_00", nonce, sealed).as_deref(), Some(value));
+            assert_eq!(k.open("PERSON_01", nonce, sealed), None);
+            assert_eq!(keys(b"fedcba9876543210").open("PERSON_00", nonce, sealed), None);
+        }
+        let len = |v: &str| k.seal("P", v).unwrap().len();
+        assert_eq!(len("a"), len(&"a".repeat(31)));
+        assert!(len(&"a".repeat(32)) > len("a"));
+        assert_ne!(k.seal("P", "a").unwrap(), k.seal("P", "a").unwrap(), "a fresh nonce each time");
     }
 
-    // A vault written in two runs opens whole; a vault of another key is refused.
+    // A vault written in two runs holds each pseudonym once and opens whole; a half-written
+    // last line is cut off; a vault of another key, and a file that is no vault, are refused
+    // without quoting the file.
     #[test]
     fn vault_round_trip() {
-        let dir = std::env::temp_dir().join(format!("lai-vault-{}", std::process::id()));
-        let path = dir.join("v.vault");
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("v.vault");
         let k = keys(b"0123456789abcdef");
         let values = ["Jane Roe", "jane@example.com", "line\nbreak and space"];
+        let pairs: Vec<(String, String)> = values
+            .iter()
+            .map(|v| (k.pseudonym("person", v), v.to_string()))
+            .collect();
         for run in 0..2 {
             let vault = Vault::open(&path, &k).unwrap();
-            let pairs: Vec<(String, String)> = values
-                .iter()
-                .map(|v| (k.pseudonym("person", v), v.to_string()))
-                .collect();
             vault.record(&k, &pairs[run..]).unwrap();
             vault.record(&k, &pairs[run..]).unwrap();
         }
-        let (read, unopened) = read(std::slice::from_ref(&path), &k).unwrap();
-        assert_eq!(unopened, 0);
-        assert_eq!(read.len(), 3);
-        let text = format!("Dear [{}], [PERSON_0000000000000000]", k.pseudonym("person", values[0]));
-        assert_eq!(restore(&text, &read), ("Dear Jane Roe, [PERSON_0000000000000000]".into(), 1));
-        let record = serde_json::json!({ "text": format!("[{}]", k.pseudonym("person", values[2])) });
-        let (line, unknown) = restore_line(&record.to_string(), &read);
-        assert_eq!((serde_json::from_str::<Value>(&line).unwrap()["text"].as_str(), unknown), (Some(values[2]), 0));
         let written = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(written.lines().count(), 1 + values.len(), "each pseudonym once");
         assert!(!written.contains("Jane") && !written.contains("example"));
+        let (read, unopened) = read(std::slice::from_ref(&path), &k).unwrap();
+        assert!(unopened.is_empty());
+        assert_eq!(read.len(), 3);
+        let text = format!("Dear [{}], [PERSON_0000000000000000]", pairs[0].0);
+        assert_eq!(restore(&text, &read), ("Dear Jane Roe, [PERSON_0000000000000000]".into(), 1));
+        let record = serde_json::json!({ "text": format!("[{}]", pairs[2].0) });
+        let (line, unknown) = restore_line(&record.to_string(), &read);
+        let line: Value = serde_json::from_str(&line).unwrap();
+        assert_eq!((line["text"].as_str(), unknown), (Some(values[2]), 0));
+
+        // A crash mid-line: the next run cuts it off and appends whole lines.
+        std::fs::OpenOptions::new().append(true).open(&path).unwrap().write_all(b"PERSON_1 ab").unwrap();
+        let vault = Vault::open(&path, &k).unwrap();
+        vault.record(&k, &[(k.pseudonym("person", "Ann"), "Ann".into())]).unwrap();
+        let (read, unopened) = super::read(std::slice::from_ref(&path), &k).unwrap();
+        assert_eq!((read.len(), unopened.len()), (4, 0));
+
         let other = keys(b"another key, 16+ bytes");
         assert!(Vault::open(&path, &other).is_err());
-        assert!(read_err(&path, &other).contains("another key"));
-        let _ = std::fs::remove_dir_all(&dir);
-    }
-
-    fn read_err(path: &Path, keys: &Keys) -> String {
-        format!("{:#}", read(&[path.to_path_buf()], keys).err().unwrap())
+        let e = format!("{:#}", super::read(std::slice::from_ref(&path), &other).err().unwrap());
+        assert!(e.contains("another key"), "{e}");
+        let data = dir.path().join("data.txt");
+        std::fs::write(&data, "Jane Roe, 12 Main St\n").unwrap();
+        let e = format!("{:#}", Vault::open(&data, &k).err().unwrap());
+        assert!(e.contains("no lai vault") && !e.contains("Jane"), "{e}");
     }
 
     #[test]
     fn short_and_missing_keys_are_refused() {
-        let dir = std::env::temp_dir().join(format!("lai-key-{}", std::process::id()));
-        std::fs::create_dir_all(&dir).unwrap();
-        let short = dir.join("short.key");
-        std::fs::write(&short, "tiny\n").unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let short = dir.path().join("short.key");
+        std::fs::write(&short, "a sixteen+ byte passphrase\n").unwrap();
         let e = format!("{:#}", Keys::load(&KeySource::File(short)).err().unwrap());
-        assert!(e.contains("4 bytes") && !e.contains("tiny"), "{e}");
+        assert!(e.contains("26 bytes") && !e.contains("sixteen"), "{e}");
         let e = format!(
             "{:#}",
             Keys::load(&KeySource::Env("LAI_TEST_NO_SUCH_KEY".into())).err().unwrap()
         );
-        assert!(e.contains("$LAI_TEST_NO_SUCH_KEY") && e.contains("per-run"), "{e}");
-        assert!(Vault::open(&dir.join("v"), &Keys::load(&KeySource::PerRun).unwrap()).is_err());
-        let _ = std::fs::remove_dir_all(&dir);
+        assert!(e.contains("$LAI_TEST_NO_SUCH_KEY") && e.contains("head -c 32"), "{e}");
+        let per_run = Keys::load(&KeySource::PerRun).unwrap();
+        assert!(Vault::open(&dir.path().join("v"), &per_run).is_err());
     }
 }
