@@ -284,6 +284,47 @@ fn redact_hipaa_logs_no_content() {
     assert_eq!(jsonl(&run.out.join("redacted.jsonl")).len(), 3);
 }
 
+// redact with the vault operator: the vault (an undeclared file in the output folder) holds no
+// value in the clear, and `lai reveal` with the key gets the removed values back.
+#[test]
+fn redact_vault_holds_no_content() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let key = dir.path().join("redact.key");
+    std::fs::write(&key, [7u8; 32]).unwrap();
+    let text = std::fs::read_to_string(repo("pipelines/redact.toml")).unwrap();
+    let pipeline = dir.path().join("redact-vault.toml");
+    let vaulted = text.replace(
+        "operator = \"tag\"",
+        &format!("operator = \"vault\"\nkey = \"file:{}\"", key.display()),
+    );
+    assert_ne!(
+        vaulted, text,
+        "the shipped pipeline sets `operator = \"tag\"`"
+    );
+    std::fs::write(&pipeline, vaulted).unwrap();
+    let (run, ok) = text_pipeline(&dir, &pipeline, "redact");
+    assert_eq!(ok.len(), 3, "{:?}", dead_letters(&run));
+    let redacted = run.out.join("redacted.jsonl");
+    let sealed = std::fs::read_to_string(&redacted).unwrap();
+    assert!(sealed.contains("[EMAIL_"), "{sealed}");
+    let restored = lai()
+        .args(["reveal", "-o"])
+        .arg(&run.out)
+        .arg("--key")
+        .arg(format!("file:{}", key.display()))
+        .arg("--text")
+        .arg(&redacted)
+        .output()
+        .unwrap();
+    assert_eq!(restored.status.code(), Some(0));
+    let restored = String::from_utf8_lossy(&restored.stdout);
+    assert!(
+        !restored.contains("[EMAIL_") && restored.contains('@'),
+        "{restored}"
+    );
+}
+
 // embed: item text never reaches the logs; the healthy items are embedded.
 #[test]
 fn embed_logs_no_content() {
