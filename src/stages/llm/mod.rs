@@ -848,12 +848,14 @@ impl<E: Engine> LlmWorker<'_, E> {
     }
 
     /// Cleaned (or generated) pieces joined with the source's breaks; under the guard, a piece
-    /// that drifted from its source, or was cut short, keeps the source text.
+    /// loses the label, quotes or fence the model wrapped it in, and one that drifted from its
+    /// source, or was cut short, keeps the source text.
     fn join(&self, job: &mut Job, outputs: &[Completion]) -> String {
         let mut out = String::new();
         for (piece, completion) in job.pieces.iter().zip(outputs) {
             let mut text = completion.text.trim();
             if let Some(guard) = self.stage.guard {
+                text = text::unwrap_answer(text, &piece.text);
                 let source = text::words(&piece.text);
                 let cleaned = text::words(text);
                 let similarity = text::similarity(&source, &cleaned);
