@@ -11,7 +11,7 @@ use std::time::SystemTime;
 
 use anyhow::{Context, bail};
 
-use crate::cli::{Cli, Command, ModelsCommand, Order, RunArgs, When};
+use crate::cli::{Cli, Command, Engine, ModelsCommand, Order, RunArgs, When};
 use crate::component::{Fence, Input, OpenContext, resolve};
 use crate::config::{self, LoadError};
 use crate::item::{Item, Provenance, printable, timestamp};
@@ -671,12 +671,13 @@ fn models_command(command: &ModelsCommand, store: &ModelStore) -> anyhow::Result
                     .map_or("ok".to_string(), |s| s.to_string());
                 let _ = writeln!(
                     out,
-                    "{:<24} {:<8} {:>7.1}MB  {:<12} {status}\n    {}",
+                    "{:<24} {:<8} {:>7.1}MB  {:<12} {status}\n    {}\n    from: {}",
                     m.name,
                     m.engine,
                     m.size() as f64 / 1e6,
                     m.license,
-                    m.description
+                    m.description,
+                    m.origin
                 );
             }
             let credits: Vec<String> = store
@@ -722,6 +723,22 @@ fn models_command(command: &ModelsCommand, store: &ModelStore) -> anyhow::Result
             }
             all_ok
         }
+        ModelsCommand::Add {
+            name,
+            files,
+            engine,
+            role_files,
+            license,
+        } => {
+            let path = models::overlay_path().ok_or_else(|| {
+                anyhow::anyhow!(
+                    "neither $XDG_CONFIG_HOME nor $HOME is set, so there is no local catalog to add to"
+                )
+            })?;
+            add_model(&path, name, files, *engine, role_files, license)?;
+            let _ = writeln!(out, "added `{name}` to {}", path.display());
+            true
+        }
         ModelsCommand::Pull { names, mirror } => {
             print_out(&out);
             out.clear();
@@ -730,6 +747,54 @@ fn models_command(command: &ModelsCommand, store: &ModelStore) -> anyhow::Result
     };
     print_out(&out);
     Ok((if ok { Exit::Ok } else { Exit::ItemsFailed }).into())
+}
+
+/// `lai models add`: the files with their roles, hashed, written into the overlay at `path`.
+fn add_model(
+    path: &Path,
+    name: &str,
+    files: &[PathBuf],
+    engine: Option<Engine>,
+    role_files: &[String],
+    license: &str,
+) -> anyhow::Result<()> {
+    let mut roles: Vec<(String, PathBuf)> = files
+        .iter()
+        .map(|f| (models::role_from_name(f).to_string(), f.clone()))
+        .collect();
+    for given in role_files {
+        let (role, file) = given.split_once('=').ok_or_else(|| {
+            anyhow::anyhow!("--file {given}: write ROLE=PATH, e.g. --file tokenizer=tokenizer.json")
+        })?;
+        roles.push((role.to_string(), PathBuf::from(file)));
+    }
+    let main = roles.iter().find(|(role, _)| role == "model");
+    let engine = match (engine, main) {
+        (Some(Engine::Whisper), _) => "whisper",
+        (Some(Engine::Llama), _) => "llama",
+        (Some(Engine::Onnx), _) => "onnx",
+        (None, Some((_, file))) => models::engine_from_name(file),
+        (None, None) => anyhow::bail!(
+            "`{name}` has no model file: give it as PATH, or name the engine with --engine"
+        ),
+    };
+    let models_roles: Vec<&str> = roles.iter().map(|(r, _)| r.as_str()).collect();
+    if models_roles.iter().filter(|r| **r == "model").count() > 1 {
+        anyhow::bail!(
+            "`{name}`: more than one file would be the model ({}); name the others' roles with --file ROLE=PATH",
+            roles
+                .iter()
+                .filter(|(r, _)| r == "model")
+                .map(|(_, f)| f.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+    }
+    if engine == "onnx" && main.is_some() && !models_roles.contains(&"tokenizer") {
+        anyhow::bail!("`{name}`: an ONNX model needs its tokenizer.json; add it as a PATH");
+    }
+    let entry = models::local_entry(name, engine, &roles, license)?;
+    models::write_entry(path, entry)
 }
 
 /// Downloads every missing or corrupt file of the named models; true if all are now intact.

@@ -24,7 +24,8 @@ pub struct Cli {
     /// Models directory [default: $LAI_MODELS_DIR, else $XDG_DATA_HOME/lai/models].
     #[arg(long, global = true, value_name = "DIR")]
     pub models_dir: Option<PathBuf>,
-    /// Use this model catalog instead of the built-in models.toml.
+    /// Merge this model catalog over the built-in one and the local overlay
+    /// ($XDG_CONFIG_HOME/lai/models.toml): its entries are added, replacing any of the same name.
     #[arg(long, global = true, value_name = "FILE", env = "LAI_CATALOG")]
     pub catalog: Option<PathBuf>,
 }
@@ -138,11 +139,40 @@ Prints every problem as file:line:column, then exits 2; exits 0 when all files a
 
 #[derive(Subcommand, Debug)]
 pub enum ModelsCommand {
-    /// Every model in the catalog: engine, size, licence, and whether it is present and intact.
+    /// Every model in the catalog: engine, size, licence, whether it is present and intact, and
+    /// which catalog file it comes from.
     #[command(after_help = "Examples:
   lai models list
   lai --models-dir /srv/models models list")]
     List,
+    /// Add a model you bring to the local catalog ($XDG_CONFIG_HOME/lai/models.toml, else
+    /// ~/.config/lai/models.toml): its files are hashed and pinned, and pipelines name it.
+    #[command(after_help = "Examples:
+  lai models add qwen2.5-7b /models/qwen2.5-7b-instruct-q4_k_m.gguf
+  lai models add whisper-large-v3-turbo /models/ggml-large-v3-turbo-q5_0.bin
+  lai models add e5-small /models/e5/model.onnx /models/e5/tokenizer.json
+  lai models add my-vad --engine whisper --file vad=/models/ggml-silero-v6.2.3.bin
+
+Roles come from the file names: tokenizer.json is the tokenizer, config.json the config (NER
+labels), LICENSE* the licence, any other file the model; --file ROLE=PATH names one itself. The
+engine comes from the model file: .gguf llama, .onnx onnx, anything else whisper (ggml). An ONNX
+entry gets [model.encoder] max_tokens = 512, pooling = \"mean\", normalize = true; edit the
+file if the model needs others. Adding a name again replaces its entry (new files, new hashes).")]
+    Add {
+        /// The name pipelines use (`model = "NAME"`).
+        name: String,
+        /// The model's files.
+        files: Vec<PathBuf>,
+        /// The engine [default: from the model file's extension].
+        #[arg(long, value_enum)]
+        engine: Option<Engine>,
+        /// A file with an explicit role, as ROLE=PATH (repeat for several).
+        #[arg(long = "file", value_name = "ROLE=PATH")]
+        role_files: Vec<String>,
+        /// The weights' licence, shown by `lai models list`.
+        #[arg(long, default_value = "unknown")]
+        license: String,
+    },
     /// Check the sha256 of installed models (all, or the named ones). Exit 1 if any is missing
     /// or corrupt.
     #[command(after_help = "Examples:
@@ -200,6 +230,17 @@ pub struct RunArgs {
     /// $JOB_COMPLETION_INDEX/$JOB_COMPLETIONS, $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "K/N", env = "LAI_SHARD")]
     pub shard: Option<String>,
+}
+
+/// The native engine that loads a model.
+#[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]
+pub enum Engine {
+    /// whisper.cpp ggml (transcribe).
+    Whisper,
+    /// llama.cpp GGUF (llm).
+    Llama,
+    /// ONNX Runtime (embed, classify, redact's NER).
+    Onnx,
 }
 
 #[derive(ValueEnum, Clone, Copy, Debug, PartialEq)]

@@ -80,6 +80,8 @@ fn catalog(dir: &Path, content: &[u8], url: &str) -> std::path::PathBuf {
 
 fn lai(catalog: &Path, models: &Path) -> Command {
     let mut cmd = Command::cargo_bin("lai").unwrap();
+    // No local catalog of the machine's user.
+    cmd.env("XDG_CONFIG_HOME", models);
     cmd.arg("--catalog")
         .arg(catalog)
         .arg("--models-dir")
@@ -126,12 +128,12 @@ fn pull_resumes_after_interruption() {
     );
 
     lai(&cat, &models)
-        .args(["models", "verify"])
+        .args(["models", "verify", "tiny"])
         .assert()
         .code(0);
     // A second pull finds the file intact and downloads nothing.
     lai(&cat, &models)
-        .args(["models", "pull"])
+        .args(["models", "pull", "tiny"])
         .assert()
         .code(0)
         .stdout(predicate::str::contains("present"));
@@ -165,7 +167,7 @@ fn pull_from_mirror_and_without_source() {
     let cat = catalog(dir.path(), &content, "http://127.0.0.1:9/unreachable");
     let models = dir.path().join("models");
     lai(&cat, &models)
-        .args(["models", "pull", "--mirror", &server.url])
+        .args(["models", "pull", "tiny", "--mirror", &server.url])
         .assert()
         .code(0);
     assert_eq!(std::fs::read(models.join("tiny/w.bin")).unwrap(), content);
@@ -208,4 +210,176 @@ fn verify_reports_corruption() {
                 hex::encode(Sha256::digest(&content)),
             )),
         );
+}
+
+/// A real small whisper.cpp model from the models directory, copied to `dir` (tests never write
+/// to the models directory).
+fn whisper_copy(dir: &Path) -> (std::path::PathBuf, String) {
+    let models = std::env::var_os("LAI_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap()).join(".local/share/lai/models")
+        });
+    let copy = dir.join("my-whisper.bin");
+    std::fs::copy(models.join("whisper-tiny-en/ggml-tiny.en-q8_0.bin"), &copy).unwrap();
+    let sha = hex::encode(Sha256::digest(std::fs::read(&copy).unwrap()));
+    (copy, sha)
+}
+
+/// A transcribe pipeline in `dir` with the given `model = ...` value, and a folder with one clip.
+fn transcribe_pipeline(dir: &Path, model: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let pipeline = dir.join("byom.toml");
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"byom\"\n[input]\nkind = \"files\"\nglob = [\"**/*.wav\"]\n\
+             [[stage]]\nuse = \"transcribe\"\nmodel = {model}\nvad = false\n\
+             [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/t.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    let input = dir.join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("samples/audio/hello.wav"),
+        input.join("hello.wav"),
+    )
+    .unwrap();
+    (pipeline, input)
+}
+
+fn run_lai(
+    config_home: &Path,
+    pipeline: &Path,
+    input: &Path,
+    out: &Path,
+) -> assert_cmd::assert::Assert {
+    Command::cargo_bin("lai")
+        .unwrap()
+        .env("XDG_CONFIG_HOME", config_home)
+        .args(["run", "--progress", "never"])
+        .arg(pipeline)
+        .arg(input)
+        .arg("-o")
+        .arg(out)
+        .assert()
+}
+
+/// The transcript and the `_lai.models` provenance of the one record in `out`.
+fn transcript(out: &Path) -> (String, serde_json::Value) {
+    let text = std::fs::read_to_string(out.join("t.jsonl")).unwrap();
+    let record: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+    (
+        record["text"].as_str().unwrap().to_lowercase(),
+        record["_lai"]["models"].clone(),
+    )
+}
+
+// A whisper model by path runs pinned and unpinned (warning; provenance has the real sha256);
+// a flipped byte is refused before whisper.cpp sees the file, exit 2, naming the file.
+#[test]
+fn model_by_path_pinned_unpinned_and_flipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let (copy, sha) = whisper_copy(dir.path());
+    let path = copy.display().to_string();
+
+    let (pipeline, input) = transcribe_pipeline(
+        dir.path(),
+        &format!("{{ path = \"{path}\", sha256 = \"{sha}\" }}"),
+    );
+    run_lai(dir.path(), &pipeline, &input, &dir.path().join("pinned"))
+        .code(0)
+        .stderr(predicate::str::contains("not pinned").not());
+    let (text, models) = transcript(&dir.path().join("pinned"));
+    assert!(text.contains("london"), "{text}");
+    assert_eq!(models[&path], sha.as_str());
+
+    // Relative to the pipeline file's folder, no pin.
+    let (pipeline, input) = transcribe_pipeline(dir.path(), "{ path = \"my-whisper.bin\" }");
+    run_lai(dir.path(), &pipeline, &input, &dir.path().join("unpinned"))
+        .code(0)
+        .stderr(predicate::str::contains("is not pinned").and(predicate::str::contains(&sha)));
+    let (text, models) = transcript(&dir.path().join("unpinned"));
+    assert!(text.contains("london"), "{text}");
+    assert_eq!(models[&path], sha.as_str());
+
+    let mut bytes = std::fs::read(&copy).unwrap();
+    bytes[1_000_000] ^= 1;
+    std::fs::write(&copy, bytes).unwrap();
+    let (pipeline, input) = transcribe_pipeline(
+        dir.path(),
+        &format!("{{ path = \"{path}\", sha256 = \"{sha}\" }}"),
+    );
+    run_lai(dir.path(), &pipeline, &input, &dir.path().join("flipped"))
+        .code(2)
+        .stderr(
+            predicate::str::contains(path.as_str())
+                .and(predicate::str::contains("refusing to load")),
+        );
+    assert!(!dir.path().join("flipped/t.jsonl").exists());
+
+    // A missing file names the key and the path; a misspelt key is a `lai check` error.
+    let (pipeline, input) = transcribe_pipeline(dir.path(), "{ path = \"nowhere.bin\" }");
+    run_lai(dir.path(), &pipeline, &input, &dir.path().join("missing"))
+        .code(2)
+        .stderr(
+            predicate::str::contains("`model` in [[stage]] 1")
+                .and(predicate::str::contains("nowhere.bin")),
+        );
+    let (pipeline, _) = transcribe_pipeline(dir.path(), "{ path = \"w.bin\", sha265 = \"x\" }");
+    Command::cargo_bin("lai")
+        .unwrap()
+        .arg("check")
+        .arg(&pipeline)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("did you mean `sha256`?"));
+}
+
+// `lai models add` pins a model in the local catalog; `list` says where it comes from, next to
+// the built-ins, and a pipeline names it.
+#[test]
+fn models_add_list_and_run_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let (copy, sha) = whisper_copy(dir.path());
+    let config = dir.path().join("config");
+    let lai = || {
+        let mut cmd = Command::cargo_bin("lai").unwrap();
+        cmd.env("XDG_CONFIG_HOME", &config);
+        cmd
+    };
+    lai()
+        .args(["models", "add", "my-whisper"])
+        .arg(&copy)
+        .assert()
+        .code(0)
+        .stdout(predicate::str::contains("added `my-whisper`"));
+    let overlay = config.join("lai/models.toml");
+    let written = std::fs::read_to_string(&overlay).unwrap();
+    assert!(
+        written.contains(&sha) && written.contains("engine = \"whisper\""),
+        "{written}"
+    );
+    lai().args(["models", "list"]).assert().code(0).stdout(
+        predicate::str::contains("my-whisper")
+            .and(predicate::str::contains(format!(
+                "from: {}",
+                overlay.display()
+            )))
+            .and(predicate::str::contains("from: built-in")),
+    );
+    let (pipeline, input) = transcribe_pipeline(dir.path(), "\"my-whisper\"");
+    run_lai(&config, &pipeline, &input, &dir.path().join("out"))
+        .code(0)
+        .stderr(predicate::str::contains("not pinned").not());
+    let (text, models) = transcript(&dir.path().join("out"));
+    assert!(text.contains("london"), "{text}");
+    assert_eq!(models["my-whisper"], sha.as_str());
+    // An ONNX model without its tokenizer is refused with what to add.
+    lai()
+        .args(["models", "add", "enc"])
+        .arg(dir.path().join("model.onnx"))
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("tokenizer.json"));
 }

@@ -14,12 +14,12 @@ use anyhow::anyhow;
 use super::threads::Threads;
 use crate::device::{Device, Placement};
 use crate::item::Item;
-use crate::models::ResolvedModel;
+use crate::models::{ModelRef, ResolvedModel};
 
 /// A configured stage, shared by all of its workers.
 pub trait Stage: Send + Sync {
-    /// Catalog names of the models this stage loads; each is found and verified before the run.
-    fn models(&self) -> Vec<String> {
+    /// The models this stage loads; each is found and verified before the run.
+    fn models(&self) -> Vec<ModelRef> {
         Vec::new()
     }
 

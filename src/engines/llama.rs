@@ -499,7 +499,11 @@ mod tests {
             dir: models_dir(None),
             verify: true,
         };
-        let resolved = store.resolve("smollm2-135m-instruct").unwrap();
+        let resolved = store
+            .resolve(&crate::models::ModelRef::Catalog(
+                "smollm2-135m-instruct".into(),
+            ))
+            .unwrap();
         LlmModel::load(resolved.file("model").unwrap(), Device::Cpu, 0).unwrap()
     }
 

@@ -563,8 +563,12 @@ mod tests {
     #[test]
     fn converted_models_transcribe_speech() {
         let store = store();
-        let model = store.resolve("whisper-tiny-en").unwrap();
-        let vad = store.resolve("silero-vad").unwrap();
+        let model = store
+            .resolve(&crate::models::ModelRef::Catalog("whisper-tiny-en".into()))
+            .unwrap();
+        let vad = store
+            .resolve(&crate::models::ModelRef::Catalog("silero-vad".into()))
+            .unwrap();
         let whisper = WhisperModel::load(model.file("model").unwrap(), Device::Cpu).unwrap();
         let audio = wav("hello.wav");
         for vad_model in [None, vad.file("vad").map(Path::to_path_buf)] {
@@ -616,7 +620,9 @@ mod tests {
     // transcribes.
     #[test]
     fn converted_base_model_transcribes() {
-        let model = store().resolve("whisper-base").unwrap();
+        let model = store()
+            .resolve(&crate::models::ModelRef::Catalog("whisper-base".into()))
+            .unwrap();
         let whisper = WhisperModel::load(model.file("model").unwrap(), Device::Cpu).unwrap();
         let options = Options {
             threads: 2,

@@ -38,7 +38,29 @@ pub enum Ty {
     StrTable,
     /// A table whose values are lists of strings: `{ name = ["a", "b"] }`.
     StrListTable,
+    /// A model: a catalog name, or a table naming its files by path (see `ModelShape`).
+    Model(&'static ModelShape),
 }
+
+/// What a model option takes besides a catalog name: `{ path = "...", sha256 = "..." }` for
+/// the main file, plus further files by role (each a path, or `{ path, sha256 }`), and for text
+/// encoders the settings a catalog entry keeps in `[model.encoder]`.
+#[derive(Debug)]
+pub struct ModelShape {
+    /// The engine that loads it: "whisper", "llama" or "onnx".
+    pub engine: &'static str,
+    /// Roles of further files, and whether each must be given.
+    pub files: &'static [(&'static str, bool)],
+    /// Whether `max_tokens`, `pooling` and `normalize` may be set.
+    pub encoder: bool,
+}
+
+/// Keys of a model table besides the file roles.
+const MODEL_KEYS: &[&str] = &["path", "sha256"];
+/// Keys of a model table for a text encoder.
+const ENCODER_KEYS: &[&str] = &["max_tokens", "pooling", "normalize"];
+/// Poolings of a sentence-embedding model.
+pub const POOLINGS: &[&str] = &["mean", "cls"];
 
 impl fmt::Display for Ty {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -54,6 +76,20 @@ impl fmt::Display for Ty {
             Ty::ChoiceList(c) => write!(f, "list of: {}", c.join(", ")),
             Ty::StrTable => write!(f, "table of strings"),
             Ty::StrListTable => write!(f, "table of string lists"),
+            Ty::Model(shape) => {
+                write!(f, "a catalog name, or {{ path = \"FILE\", sha256 = \"...\"")?;
+                for (role, required) in shape.files {
+                    let optional = if *required { "" } else { " (optional)" };
+                    write!(f, ", {role} = \"FILE\"{optional}")?;
+                }
+                if shape.encoder {
+                    write!(
+                        f,
+                        ", max_tokens = 512, pooling = \"mean\", normalize = true"
+                    )?;
+                }
+                write!(f, " }} ({} engine; sha256 optional)", shape.engine)
+            }
         }
     }
 }
@@ -170,12 +206,23 @@ impl Diagnostics {
     /// A path written in the file, taken relative to the file's folder (absolute paths as is),
     /// for a file the component reads now.
     pub fn relative_path(&mut self, path: &str) -> std::path::PathBuf {
-        let path = std::path::Path::new(&self.file)
-            .parent()
-            .unwrap_or(std::path::Path::new(""))
-            .join(path);
+        let path = self.path_in_file(path);
         self.reads.push(path.clone());
         path
+    }
+
+    /// A path written in the file, taken relative to the file's folder (absolute paths as is),
+    /// for a file used later (a model, verified by its sha256 when the run starts).
+    pub fn path_in_file(&self, path: &str) -> std::path::PathBuf {
+        std::path::Path::new(&self.file)
+            .parent()
+            .unwrap_or(std::path::Path::new(""))
+            .join(path)
+    }
+
+    /// The file's name as messages give it.
+    pub fn file(&self) -> &str {
+        &self.file
     }
 }
 
@@ -271,7 +318,7 @@ impl Options {
     }
 
     /// The user's value, else the default; `None` for an unset optional key.
-    fn node(&self, key: &str) -> Option<Node> {
+    pub fn node(&self, key: &str) -> Option<Node> {
         if let Some(e) = self.entries.iter().find(|e| e.key == key) {
             return Some(e.node.clone());
         }
@@ -452,6 +499,8 @@ fn check_type(node: &Node, ty: Ty) -> Result<(), (Range<usize>, String)> {
         (Ty::StrListTable, Value::Table(entries)) => entries
             .iter()
             .try_for_each(|e| check_type(&e.node, Ty::StrList)),
+        (Ty::Model(_), Value::Str(_)) => Ok(()),
+        (Ty::Model(shape), Value::Table(entries)) => check_model(node, entries, shape),
         _ => Err(found()),
     }
 }
@@ -464,6 +513,92 @@ fn check_choice(node: &Node, s: &str, choices: &[&str]) -> Result<(), (Range<usi
             node.span.clone(),
             format!("found \"{s}\"; {}", suggest(s, choices)),
         ))
+    }
+}
+
+/// A model given by path: known keys with the right types, `path` and required files present.
+fn check_model(
+    node: &Node,
+    entries: &[Entry],
+    shape: &ModelShape,
+) -> Result<(), (Range<usize>, String)> {
+    let roles = shape.files.iter().map(|(role, _)| *role);
+    let encoder = ENCODER_KEYS.iter().copied().filter(|_| shape.encoder);
+    let known: Vec<&str> = MODEL_KEYS
+        .iter()
+        .copied()
+        .chain(roles)
+        .chain(encoder)
+        .collect();
+    for entry in entries {
+        let key = entry.key.as_str();
+        let checked = match key {
+            "path" => check_type(&entry.node, Ty::Str),
+            "sha256" => check_sha256(&entry.node),
+            "max_tokens" if shape.encoder => {
+                check_type(&entry.node, Ty::Int { min: 2, max: 65536 })
+            }
+            "pooling" if shape.encoder => check_type(&entry.node, Ty::Choice(POOLINGS)),
+            "normalize" if shape.encoder => check_type(&entry.node, Ty::Bool),
+            _ if shape.files.iter().any(|(role, _)| *role == key) => match &entry.node.value {
+                Value::Str(_) => Ok(()),
+                Value::Table(file) => check_file_table(&entry.node, file),
+                other => Err((
+                    entry.node.span.clone(),
+                    format!("`{key}` is {}", other.type_name()),
+                )),
+            },
+            _ => Err((
+                entry.key_span.clone(),
+                format!("unknown key `{key}`; {}", suggest(key, &known)),
+            )),
+        };
+        checked.map_err(|(span, why)| (span, format!("{key}: {why}")))?;
+    }
+    let required = std::iter::once("path").chain(
+        shape
+            .files
+            .iter()
+            .filter(|(_, required)| *required)
+            .map(|(role, _)| *role),
+    );
+    for key in required {
+        if !entries.iter().any(|e| e.key == key) {
+            return Err((node.span.clone(), format!("missing `{key} = \"FILE\"`")));
+        }
+    }
+    Ok(())
+}
+
+/// `{ path = "...", sha256 = "..." }` for one further file of a model.
+fn check_file_table(node: &Node, entries: &[Entry]) -> Result<(), (Range<usize>, String)> {
+    for entry in entries {
+        match entry.key.as_str() {
+            "path" => check_type(&entry.node, Ty::Str)?,
+            "sha256" => check_sha256(&entry.node)?,
+            key => {
+                return Err((
+                    entry.key_span.clone(),
+                    format!("unknown key `{key}`; {}", suggest(key, MODEL_KEYS)),
+                ));
+            }
+        }
+    }
+    if !entries.iter().any(|e| e.key == "path") {
+        return Err((node.span.clone(), "missing `path = \"FILE\"`".into()));
+    }
+    Ok(())
+}
+
+/// A sha256 as 64 hex digits.
+fn check_sha256(node: &Node) -> Result<(), (Range<usize>, String)> {
+    match &node.value {
+        Value::Str(s) if s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()) => Ok(()),
+        Value::Str(s) => Err((
+            node.span.clone(),
+            format!("\"{s}\" is not a sha256 (64 hex digits; `sha256sum FILE` prints it)"),
+        )),
+        other => Err((node.span.clone(), format!("found {}", other.type_name()))),
     }
 }
 

@@ -99,8 +99,8 @@ pub struct Pipeline {
 }
 
 impl Pipeline {
-    /// Catalog names of the models its stages load.
-    pub fn models(&self) -> Vec<String> {
+    /// The models its stages load.
+    pub fn models(&self) -> Vec<crate::models::ModelRef> {
         self.stages.iter().flat_map(|s| s.stage.models()).collect()
     }
 

@@ -266,7 +266,7 @@ fn read_examples(
 }
 
 impl Stage for Classify {
-    fn models(&self) -> Vec<String> {
+    fn models(&self) -> Vec<crate::models::ModelRef> {
         self.embedding.models()
     }
 

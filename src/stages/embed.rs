@@ -76,7 +76,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
 }
 
 impl Stage for Embed {
-    fn models(&self) -> Vec<String> {
+    fn models(&self) -> Vec<crate::models::ModelRef> {
         self.embedding.models()
     }
 

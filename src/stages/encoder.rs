@@ -23,15 +23,15 @@ use crate::component::threads::Threads;
 use crate::device::Placement;
 use crate::engines::onnx::{Encoder, TextModel, Tokens, load_runtime};
 use crate::item::Item;
-use crate::models::EncoderConfig;
+use crate::models::{self, EncoderConfig, ModelRef};
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 /// Options of every stage that embeds text (`embed`, `classify`).
 pub const MODEL: OptionSpec = opt(
     "model",
-    Ty::Str,
+    Ty::Model(&models::TEXT_ENCODER),
     Default::Value("\"all-minilm-l6-v2\""),
-    "Sentence-embedding ONNX model from the catalog (`lai models list`).",
+    "Sentence-embedding ONNX model: a catalog name (`lai models list`), or files by path: { path = \"/models/e5.onnx\", sha256 = \"...\", tokenizer = \"/models/tokenizer.json\" } (window and pooling default to max_tokens = 512, pooling = \"mean\", normalize = true).",
 );
 pub const FIELD: OptionSpec = opt(
     "field",
@@ -221,6 +221,7 @@ impl SentenceModel {
 /// How a stage embeds text: the options `embed` and `classify` share.
 pub struct Embedding {
     pub model_name: String,
+    model_ref: ModelRef,
     pub field: String,
     pub overlap: usize,
     pub pool_long: bool,
@@ -232,8 +233,10 @@ pub struct Embedding {
 
 impl Embedding {
     pub fn from_options(options: &Options, diag: &mut Diagnostics) -> Option<Embedding> {
+        let model = ModelRef::from_option(options, "model", &models::TEXT_ENCODER, diag)?;
         Some(Embedding {
-            model_name: options.str("model"),
+            model_name: model.name(),
+            model_ref: model,
             field: options.str("field"),
             overlap: options.usize("overlap_tokens"),
             pool_long: options.str("long") == "pool",
@@ -244,9 +247,12 @@ impl Embedding {
         })
     }
 
-    /// The catalog models to resolve: the encoder and ONNX Runtime.
-    pub fn models(&self) -> Vec<String> {
-        vec![self.model_name.clone(), runtime().to_string()]
+    /// The models to resolve: the encoder and ONNX Runtime.
+    pub fn models(&self) -> Vec<ModelRef> {
+        vec![
+            self.model_ref.clone(),
+            ModelRef::Catalog(runtime().to_string()),
+        ]
     }
 
     /// Loads the shared model (once) and this worker's session.

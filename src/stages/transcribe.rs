@@ -25,6 +25,7 @@ use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Device, Placement};
 use crate::engines::whisper::pack::{Heard, MAX_CLIP_S, Packer};
 use crate::engines::whisper::{self, Speech, Transcriber, Transcript, WhisperModel};
+use crate::models::{self, ModelRef};
 use crate::item::Item;
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -67,9 +68,9 @@ const OPTIONS: &[OptionSpec] = &[
     WORKERS,
     opt(
         "model",
-        Ty::Str,
+        Ty::Model(&models::WHISPER),
         Default::Value("\"whisper-tiny-en\""),
-        "Whisper model from the catalog (`lai models list`).",
+        "Whisper model: a catalog name (`lai models list`), or a whisper.cpp ggml file (f16 or quantized) by path: { path = \"/models/ggml-large-v3-turbo-q5_0.bin\", sha256 = \"...\" }.",
     ),
     opt(
         "language",
@@ -154,6 +155,7 @@ const OPTIONS: &[OptionSpec] = &[
 
 struct Transcribe {
     model_name: String,
+    model_ref: ModelRef,
     vad_model_name: Option<String>,
     options: whisper::Options,
     threads: usize,
@@ -189,8 +191,10 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         );
         return None;
     }
+    let model = ModelRef::from_option(options, "model", &models::WHISPER, diag)?;
     Some(Box::new(Transcribe {
-        model_name: options.str("model"),
+        model_name: model.name(),
+        model_ref: model,
         vad_model_name: options.bool("vad").then(|| options.str("vad_model")),
         options: whisper::Options {
             language: (language != "auto").then_some(language),
@@ -213,9 +217,9 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
 }
 
 impl Stage for Transcribe {
-    fn models(&self) -> Vec<String> {
-        std::iter::once(self.model_name.clone())
-            .chain(self.vad_model_name.clone())
+    fn models(&self) -> Vec<ModelRef> {
+        std::iter::once(self.model_ref.clone())
+            .chain(self.vad_model_name.clone().map(ModelRef::Catalog))
             .collect()
     }
 

@@ -31,6 +31,7 @@ use super::common::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, GeneratorOptions, LlmModel, Prompt, Request};
+use crate::models::{self, ModelRef};
 use crate::item::{Item, json_type};
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -73,9 +74,9 @@ const OPTIONS: &[OptionSpec] = &[
     workers("1"),
     opt(
         "model",
-        Ty::Str,
+        Ty::Model(&models::LLAMA),
         Default::Value("\"smollm2-135m-instruct\""),
-        "GGUF model from the catalog (`lai models list`).",
+        "GGUF model: a catalog name (`lai models list`), or a file by path: { path = \"/models/qwen2.5-7b-instruct-q4_k_m.gguf\", sha256 = \"...\" }.",
     ),
     opt(
         "task",
@@ -242,6 +243,7 @@ const PARALLEL_GPU: usize = 64;
 
 struct Llm {
     model_name: String,
+    model_ref: ModelRef,
     task: Option<&'static Task>,
     /// The user gave the prompt (needed for a model without a chat template).
     custom_prompt: bool,
@@ -473,8 +475,10 @@ fn configure(
     let system = options
         .opt_str("system")
         .or_else(|| task.and_then(|t| t.system).map(String::from));
+    let model = ModelRef::from_option(options, "model", &models::LLAMA, diag)?;
     Some(Llm {
-        model_name: options.str("model"),
+        model_name: model.name(),
+        model_ref: model,
         task,
         custom_prompt: custom_prompt.is_some(),
         system,
@@ -570,8 +574,8 @@ fn choices_grammar(choices: &[String]) -> String {
 }
 
 impl Stage for Llm {
-    fn models(&self) -> Vec<String> {
-        vec![self.model_name.clone()]
+    fn models(&self) -> Vec<ModelRef> {
+        vec![self.model_ref.clone()]
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
@@ -848,12 +852,14 @@ impl<E: Engine> LlmWorker<'_, E> {
     }
 
     /// Cleaned (or generated) pieces joined with the source's breaks; under the guard, a piece
-    /// that drifted from its source, or was cut short, keeps the source text.
+    /// loses the label, quotes or fence the model wrapped it in, and one that drifted from its
+    /// source, or was cut short, keeps the source text.
     fn join(&self, job: &mut Job, outputs: &[Completion]) -> String {
         let mut out = String::new();
         for (piece, completion) in job.pieces.iter().zip(outputs) {
             let mut text = completion.text.trim();
             if let Some(guard) = self.stage.guard {
+                text = text::unwrap_answer(text, &piece.text);
                 let source = text::words(&piece.text);
                 let cleaned = text::words(text);
                 let similarity = text::similarity(&source, &cleaned);

@@ -1,5 +1,6 @@
 //! Text work around the model: prompt templates, splitting long inputs by tokens, and the
-//! cleanup guard's word-level similarity.
+//! cleanup guard: stripping what a small model wraps around its answer, and word-level
+//! similarity.
 
 use serde_json::{Map, Value};
 
@@ -230,6 +231,80 @@ pub fn similarity(a: &[String], b: &[String]) -> f64 {
     2.0 * row[b.len()] as f64 / (a.len() + b.len()) as f64
 }
 
+/// Words that make a short phrase ending in ':' at the start of an answer a label the model
+/// invented ("Corrected text:", "Here is the cleaned transcript:"), not the text's own words.
+const LABEL_WORDS: &[&str] = &[
+    "transcription", "transcript", "text", "corrected", "cleaned", "cleanup", "output", "result",
+    "answer", "response", "version", "here", "heres", "below", "following", "revised", "edited",
+];
+
+/// Openers of a chatty answer ("Sure! ...", "Certainly, ...").
+const OPENERS: &[&str] = &["sure", "certainly", "of course", "okay", "ok", "absolutely"];
+
+/// Quote pairs a model wraps a whole answer in.
+const QUOTES: &[(char, char)] = &[('"', '"'), ('\'', '\''), ('“', '”'), ('‘', '’'), ('«', '»')];
+
+/// The answer without what the model put around it and the source does not have: a leading
+/// chatty opener, an invented label ("Transcription:"), a code fence, enclosing quotes; repeated
+/// until none is left. The guard's similarity check then judges what remains.
+pub fn unwrap_answer<'a>(answer: &'a str, source: &str) -> &'a str {
+    let source = source.trim();
+    let mut text = answer.trim();
+    loop {
+        let before = text;
+        if let Some(inner) = text.strip_prefix("```").and_then(|t| t.strip_suffix("```")) {
+            // The first line may name a language ("```text").
+            text = match inner.split_once('\n') {
+                Some((lang, rest)) if !lang.contains(' ') => rest,
+                _ => inner,
+            }
+            .trim();
+        }
+        if let Some(rest) = strip_opener(text, source) {
+            text = rest;
+        }
+        if let Some(rest) = strip_label(text, source) {
+            text = rest;
+        }
+        for (open, close) in QUOTES {
+            let wrapped = text.len() > 2 && text.starts_with(*open) && text.ends_with(*close);
+            if wrapped && !(source.starts_with(*open) && source.ends_with(*close)) {
+                text = text[open.len_utf8()..text.len() - close.len_utf8()].trim();
+                break;
+            }
+        }
+        if text == before {
+            return text;
+        }
+    }
+}
+
+/// "Sure! rest", "Certainly, rest": the rest, when the source does not start the same way.
+fn strip_opener<'a>(text: &'a str, source: &str) -> Option<&'a str> {
+    let lower = text.to_lowercase();
+    let opener = OPENERS.iter().find(|o| lower.starts_with(*o))?;
+    if source.to_lowercase().starts_with(opener) {
+        return None;
+    }
+    let rest = &text[opener.len()..];
+    let rest = rest.strip_prefix(['!', ',', '.'])?;
+    Some(rest.trim_start())
+}
+
+/// "Label words: rest" at the start, a short phrase with a label word that the source does not
+/// start with: the rest.
+fn strip_label<'a>(text: &'a str, source: &str) -> Option<&'a str> {
+    let (label, rest) = text.split_once(':')?;
+    let label_words = words(label);
+    let short = !label_words.is_empty() && label_words.len() <= 8 && !label.contains('\n');
+    let labelled = label_words.iter().any(|w| LABEL_WORDS.contains(&w.as_str()));
+    let own = source
+        .to_lowercase()
+        .starts_with(&label.trim().to_lowercase());
+    (short && labelled && !own && !label.chars().any(|c| c.is_ascii_digit()))
+        .then(|| rest.trim_start())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -309,5 +384,37 @@ mod tests {
         let drifted = words("The meeting discussed various plans for the future.");
         assert!(similarity(&source, &drifted) < 0.4);
         assert_eq!(similarity(&[], &[]), 1.0);
+    }
+
+    // Labels, openers, fences and quotes the model invented are removed; the source's own are kept.
+    #[test]
+    fn unwraps_invented_wrappers() {
+        let source = "um so we met on tuesday and the plan is fine";
+        let clean = "So we met on Tuesday, and the plan is fine.";
+        for answer in [
+            "Transcription: So we met on Tuesday, and the plan is fine.",
+            "Corrected text:\nSo we met on Tuesday, and the plan is fine.",
+            "Cleaned transcript: So we met on Tuesday, and the plan is fine.",
+            "Here is the corrected transcript:\n\nSo we met on Tuesday, and the plan is fine.",
+            "Here's the cleaned text: \"So we met on Tuesday, and the plan is fine.\"",
+            "Sure! Here is the corrected text:\nSo we met on Tuesday, and the plan is fine.",
+            "Sure, So we met on Tuesday, and the plan is fine.",
+            "\"So we met on Tuesday, and the plan is fine.\"",
+            "“So we met on Tuesday, and the plan is fine.”",
+            "```\nSo we met on Tuesday, and the plan is fine.\n```",
+            "```text\nSo we met on Tuesday, and the plan is fine.\n```",
+            "Output:\n```\n\"So we met on Tuesday, and the plan is fine.\"\n```",
+        ] {
+            assert_eq!(unwrap_answer(answer, source), clean, "{answer:?}");
+        }
+        // Text that is the source's own stays as it is.
+        assert_eq!(unwrap_answer(clean, source), clean);
+        let speaker = "Speaker text: we met at 10:30.";
+        assert_eq!(unwrap_answer(speaker, "speaker text: we met at 10:30"), speaker);
+        assert_eq!(unwrap_answer("At 10:30 we met.", "at 10:30 we met"), "At 10:30 we met.");
+        let quoted = "\"Fine,\" she said.";
+        assert_eq!(unwrap_answer(quoted, "fine she said"), quoted);
+        assert_eq!(unwrap_answer("Sure, we can.", "sure we can"), "Sure, we can.");
+        assert_eq!(unwrap_answer("Note: the plan is fine.", "note the plan is fine"), "Note: the plan is fine.");
     }
 }

@@ -28,6 +28,7 @@ use super::common::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
 use crate::component::StartContext;
 use crate::component::{Stage, Worker};
 use crate::device::{DEVICE, Placement};
+use crate::models::{self, ModelRef};
 use crate::item::Item;
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
@@ -116,9 +117,9 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "ner_model",
-        Ty::Str,
+        Ty::Model(&models::TOKEN_CLASSIFIER),
         Default::Unset,
-        "Token-classification ONNX model from the catalog (e.g. \"rampart-pii\") for names, addresses and ids; leave out for rules only.",
+        "Token-classification ONNX model for names, addresses and ids: a catalog name (e.g. \"rampart-pii\"), or files by path: { path = \"/models/ner.onnx\", sha256 = \"...\", tokenizer = \"/models/tokenizer.json\", config = \"/models/config.json\" } (config.json holds id2label); leave out for rules only.",
     ),
     opt(
         "ner_entities",
@@ -152,6 +153,7 @@ const OPTIONS: &[OptionSpec] = &[
 
 struct NerSpec {
     model_name: String,
+    model_ref: ModelRef,
     entities: Vec<String>,
     min_score: f32,
     threads: usize,
@@ -319,8 +321,10 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         return None;
     }
     let device = Placement::from_options(options, diag)?;
-    let ner = options.opt_str("ner_model").map(|model_name| NerSpec {
-        model_name,
+    let ner_model = ModelRef::from_option(options, "ner_model", &models::TOKEN_CLASSIFIER, diag);
+    let ner = ner_model.map(|model| NerSpec {
+        model_name: model.name(),
+        model_ref: model,
         entities: options.str_list("ner_entities"),
         min_score: options.float("ner_min_score") as f32,
         threads: options.usize("threads"),
@@ -416,10 +420,15 @@ impl Redact {
 }
 
 impl Stage for Redact {
-    fn models(&self) -> Vec<String> {
+    fn models(&self) -> Vec<ModelRef> {
         self.ner
             .iter()
-            .flat_map(|n| [n.model_name.clone(), super::encoder::runtime().to_string()])
+            .flat_map(|n| {
+                [
+                    n.model_ref.clone(),
+                    ModelRef::Catalog(super::encoder::runtime().to_string()),
+                ]
+            })
             .collect()
     }
 
