@@ -239,8 +239,9 @@ impl LlmModel {
     pub fn generator(&self, options: &GeneratorOptions) -> anyhow::Result<Generator<'_>> {
         let parallel = options.parallel.max(1);
         // The shared prefix has a sequence of its own, after the slots' (each sequence gets
-        // `context` cells of the KV cache).
-        let sequences = parallel + usize::from(options.share_prefix);
+        // `context` cells of the KV cache); at llama.cpp's most sequences there is none left.
+        let share_prefix = options.share_prefix && parallel < MAX_SEQUENCES;
+        let sequences = parallel + usize::from(share_prefix);
         let n_ctx = u32::try_from(options.context * sequences).context("context too large")?;
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
         let on_gpu = self.device == Device::Gpu;
@@ -263,14 +264,25 @@ impl LlmModel {
             parallel,
             context: options.context,
             batch: LlamaBatch::new(BATCH_TOKENS, i32::try_from(parallel).unwrap_or(1)),
-            share_prefix: options.share_prefix,
+            share_prefix,
             prefix: Vec::new(),
         })
     }
 }
 
+/// Most sequences a llama.cpp context holds (`LLAMA_MAX_SEQ`).
+const MAX_SEQUENCES: usize = 256;
+
 /// Most tokens decoded in one llama.cpp call (prompt pieces and next tokens together).
 const BATCH_TOKENS: usize = 512;
+
+/// Most prompt tokens of one sequence in one decode. ggml's CPU attention takes another path
+/// (tiled, with other rounding) for a sequence with 64 or more tokens in a batch (its
+/// `GGML_FA_TILE_Q`); below that, each token's attention is computed alone, the same
+/// whatever else is in the batch. Feeding prompts in pieces under the threshold makes greedy
+/// output independent of how prompts are batched and of whether a shared prefix was decoded
+/// apart (see `hold_prefix`).
+const PROMPT_CHUNK: usize = 63;
 
 pub struct Generator<'m> {
     model: &'m LlmModel,
@@ -427,10 +439,10 @@ impl Generator<'_> {
         self.ctx
             .clear_kv_cache_seq(Some(seq as u32), None, None)
             .map_err(|e| e.to_string())?;
-        for (c, chunk) in tokens.chunks(BATCH_TOKENS).enumerate() {
+        for (c, chunk) in tokens.chunks(PROMPT_CHUNK).enumerate() {
             self.batch.clear();
             for (k, token) in chunk.iter().enumerate() {
-                let pos = (c * BATCH_TOKENS + k) as i32;
+                let pos = (c * PROMPT_CHUNK + k) as i32;
                 // Logits are never read; asking for the last row keeps llama.cpp's batch usual.
                 let last = k + 1 == chunk.len();
                 self.batch
@@ -510,7 +522,7 @@ impl Generator<'_> {
         order.sort_by_key(|s| s.pending.len() > 1);
         for slot in order {
             slot.logits = None;
-            let take = slot.pending.len().min(room);
+            let take = slot.pending.len().min(room).min(PROMPT_CHUNK);
             if take == 0 {
                 continue;
             }
