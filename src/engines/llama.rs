@@ -266,6 +266,7 @@ impl LlmModel {
             batch: LlamaBatch::new(BATCH_TOKENS, i32::try_from(parallel).unwrap_or(1)),
             share_prefix,
             prefix: Vec::new(),
+            prompt_chunk: if on_gpu { BATCH_TOKENS } else { PROMPT_CHUNK },
         })
     }
 }
@@ -281,7 +282,8 @@ const BATCH_TOKENS: usize = 512;
 /// `GGML_FA_TILE_Q`); below that, each token's attention is computed alone, the same
 /// whatever else is in the batch. Feeding prompts in pieces under the threshold makes greedy
 /// output independent of how prompts are batched and of whether a shared prefix was decoded
-/// apart (see `hold_prefix`).
+/// apart (see `hold_prefix`). On the GPU, whose kernels promise no such thing, prompts go
+/// in as large pieces as the batch takes.
 const PROMPT_CHUNK: usize = 63;
 
 pub struct Generator<'m> {
@@ -291,6 +293,8 @@ pub struct Generator<'m> {
     context: usize,
     batch: LlamaBatch<'static>,
     share_prefix: bool,
+    /// Most prompt tokens of one sequence per decode (see `PROMPT_CHUNK`).
+    prompt_chunk: usize,
     /// The tokens held in the prefix sequence (number `parallel`), decoded once and copied
     /// into each sequence whose prompt starts with them; empty when none is held.
     prefix: Vec<LlamaToken>,
@@ -439,10 +443,10 @@ impl Generator<'_> {
         self.ctx
             .clear_kv_cache_seq(Some(seq as u32), None, None)
             .map_err(|e| e.to_string())?;
-        for (c, chunk) in tokens.chunks(PROMPT_CHUNK).enumerate() {
+        for (c, chunk) in tokens.chunks(self.prompt_chunk).enumerate() {
             self.batch.clear();
             for (k, token) in chunk.iter().enumerate() {
-                let pos = (c * PROMPT_CHUNK + k) as i32;
+                let pos = (c * self.prompt_chunk + k) as i32;
                 // Logits are never read; asking for the last row keeps llama.cpp's batch usual.
                 let last = k + 1 == chunk.len();
                 self.batch
@@ -522,7 +526,7 @@ impl Generator<'_> {
         order.sort_by_key(|s| s.pending.len() > 1);
         for slot in order {
             slot.logits = None;
-            let take = slot.pending.len().min(room).min(PROMPT_CHUNK);
+            let take = slot.pending.len().min(room).min(self.prompt_chunk);
             if take == 0 {
                 continue;
             }
