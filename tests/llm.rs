@@ -159,6 +159,71 @@ fn json_and_choices_are_constrained() {
     }
 }
 
+// The shared prompt prefix (on by default) changes nothing in the records: labels (a system
+// message and long instructions) and JSON fields are byte-identical with `prefix_cache =
+// false` at `parallel = 3`, and the run report counts the prompt tokens the prefix saved.
+#[test]
+fn prefix_cache_keeps_outputs_identical() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = corpus(dir.path());
+    let labels = "task = \"classify\"\nchoices = [\"billing\", \"technical problem\", \"account\", \"feedback\", \"other\"]\nsystem = \"You sort the messages that customers send to the support desk of a telephone and internet company. Billing covers invoices, charges and refunds; technical problems cover devices, connections and software; account covers logins, plans and cancellations; feedback is praise or complaints about service.\"\nparallel = 3";
+    let fields = "task = \"extract\"\nfields = [\"name\", \"email\"]\nparallel = 3";
+    for (name, stage) in [("labels", labels), ("fields", fields)] {
+        let mut runs = Vec::new();
+        for (setting, cache) in [("on", ""), ("off", "\nprefix_cache = false")] {
+            let p = pipeline(
+                dir.path(),
+                &format!("{name}-{setting}"),
+                &format!("{stage}{cache}"),
+            );
+            let out = dir.path().join(format!("{name}-{setting}"));
+            let report = out.join("report.json");
+            lai()
+                .args(["run", "--progress", "never", "--jobs", "2", "--report"])
+                .arg(&report)
+                .arg(&p)
+                .arg(&input)
+                .arg("-o")
+                .arg(&out)
+                .assert()
+                .success();
+            let records: Vec<Value> = jsonl(&out.join("out.jsonl"))
+                .into_iter()
+                .map(|mut r| {
+                    r.as_object_mut().unwrap().remove("_lai");
+                    r
+                })
+                .collect();
+            let report: Value =
+                serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+            let llm = report["stages"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|s| s["stage"] == "llm")
+                .unwrap()
+                .clone();
+            runs.push((records, llm));
+        }
+        let ((on, on_report), (off, off_report)) = (&runs[0], &runs[1]);
+        assert_eq!(on.len(), 12);
+        assert_eq!(on, off, "{name}: records differ with the prefix cache");
+        let prompt = on_report["prompt_tokens"].as_u64().unwrap();
+        let cached = on_report["cached_prompt_tokens"].as_u64().unwrap();
+        assert_eq!(off_report["prompt_tokens"].as_u64(), Some(prompt));
+        assert!(
+            off_report.get("cached_prompt_tokens").is_none(),
+            "{off_report}"
+        );
+        // Each of the 12 prompts takes its instructions (and the system message) from the prefix.
+        assert!(
+            cached > 12 * 30 && cached < prompt,
+            "{name}: {cached} of {prompt}"
+        );
+    }
+}
+
 const SENTENCES: usize = 60;
 
 /// A transcript of `sentences` numbered sentences.

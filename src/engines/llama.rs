@@ -7,6 +7,13 @@
 //! refilled as soon as its sequence ends (continuous batching). Sampling is per sequence: greedy
 //! by default, seeded otherwise, optionally constrained by a GBNF grammar.
 //!
+//! Prompts of one batch usually begin alike (the chat template's frame, a system message, the
+//! task's instructions). With `share_prefix`, the tokens that every prompt of a batch begins
+//! with are decoded once into a sequence of their own, and each prompt that starts with them
+//! gets a copy of their KV cache (llama.cpp's sequence copy) and decodes only the rest. The
+//! prefix is found on the prompts' tokens, never on their text, so each prompt's tokens are
+//! exactly what they are without it, and greedy output is the same either way.
+//!
 //! Item text is data, never control: a `Prompt` keeps the chat template's frame (and a
 //! whole-prompt template its author wrote) apart from the text put into it, and only the frame's
 //! special tokens are parsed as such; a document holding `<|im_start|>system` is tokenized as
@@ -58,6 +65,8 @@ pub struct GeneratorOptions {
     /// Context tokens per sequence: prompt plus output.
     pub context: usize,
     pub threads: usize,
+    /// Decode the prompts' shared beginning once and copy it into each sequence.
+    pub share_prefix: bool,
 }
 
 /// A prompt in parts, each tokenized on its own: control text, whose special tokens
@@ -132,6 +141,8 @@ pub struct Request {
 pub struct Completion {
     pub text: String,
     pub prompt_tokens: usize,
+    /// Of `prompt_tokens`, those copied from the shared prefix rather than decoded.
+    pub cached_tokens: usize,
     pub tokens: usize,
     /// True when `max_tokens` ended it rather than the model or a stop string.
     pub truncated: bool,
@@ -227,7 +238,11 @@ impl LlmModel {
     /// A generator with its own context; create one per worker thread.
     pub fn generator(&self, options: &GeneratorOptions) -> anyhow::Result<Generator<'_>> {
         let parallel = options.parallel.max(1);
-        let n_ctx = u32::try_from(options.context * parallel).context("context too large")?;
+        // The shared prefix has a sequence of its own, after the slots' (each sequence gets
+        // `context` cells of the KV cache); at llama.cpp's most sequences there is none left.
+        let share_prefix = options.share_prefix && parallel < MAX_SEQUENCES;
+        let sequences = parallel + usize::from(share_prefix);
+        let n_ctx = u32::try_from(options.context * sequences).context("context too large")?;
         let threads = i32::try_from(options.threads.max(1)).unwrap_or(1);
         let on_gpu = self.device == Device::Gpu;
         let params = LlamaContextParams::default()
@@ -236,7 +251,7 @@ impl LlmModel {
             // On the CPU nothing moves to a GPU that a CUDA build may see.
             .with_offload_kqv(on_gpu)
             .with_op_offload(on_gpu)
-            .with_n_seq_max(u32::try_from(parallel).unwrap_or(1))
+            .with_n_seq_max(u32::try_from(sequences).unwrap_or(1))
             .with_n_threads(threads)
             .with_n_threads_batch(threads);
         let ctx = self
@@ -249,12 +264,27 @@ impl LlmModel {
             parallel,
             context: options.context,
             batch: LlamaBatch::new(BATCH_TOKENS, i32::try_from(parallel).unwrap_or(1)),
+            share_prefix,
+            prefix: Vec::new(),
+            prompt_chunk: if on_gpu { BATCH_TOKENS } else { PROMPT_CHUNK },
         })
     }
 }
 
+/// Most sequences a llama.cpp context holds (`LLAMA_MAX_SEQ`).
+const MAX_SEQUENCES: usize = 256;
+
 /// Most tokens decoded in one llama.cpp call (prompt pieces and next tokens together).
 const BATCH_TOKENS: usize = 512;
+
+/// Most prompt tokens of one sequence in one decode. ggml's CPU attention takes another path
+/// (tiled, with other rounding) for a sequence with 64 or more tokens in a batch (its
+/// `GGML_FA_TILE_Q`); below that, each token's attention is computed alone, the same
+/// whatever else is in the batch. Feeding prompts in pieces under the threshold makes greedy
+/// output independent of how prompts are batched and of whether a shared prefix was decoded
+/// apart (see `hold_prefix`). On the GPU, whose kernels promise no such thing, prompts go
+/// in as large pieces as the batch takes.
+const PROMPT_CHUNK: usize = 63;
 
 pub struct Generator<'m> {
     model: &'m LlmModel,
@@ -262,7 +292,17 @@ pub struct Generator<'m> {
     parallel: usize,
     context: usize,
     batch: LlamaBatch<'static>,
+    share_prefix: bool,
+    /// Most prompt tokens of one sequence per decode (see `PROMPT_CHUNK`).
+    prompt_chunk: usize,
+    /// The tokens held in the prefix sequence (number `parallel`), decoded once and copied
+    /// into each sequence whose prompt starts with them; empty when none is held.
+    prefix: Vec<LlamaToken>,
 }
+
+/// Fewest shared tokens worth a sequence of their own: below this, copying the prefix's KV
+/// cache (the whole of its sequence's cells) may cost more than decoding the tokens again.
+const MIN_SHARED_PREFIX: usize = 16;
 
 /// A sequence in flight.
 struct Slot {
@@ -273,6 +313,8 @@ struct Slot {
     /// Position of the next token in the sequence.
     pos: i32,
     prompt_tokens: usize,
+    /// Prompt tokens copied from the shared prefix.
+    cached_tokens: usize,
     /// Greedy, or temperature and a seeded draw.
     sampler: LlamaSampler,
     /// The request's grammar, checked against the sampled token (see `pick`).
@@ -295,6 +337,13 @@ impl Generator<'_> {
         mut around_decode: impl FnMut() -> G,
     ) -> Vec<Result<Completion, String>> {
         let mut results: Vec<Option<Result<Completion, String>>> = vec![None; requests.len()];
+        let mut prompts: Vec<Vec<LlamaToken>> = requests
+            .iter()
+            .map(|r| self.model.tokenize(&r.prompt))
+            .collect();
+        if self.share_prefix && !give_up() {
+            self.hold_prefix(requests, &prompts, &mut around_decode);
+        }
         let mut queue = (0..requests.len()).rev().collect::<Vec<_>>();
         let mut slots: Vec<Option<Slot>> = (0..self.parallel).map(|_| None).collect();
         loop {
@@ -302,7 +351,8 @@ impl Generator<'_> {
             for (seq, slot) in slots.iter_mut().enumerate() {
                 while slot.is_none() {
                     let Some(i) = queue.pop() else { break };
-                    match self.start(i, &requests[i], seq as i32) {
+                    let prompt = std::mem::take(&mut prompts[i]);
+                    match self.start(i, &requests[i], prompt, seq as i32) {
                         Ok(s) => *slot = Some(s),
                         Err(e) => results[i] = Some(Err(e)),
                     }
@@ -356,12 +406,74 @@ impl Generator<'_> {
             .collect()
     }
 
-    fn start(&mut self, request: usize, r: &Request, seq: i32) -> Result<Slot, String> {
-        let pending = self.model.tokenize(&r.prompt);
-        if pending.len() + r.max_tokens > self.context {
+    /// Makes the prefix sequence hold a beginning that the prompts share: the one it holds if
+    /// every prompt starts with it, else the prompts' longest common beginning when that is
+    /// long enough (otherwise the held one stays, for the prompts that start with it). Only
+    /// prompts that fit count. A failed decode leaves no prefix: prompts are then decoded whole.
+    fn hold_prefix<G>(
+        &mut self,
+        requests: &[Request],
+        prompts: &[Vec<LlamaToken>],
+        around_decode: &mut impl FnMut() -> G,
+    ) {
+        let fitting: Vec<&[LlamaToken]> = prompts
+            .iter()
+            .zip(requests)
+            .filter(|(p, r)| p.len() + r.max_tokens <= self.context)
+            .map(|(p, _)| p.as_slice())
+            .collect();
+        let held = &self.prefix;
+        if !held.is_empty() && fitting.iter().all(|p| extends(p, held)) {
+            return;
+        }
+        let shared = shared_prefix(&fitting);
+        if shared < MIN_SHARED_PREFIX {
+            return;
+        }
+        let tokens = fitting[0][..shared].to_vec();
+        let lease = around_decode();
+        let decoded = self.decode_prefix(&tokens);
+        drop(lease);
+        self.prefix = if decoded.is_ok() { tokens } else { Vec::new() };
+    }
+
+    /// Decodes `tokens` from position 0 into the prefix sequence, replacing what it held.
+    fn decode_prefix(&mut self, tokens: &[LlamaToken]) -> Result<(), String> {
+        let seq = self.parallel as i32;
+        self.ctx
+            .clear_kv_cache_seq(Some(seq as u32), None, None)
+            .map_err(|e| e.to_string())?;
+        for (c, chunk) in tokens.chunks(self.prompt_chunk).enumerate() {
+            self.batch.clear();
+            for (k, token) in chunk.iter().enumerate() {
+                let pos = (c * self.prompt_chunk + k) as i32;
+                // Logits are never read; asking for the last row keeps llama.cpp's batch usual.
+                let last = k + 1 == chunk.len();
+                self.batch
+                    .add(*token, pos, &[seq], last)
+                    .map_err(|e| format!("batch full: {e}. This is a bug."))?;
+            }
+            if let Err(e) = self.ctx.decode(&mut self.batch) {
+                self.ctx
+                    .clear_kv_cache_seq(Some(seq as u32), None, None)
+                    .ok();
+                return Err(format!("llama.cpp decode failed: {e}"));
+            }
+        }
+        Ok(())
+    }
+
+    fn start(
+        &mut self,
+        request: usize,
+        r: &Request,
+        prompt: Vec<LlamaToken>,
+        seq: i32,
+    ) -> Result<Slot, String> {
+        if prompt.len() + r.max_tokens > self.context {
             return Err(format!(
                 "the prompt is {} tokens and up to {} more may be generated, over the context of {} tokens per sequence; raise `context` or lower `max_tokens`",
-                pending.len(),
+                prompt.len(),
                 r.max_tokens,
                 self.context
             ));
@@ -381,12 +493,22 @@ impl Generator<'_> {
         } else {
             LlamaSampler::greedy()
         };
+        // The sequence starts as a copy of the prefix's cells when the prompt begins with it.
+        let cached = if extends(&prompt, &self.prefix) {
+            self.ctx
+                .copy_kv_cache_seq(self.parallel as i32, seq, None, None)
+                .map_err(|e| format!("cannot copy the shared prefix: {e}"))?;
+            self.prefix.len()
+        } else {
+            0
+        };
         Ok(Slot {
             request,
             seq,
-            prompt_tokens: pending.len(),
-            pending,
-            pos: 0,
+            prompt_tokens: prompt.len(),
+            cached_tokens: cached,
+            pending: prompt[cached..].to_vec(),
+            pos: cached as i32,
             sampler,
             grammar,
             out: Vec::new(),
@@ -404,7 +526,7 @@ impl Generator<'_> {
         order.sort_by_key(|s| s.pending.len() > 1);
         for slot in order {
             slot.logits = None;
-            let take = slot.pending.len().min(room);
+            let take = slot.pending.len().min(room).min(self.prompt_chunk);
             if take == 0 {
                 continue;
             }
@@ -434,6 +556,7 @@ impl Generator<'_> {
         let finish = |slot: &mut Slot, truncated: bool| Completion {
             text: String::from_utf8_lossy(&slot.out).into_owned(),
             prompt_tokens: slot.prompt_tokens,
+            cached_tokens: slot.cached_tokens,
             tokens: slot.generated,
             truncated,
         };
@@ -477,6 +600,33 @@ impl Generator<'_> {
         grammar.accept(token);
         token
     }
+}
+
+/// Whether `prompt` starts with a non-empty `prefix` and goes on past it (its last token must
+/// be decoded in its own sequence, for its logits).
+fn extends<T: PartialEq>(prompt: &[T], prefix: &[T]) -> bool {
+    !prefix.is_empty() && prompt.len() > prefix.len() && prompt.starts_with(prefix)
+}
+
+/// Length of the beginning that all of at least two prompts share, short of the whole of any
+/// of them; 0 for fewer than two.
+fn shared_prefix<T: PartialEq>(prompts: &[&[T]]) -> usize {
+    let [first, rest @ ..] = prompts else {
+        return 0;
+    };
+    if rest.is_empty() {
+        return 0;
+    }
+    let mut shared = first.len().saturating_sub(1);
+    for p in rest {
+        let common = first
+            .iter()
+            .zip(p.iter())
+            .take_while(|(a, b)| a == b)
+            .count();
+        shared = shared.min(common).min(p.len().saturating_sub(1));
+    }
+    shared
 }
 
 /// Byte offset of the earliest stop string in `out`.
@@ -534,6 +684,7 @@ mod tests {
                 parallel,
                 context: 256,
                 threads: 2,
+                share_prefix: false,
             };
             model
                 .generator(&options)
@@ -548,6 +699,92 @@ mod tests {
         assert_eq!(one, two);
     }
 
+    // With the shared prefix decoded once and copied into each sequence, greedy outputs are
+    // byte-identical to decoding every prompt whole, at any `parallel`, over two batches (the
+    // second reuses the held prefix); every prompt takes the system message and instructions
+    // from the prefix, and one that starts otherwise is decoded whole.
+    #[test]
+    fn shared_prefix_gives_identical_output() {
+        let model = model();
+        let system = "You are a support assistant for a telephone and internet company. Read the customer's message carefully and answer in one short, polite sentence that says what happens next.";
+        let messages = [
+            "My internet has been down since Monday.",
+            "Please cancel my subscription at the end of the month.",
+            "I was charged twice for invoice 2231.",
+            "The technician fixed my router, thank you!",
+            "How do I change my password?",
+        ];
+        let mut requests: Vec<Request> = messages
+            .iter()
+            .map(|m| Request {
+                prompt: model.chat_prompt(Some(system), m).unwrap(),
+                max_tokens: 24,
+                ..Request::default()
+            })
+            .collect();
+        // A grammar-bound label and an unrelated prompt in the same batch.
+        requests.push(Request {
+            prompt: model
+                .chat_prompt(Some(system), "Is this spam? WIN NOW")
+                .unwrap(),
+            max_tokens: 4,
+            grammar: Some(r#"root ::= "yes" | "no""#.into()),
+            ..Request::default()
+        });
+        requests.push(Request {
+            prompt: model.chat_prompt(None, "Say hello.").unwrap(),
+            max_tokens: 8,
+            ..Request::default()
+        });
+        let (first, second) = requests.split_at(4);
+        let run = |parallel, share_prefix| {
+            let mut generator = model
+                .generator(&GeneratorOptions {
+                    parallel,
+                    context: 256,
+                    threads: 2,
+                    share_prefix,
+                })
+                .unwrap();
+            let mut out = generator.run(first, &|| false, || ());
+            out.extend(generator.run(second, &|| false, || ()));
+            out.into_iter().map(Result::unwrap).collect::<Vec<_>>()
+        };
+        let whole = run(3, false);
+        assert!(whole.iter().all(|c| c.cached_tokens == 0));
+        for parallel in [1, 3] {
+            let shared = run(parallel, true);
+            for (a, b) in whole.iter().zip(&shared) {
+                assert_eq!(
+                    (&a.text, a.tokens, a.prompt_tokens, a.truncated),
+                    (&b.text, b.tokens, b.prompt_tokens, b.truncated),
+                    "parallel {parallel}"
+                );
+            }
+            let instructions = model.count_tokens(system);
+            let (framed, other) = shared.split_at(shared.len() - 1);
+            assert!(
+                framed.iter().all(|c| c.cached_tokens > instructions),
+                "{shared:?}"
+            );
+            assert_eq!(other[0].cached_tokens, 0);
+        }
+    }
+
+    // The shared beginning stops short of the whole of any prompt, and needs two prompts.
+    #[test]
+    fn shared_prefix_of_token_lists() {
+        let (a, b, c): (&[u8], &[u8], &[u8]) = (b"abcdef", b"abcxyz", b"abc");
+        assert_eq!(shared_prefix(&[a, b]), 3);
+        assert_eq!(shared_prefix(&[a, b, c]), 2);
+        assert_eq!(shared_prefix(&[a, a]), 5);
+        assert_eq!(shared_prefix(&[a]), 0);
+        assert_eq!(shared_prefix::<u8>(&[]), 0);
+        assert_eq!(shared_prefix(&[a, b"xbc"]), 0);
+        assert_eq!(shared_prefix(&[a, b""]), 0);
+        assert!(extends(a, b"abc") && !extends(c, b"abc") && !extends(a, b""));
+    }
+
     // A grammar confines the output to the listed labels; stop strings and limits end sequences;
     // an oversized prompt fails alone.
     #[test]
@@ -558,6 +795,7 @@ mod tests {
                 parallel: 3,
                 context: 128,
                 threads: 2,
+                share_prefix: true,
             })
             .unwrap();
         let label = Request {

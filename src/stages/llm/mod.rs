@@ -53,6 +53,23 @@ pub static GENERATED: Unit = Unit {
     },
 };
 
+/// Prompt tokens of the stage's requests, and of those the ones copied from a prompt
+/// beginning shared with the rest of the batch (`prefix_cache`) rather than decoded.
+pub static PROMPT_TOKENS: Unit = Unit {
+    total: "prompt_tokens",
+    rate: "prompt_tokens_per_busy_s",
+    per: Per::BusySecond,
+    whole: true,
+    describe: |tokens, _| format!("{tokens} prompt tokens"),
+};
+pub static CACHED_PROMPT_TOKENS: Unit = Unit {
+    total: "cached_prompt_tokens",
+    rate: "cached_prompt_tokens_per_busy_s",
+    per: Per::BusySecond,
+    whole: true,
+    describe: |tokens, _| format!("{tokens} prompt tokens from the shared prefix"),
+};
+
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "llm",
     doc: "A local LLM (llama.cpp, GGUF) over a text field: `task` cleanup, summarize, extract (JSON fields) or classify (one of `choices`), or your own `prompt`; many items decode together.",
@@ -225,6 +242,12 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("0"),
         "CPU threads per worker's context; 0 uses all of `--jobs` (shared with other stages, never oversubscribed), or one on the GPU.",
     ).speed(),
+    opt(
+        "prefix_cache",
+        Ty::Bool,
+        Default::Value("true"),
+        "Decode the beginning that a batch's prompts share (chat frame, system message, instructions) once per context and copy its KV cache into each sequence, so an item pays only for its own tokens; false decodes every prompt whole. Outputs are the same either way.",
+    ).speed(),
     DEVICE,
     opt(
         "gpu_layers",
@@ -265,6 +288,7 @@ struct Llm {
     overlap_tokens: usize,
     guard: Option<Guard>,
     threads: usize,
+    prefix_cache: bool,
     device: Placement,
     gpu_layers: u32,
     model: Shared<LlmModel>,
@@ -499,6 +523,7 @@ fn configure(
         overlap_tokens: options.usize("overlap_tokens"),
         guard,
         threads: options.usize("threads"),
+        prefix_cache: options.bool("prefix_cache"),
         device: Placement::from_options(options, diag)?,
         gpu_layers: u32::try_from(options.int("gpu_layers")).unwrap_or(u32::MAX),
         model: Shared::default(),
@@ -601,6 +626,7 @@ impl Stage for Llm {
             parallel,
             context: self.context,
             threads,
+            share_prefix: self.prefix_cache,
         })?;
         Ok(Box::new(LlmWorker {
             stage: self,
@@ -667,8 +693,14 @@ impl<E: Engine> Worker for LlmWorker<'_, E> {
             }
             let results = self.engine.generate(&requests);
             let mut by_job: BTreeMap<usize, Vec<Result<Completion, String>>> = BTreeMap::new();
-            let generated: u64 = results.iter().flatten().map(|c| c.tokens as u64).sum();
-            self.meter.add(&GENERATED, generated as f64);
+            let count = |n: fn(&Completion) -> usize| -> f64 {
+                results.iter().flatten().map(|c| n(c) as f64).sum()
+            };
+            self.meter.add(&PROMPT_TOKENS, count(|c| c.prompt_tokens));
+            self.meter
+                .add(&CACHED_PROMPT_TOKENS, count(|c| c.cached_tokens));
+            // Last, so the progress bar shows the generated tokens.
+            self.meter.add(&GENERATED, count(|c| c.tokens));
             for (owner, result) in owners.into_iter().zip(results) {
                 by_job.entry(owner).or_default().push(result);
             }
@@ -1110,6 +1142,7 @@ mod tests {
                     Ok(Completion {
                         text: answer.to_string(),
                         prompt_tokens: self.count_tokens(&prompt),
+                        cached_tokens: 0,
                         tokens: self.count_tokens(answer),
                         truncated: false,
                     })
@@ -1327,6 +1360,7 @@ mod tests {
         Completion {
             text: text.into(),
             prompt_tokens: 10,
+            cached_tokens: 0,
             tokens: 5,
             truncated: false,
         }
