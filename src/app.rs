@@ -488,7 +488,7 @@ fn reveal(
         bail!("give the pseudonyms to reveal, or --text FILE to restore every pseudonym in a file");
     }
     let vaults = if vaults.is_empty() {
-        run_vaults(out.unwrap_or(Path::new(DEFAULT_OUT)))?
+        vault::of_run(out.unwrap_or(Path::new(DEFAULT_OUT)))?
     } else {
         vaults.to_vec()
     };
@@ -546,27 +546,6 @@ fn reveal(
         Exit::Ok
     }
     .into())
-}
-
-/// The vault of a run's output folder, or the vaults of its shards.
-fn run_vaults(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    let vault = out.join("redact.vault");
-    if vault.exists() {
-        return Ok(vec![vault]);
-    }
-    let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
-        .with_context(|| format!("cannot read the output folder {}", out.display()))?
-        .filter_map(|e| Some(e.ok()?.path().join("redact.vault")))
-        .filter(|p| p.exists())
-        .collect();
-    shards.sort();
-    if shards.is_empty() {
-        bail!(
-            "no redact.vault in {} or its shard folders; give the run's folder with -o, or the file with --vault",
-            out.display()
-        );
-    }
-    Ok(shards)
 }
 
 fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::Result<ExitCode> {

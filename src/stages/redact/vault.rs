@@ -292,6 +292,31 @@ fn sync_folder(path: &Path) {
     }
 }
 
+/// The vault's file name in a run's output folder (the `vault` option's default).
+pub const FILE: &str = "redact.vault";
+
+/// The vault of a run's output folder, or, when it has none, the vaults of its shards
+/// (`OUT/shard-K-of-N/redact.vault`).
+pub fn of_run(out: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    let vault = out.join(FILE);
+    if vault.exists() {
+        return Ok(vec![vault]);
+    }
+    let mut shards: Vec<PathBuf> = std::fs::read_dir(out)
+        .with_context(|| format!("cannot read the output folder {}", out.display()))?
+        .filter_map(|e| Some(e.ok()?.path().join(FILE)))
+        .filter(|p| p.exists())
+        .collect();
+    shards.sort();
+    if shards.is_empty() {
+        bail!(
+            "no {FILE} in {} or its shard folders; give the run's folder with -o, or the file with --vault",
+            out.display()
+        );
+    }
+    Ok(shards)
+}
+
 /// Every pseudonym in `vaults` with its value, and the places (file:line) of lines that do not
 /// open (damaged or altered; never guessed at).
 pub fn read(vaults: &[PathBuf], keys: &Keys) -> anyhow::Result<(HashMap<String, String>, Vec<String>)> {
@@ -375,6 +400,13 @@ mod tests {
 
     fn keys(secret: &[u8]) -> Keys {
         Keys::derive(secret, false)
+    }
+
+    // `lai reveal -o OUT` looks where the stage writes by default.
+    #[test]
+    fn default_vault_is_found() {
+        let default = super::super::OPTIONS.iter().find(|o| o.name == "vault").unwrap();
+        assert!(matches!(default.default, crate::options::Default::Value(v) if v.ends_with(&format!("/{FILE}\""))));
     }
 
     #[test]
