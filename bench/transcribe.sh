@@ -23,8 +23,8 @@
 #     (its default); one model load for all files.
 #   - whisper-cli (whisper.cpp 1.8.5 from the pywhispercpp sdist; the sources whisper-rs-sys
 #     vendors have no CLI), built with lai's CPU flags (AVX2/FMA/F16C, tinyBLAS, no OpenMP),
-#     every file in one invocation, `-t THREADS -bs 1 -bo 1 -nfa` (flash attention off, as lai:
-#     slower on this CPU); it reads WAV/MP3/FLAC/OGG only, so it gets those files (noted).
+#     every file in one invocation, `-t THREADS -bs 1 -bo 1` (flash attention on, its default and
+#     lai's); it reads WAV/MP3/FLAC/OGG only, so it gets those files (noted).
 # Needs espeak-ng and ffmpeg to make the input (Debian: apt-get install -y espeak-ng ffmpeg).
 # Everything it builds, installs or generates lives under ~/.cache/lai/bench (outside the repo).
 set -euo pipefail
@@ -104,7 +104,7 @@ cli=$1 model=$2 threads=$3 out=$4 dir=$5; shift 5
 args=()
 for f in "$dir"/*; do case $f in *.wav|*.mp3|*.flac|*.ogg) args+=(-f "$f");; esac; done
 rm -rf "$dir.cli" && mkdir -p "$dir.cli"
-"$cli" -m "$model" -t "$threads" -bs 1 -bo 1 -nfa -l en -np -otxt "${args[@]}" >/dev/null 2>&1
+"$cli" -m "$model" -t "$threads" -bs 1 -bo 1 -l en -np -otxt "${args[@]}" >/dev/null 2>&1
 python3 - "$dir" "$out" <<'PY'
 import glob, json, os, sys
 texts = {}

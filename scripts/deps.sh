@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what building lai needs on a fresh Debian machine and is missing: cmake and libclang
-# (bindgen, for whisper.cpp and llama.cpp), clippy and rustfmt. Needs root for apt-get; without
-# it, fails at once with the exact command to run. Installs nothing that is already there.
+# (bindgen, for whisper.cpp and llama.cpp), clippy and rustfmt, and the ggml sources whisper.cpp
+# is built with (scripts/whisper-ggml.cmake). Needs root for apt-get; without it, fails at once
+# with the exact command to run. Installs nothing that is already there.
 set -euo pipefail
 if ! command -v cargo >/dev/null; then
   echo "error: cargo is not installed; install Rust first: https://rustup.rs" >&2
@@ -30,4 +31,31 @@ fi
 if command -v rustup >/dev/null; then
   rustup component list --installed 2>/dev/null | grep -q '^clippy' || rustup component add clippy
   rustup component list --installed 2>/dev/null | grep -q '^rustfmt' || rustup component add rustfmt
+fi
+
+# ggml from whisper.cpp 1.8.5, out of the pywhispercpp 1.5.1 source archive on PyPI (pinned by
+# sha256), into the cache where scripts/whisper-ggml.cmake finds it.
+ggml=${XDG_CACHE_HOME:-$HOME/.cache}/lai/ggml-whisper-1.8.5
+if [ ! -s "$ggml/CMakeLists.txt" ]; then
+  echo "fetching ggml (whisper.cpp 1.8.5) into $ggml" >&2
+  python3 - "$ggml" <<'PY'
+import hashlib, io, pathlib, shutil, sys, tarfile, urllib.request
+url = ("https://files.pythonhosted.org/packages/9f/35/610787a277e177e6b7983277a35a2969c0876b46c0d889bc6a0c4b4ac4a7/"
+       "pywhispercpp-1.5.1.tar.gz")
+sha256 = "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5"
+data = urllib.request.urlopen(url, timeout=300).read()
+if hashlib.sha256(data).hexdigest() != sha256:
+    sys.exit(f"error: {url} does not have the pinned sha256 {sha256}; not using it")
+dest = pathlib.Path(sys.argv[1])
+tmp = dest.with_name(dest.name + ".tmp")
+shutil.rmtree(tmp, ignore_errors=True)
+prefix = "pywhispercpp-1.5.1/whisper.cpp/ggml/"
+with tarfile.open(fileobj=io.BytesIO(data)) as t:
+    members = [m for m in t.getmembers() if m.name.startswith(prefix) and (m.isfile() or m.isdir())]
+    for m in members:
+        m.name = m.name[len(prefix):]
+    t.extractall(tmp, members=[m for m in members if m.name])
+shutil.rmtree(dest, ignore_errors=True)
+tmp.rename(dest)
+PY
 fi

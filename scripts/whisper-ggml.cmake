@@ -1,0 +1,19 @@
+# Included by CMake after `project()` of every CMake build cargo runs (CMAKE_PROJECT_INCLUDE in
+# .cargo/config.toml; whisper-rs-sys passes CMAKE_* variables to CMake). For whisper.cpp alone, it
+# builds ggml from whisper.cpp 1.8.5 instead of the 1.8.3 copy whisper-rs-sys 0.15 vendors:
+# 1.8.5's ggml has a tiled flash-attention kernel for the CPU that encodes a Whisper window in
+# about 30 % less time (README, "Speed"). scripts/deps.sh puts those sources in the cache, pinned
+# by the sha256 of the PyPI archive they come from. The CUDA build keeps the vendored ggml, whose
+# CUDA kernels were measured on a GPU (see scripts/build-cuda.sh).
+if (PROJECT_NAME STREQUAL "whisper.cpp" AND NOT TARGET ggml AND NOT GGML_CUDA)
+    if (DEFINED ENV{XDG_CACHE_HOME} AND NOT "$ENV{XDG_CACHE_HOME}" STREQUAL "")
+        set(LAI_GGML_DIR "$ENV{XDG_CACHE_HOME}/lai/ggml-whisper-1.8.5")
+    else()
+        set(LAI_GGML_DIR "$ENV{HOME}/.cache/lai/ggml-whisper-1.8.5")
+    endif()
+    if (NOT EXISTS "${LAI_GGML_DIR}/CMakeLists.txt")
+        message(FATAL_ERROR "lai builds whisper.cpp with ggml 1.8.5, which is not at ${LAI_GGML_DIR}: run scripts/deps.sh (it downloads and checks it once)")
+    endif()
+    message(STATUS "lai: whisper.cpp with the ggml in ${LAI_GGML_DIR}")
+    add_subdirectory("${LAI_GGML_DIR}" ggml)
+endif()
