@@ -380,3 +380,84 @@ fn bad_options_are_reported() {
         "{err}"
     );
 }
+
+// Non-English speech through the multilingual catalog model (whisper-base) with
+// `language = "auto"`: German and French are detected and their key words transcribed, and
+// `translate = true` gives English instead. The recordings are espeak-ng speech (made with
+// `espeak-ng -v de -s 130` and `-v fr+m1 -s 140`, 16 kHz FLAC).
+#[test]
+fn other_languages_are_detected_and_translated() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    for name in ["speech-de.flac", "speech-fr.flac"] {
+        std::fs::copy(repo("tests/data").join(name), input.join(name)).unwrap();
+    }
+    let shipped = std::fs::read_to_string(repo("pipelines/transcribe.toml")).unwrap();
+    let multilingual = shipped.replace("model = \"whisper-tiny-en\"", "model = \"whisper-base\"");
+    assert_ne!(
+        multilingual, shipped,
+        "the shipped pipeline names its model"
+    );
+    // (file, language, words transcribed, words translated)
+    let expected = [
+        (
+            "speech-de.flac",
+            "de",
+            ["morgen", "berlin", "montag"],
+            ["morning", "berlin", "monday"],
+        ),
+        (
+            "speech-fr.flac",
+            "fr",
+            ["paris", "merci", "beau"],
+            ["thank", "you", "very"],
+        ),
+    ];
+    for translate in [false, true] {
+        let pipeline = dir.path().join(format!("ml-{translate}.toml"));
+        let text = if translate {
+            multilingual.replace(
+                "language = \"auto\"",
+                "language = \"auto\"\ntranslate = true",
+            )
+        } else {
+            multilingual.clone()
+        };
+        std::fs::write(&pipeline, text).unwrap();
+        let out = dir.path().join(format!("out-{translate}"));
+        lai()
+            .args(["run", "--progress", "never", "--jobs", "2"])
+            .arg(&pipeline)
+            .arg(&input)
+            .arg("-o")
+            .arg(&out)
+            .assert()
+            .code(0);
+        let records = jsonl(&out.join("transcripts.jsonl"));
+        assert_eq!(records.len(), 2);
+        for (name, language, said, translated) in expected {
+            let record = records
+                .iter()
+                .find(|r| r["id"].as_str().unwrap().ends_with(name))
+                .unwrap_or_else(|| panic!("no record for {name}: {records:?}"));
+            assert_eq!(record["language"], language, "{record}");
+            let heard = record["text"].as_str().unwrap().to_lowercase();
+            for word in if translate { translated } else { said } {
+                assert!(
+                    heard.contains(word),
+                    "`{word}` missing from {name} (translate = {translate}): {heard:?}"
+                );
+            }
+            if translate {
+                for word in said.iter().filter(|w| !translated.contains(w)) {
+                    assert!(
+                        !heard.contains(word),
+                        "`{word}` left untranslated in {name}: {heard:?}"
+                    );
+                }
+            }
+        }
+    }
+}
