@@ -345,7 +345,8 @@ fn bad_options_and_bad_items_are_reported() {
 }
 
 // The shipped transcribe-clean pipeline runs Whisper and llama.cpp in one process: every
-// recording gets a transcript and a guarded cleanup.
+// recording gets a transcript and a guarded cleanup, with nothing the model put around the text
+// (an invented label such as "Transcription:", an opener, quotes or a code fence).
 #[test]
 fn transcribe_then_cleanup_in_one_run() {
     let _engines = engines();
@@ -364,6 +365,25 @@ fn transcribe_then_cleanup_in_one_run() {
         let clean = r["clean_text"].as_str().unwrap();
         let meta = &r["llm"]["clean_text"];
         assert!(meta["kept_source"].is_u64(), "{r}");
+        let said = r["text"].as_str().unwrap().to_lowercase();
+        let lower = clean.to_lowercase();
+        for invented in [
+            "transcription",
+            "transcript:",
+            "corrected text",
+            "cleaned",
+            "here is",
+            "here's",
+            "sure",
+            "```",
+            "\"",
+        ] {
+            assert!(
+                !lower.starts_with(invented) || said.starts_with(invented),
+                "the cleanup starts with {invented:?}: {r}"
+            );
+        }
+        assert!(!clean.ends_with("```"), "{r}");
         if r["id"].as_str().unwrap().contains("hello") {
             assert!(clean.contains("John Smith"), "{r}");
         }
