@@ -9,7 +9,7 @@ use serde_json::Value;
 
 mod common;
 
-use common::{engines, jsonl, lai, repo};
+use common::{engines, jsonl, lai, lai_run, repo};
 
 fn transcribe(inputs: &[&Path], out: &Path) -> assert_cmd::assert::Assert {
     lai()
@@ -427,14 +427,7 @@ fn other_languages_are_detected_and_translated() {
         };
         std::fs::write(&pipeline, text).unwrap();
         let out = dir.path().join(format!("out-{translate}"));
-        lai()
-            .args(["run", "--progress", "never", "--jobs", "2"])
-            .arg(&pipeline)
-            .arg(&input)
-            .arg("-o")
-            .arg(&out)
-            .assert()
-            .code(0);
+        lai_run(&pipeline, &input, &out, &["--jobs", "2"]).code(0);
         let records = jsonl(&out.join("transcripts.jsonl"));
         assert_eq!(records.len(), 2);
         for (name, language, said, translated) in expected {
