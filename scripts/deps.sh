@@ -43,7 +43,10 @@ import hashlib, io, pathlib, shutil, sys, tarfile, urllib.request
 url = ("https://files.pythonhosted.org/packages/9f/35/610787a277e177e6b7983277a35a2969c0876b46c0d889bc6a0c4b4ac4a7/"
        "pywhispercpp-1.5.1.tar.gz")
 sha256 = "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5"
-data = urllib.request.urlopen(url, timeout=300).read()
+try:
+    data = urllib.request.urlopen(url, timeout=300).read()
+except OSError as e:
+    sys.exit(f"error: cannot download {url}: {e}; building lai needs it once (PyPI must be reachable)")
 if hashlib.sha256(data).hexdigest() != sha256:
     sys.exit(f"error: {url} does not have the pinned sha256 {sha256}; not using it")
 dest = pathlib.Path(sys.argv[1])

@@ -19,8 +19,6 @@ use whisper_rs::{
 
 pub struct WhisperModel {
     ctx: WhisperContext,
-    /// Encoder frames a call that fits in them is given (see `short_encoder`).
-    short_encoder: Option<i32>,
 }
 
 /// How to transcribe; `Options::default()` is English-agnostic greedy decoding on one thread.
@@ -113,8 +111,7 @@ impl WhisperModel {
                 path.display()
             )
         })?;
-        let short_encoder = short_encoder(device, ctx.n_audio_ctx());
-        Ok(WhisperModel { ctx, short_encoder })
+        Ok(WhisperModel { ctx })
     }
 
     /// A transcriber with its own state; create one per worker thread.
@@ -128,7 +125,6 @@ impl WhisperModel {
             vad: None,
             multilingual: self.ctx.is_multilingual(),
             first_special: self.ctx.token_eot(),
-            short_encoder: self.short_encoder,
         })
     }
 }
@@ -140,7 +136,6 @@ pub struct Transcriber {
     multilingual: bool,
     /// Token ids from here on are special (timestamps, language, task), not text.
     first_special: i32,
-    short_encoder: Option<i32>,
 }
 
 /// Speech closer than this to the next speech is kept together, pause included.
@@ -245,12 +240,6 @@ impl Transcriber {
         };
         let mut params = FullParams::new(strategy);
         params.set_n_threads(c_threads(options.threads));
-        if let Some(frames) = self.short_encoder {
-            // Whisper's encoder frames are 20 ms: 50 a second.
-            if samples.len() <= frames as usize * (crate::audio::TARGET_RATE as usize / 50) {
-                params.set_audio_ctx(frames);
-            }
-        }
         params.set_language(Some(language.unwrap_or("auto")));
         params.set_translate(options.translate);
         if let Some(prompt) = &options.prompt {
@@ -374,18 +363,6 @@ impl Transcriber {
         }
         Ok(speech)
     }
-}
-
-/// On the CPU, a call whose audio fits in 29.76 s is encoded in 1488 frames instead of
-/// Whisper's 1500: a multiple of 16, so ggml computes the attention's product with the values
-/// with its tiled kernels (tinyBLAS, which need a multiple of 8 with AVX2 and 16 with AVX-512)
-/// instead of row by row: about a tenth less encoder time, measured with whisper.cpp's CLI on
-/// this machine's CPU, and the same keyword recall on the benchmark (packed windows are 29 s).
-/// Longer audio keeps the full window, so nothing near a window's end goes unheard when
-/// whisper.cpp moves on by 30 seconds; the GPU pads the window itself.
-fn short_encoder(device: Device, n_audio_ctx: i32) -> Option<i32> {
-    const FRAMES: i32 = 1488;
-    (device == Device::Cpu && n_audio_ctx == 1500).then_some(FRAMES)
 }
 
 fn c_threads(n: usize) -> i32 {
