@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Regenerates the sample speech in samples/audio (and the undecodable WebM/Opus fixture in
-# tests/data) with espeak-ng, sox and ffmpeg (Debian: apt install espeak-ng sox ffmpeg). The
+# Regenerates the sample speech in samples/audio (and the Opus and AC-3 fixtures in tests/data) with espeak-ng, sox and ffmpeg (Debian: apt install espeak-ng sox ffmpeg). The
 # files are committed, so nothing else needs these tools; run this only to change the samples.
 # Each file uses a different container, codec, sample rate and channel count.
 set -euo pipefail
@@ -30,4 +29,15 @@ say training "Welcome to the safety training. Always wear a helmet on the constr
 ffmpeg -loglevel error -y -f lavfi -i color=c=navy:s=64x36:r=5 -i "$tmp/training.wav" \
   -shortest -c:v libx264 -preset veryslow -crf 40 -c:a aac -b:a 32k -ac 2 -ar 44100 samples/video/training.mp4
 
+# Opus as Teams, Zoom, WebRTC, WhatsApp and browsers record it: WebM (audio only, and with a
+# video track), Ogg named .opus, Ogg named .ogg; and AC-3 in Matroska, a codec lai cannot decode.
 ffmpeg -loglevel error -y -i "$tmp/hello.wav" -c:a libopus -b:a 16k tests/data/hello-opus.webm
+espeak-ng -v en-us+f3 -s 160 -w "$tmp/standup.wav" "Yesterday I fixed the invoice export. Today I am reviewing the database migration."
+ffmpeg -loglevel error -y -f lavfi -i color=c=navy:s=64x36:r=5 -i "$tmp/standup.wav" \
+  -shortest -c:v libvpx -b:v 20k -c:a libopus -b:a 16k -ac 2 tests/data/standup.webm
+say voicemail-opus "Please call the pharmacy back before Friday afternoon."
+ffmpeg -loglevel error -y -i "$tmp/voicemail-opus.wav" -ar 16000 -ac 1 -c:a libopus -b:a 16k tests/data/voicemail.opus
+espeak-ng -v en-gb -s 140 -w "$tmp/museum.wav" "The museum opens at ten on Saturday with a new dinosaur exhibition."
+ffmpeg -loglevel error -y -i "$tmp/museum.wav" -ar 48000 -ac 2 -c:a libopus -b:a 24k tests/data/lecture-opus.ogg
+say dolby "This is a Dolby test."
+ffmpeg -loglevel error -y -i "$tmp/dolby.wav" -ar 48000 -ac 2 -c:a ac3 -b:a 64k tests/data/dolby-ac3.mka

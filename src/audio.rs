@@ -1,17 +1,19 @@
-//! Audio decoding: any container and codec symphonia knows, to 16 kHz mono f32, in chunks.
+//! Audio decoding: any container and codec symphonia knows, plus Opus through libopus, to 16 kHz
+//! mono f32, in chunks.
 //!
 //! `decode` streams a file: packets are decoded, downmixed to mono, resampled (rubato, FFT) to
 //! 16 kHz and handed out as chunks of about `chunk_s` seconds, each cut at the quietest moment
 //! near its end so words are not split. Memory is bounded by one chunk, whatever the file's
-//! length. Problems (unknown container, unsupported codec such as Opus, truncation, corrupt
+//! length. Problems (unknown container, unsupported codec such as WMA, truncation, corrupt
 //! data) come back as a message for the item, never a panic.
 
 use std::fs::File;
 use std::path::Path;
+use std::sync::LazyLock;
 
 use rubato::{FftFixedIn, Resampler};
 use symphonia::core::audio::SampleBuffer;
-use symphonia::core::codecs::{CODEC_TYPE_NULL, CodecType, DecoderOptions};
+use symphonia::core::codecs::{CODEC_TYPE_NULL, CodecRegistry, CodecType, DecoderOptions};
 use symphonia::core::errors::Error as SymphoniaError;
 use symphonia::core::formats::FormatOptions;
 use symphonia::core::io::MediaSourceStream;
@@ -30,6 +32,15 @@ const MAX_BAD_PACKETS: usize = 8;
 /// Sample rates a real recording can have. A header outside them is damaged or hostile, and is
 /// refused before a resampler sized from it is allocated.
 pub const RATES_HZ: std::ops::RangeInclusive<u32> = 1_000..=384_000;
+
+/// symphonia's decoders and libopus's: Opus in Ogg (`.opus`, `.ogg`) and WebM/Matroska is what
+/// Teams, Zoom, WebRTC, WhatsApp and browsers record.
+static CODECS: LazyLock<CodecRegistry> = LazyLock::new(|| {
+    let mut registry = CodecRegistry::new();
+    symphonia::default::register_enabled_codecs(&mut registry);
+    registry.register_all::<symphonia_adapter_libopus::OpusDecoder>();
+    registry
+});
 
 /// What the decoder learned about a file.
 #[derive(Clone, Debug)]
@@ -74,7 +85,7 @@ pub fn decode(
         )
         .map_err(|e| {
             format!(
-                "not a readable audio/video file ({e}); supported: WAV, MP3, FLAC, OGG/Vorbis, M4A/MP4 (AAC, ALAC)"
+                "not a readable audio/video file ({e}); supported: WAV, MP3, FLAC, OGG (Vorbis, Opus), OPUS, M4A/MP4 (AAC, ALAC), WebM/MKV (Opus, Vorbis, AAC, FLAC)"
             )
         })?;
     let mut format = probed.format;
@@ -82,10 +93,13 @@ pub fn decode(
         .tracks()
         .iter()
         .find(|t| t.codec_params.codec != CODEC_TYPE_NULL)
-        .ok_or("the file has no audio track")?;
+        .ok_or(
+            "the file has no audio track in a codec lai decodes (PCM, MP3, FLAC, Vorbis, Opus, AAC, ALAC); \
+             convert it first, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`",
+        )?;
     let track_id = track.id;
     let params = track.codec_params.clone();
-    let registry = symphonia::default::get_codecs();
+    let registry = &*CODECS;
     let codec = registry
         .get_codec(params.codec)
         .map_or_else(|| codec_name(params.codec), |d| d.short_name.to_string());
@@ -183,7 +197,6 @@ pub fn decode(
 fn codec_name(codec: CodecType) -> String {
     use symphonia::core::codecs::*;
     let name = match codec {
-        CODEC_TYPE_OPUS => "Opus",
         CODEC_TYPE_SPEEX => "Speex",
         CODEC_TYPE_WMA => "WMA",
         CODEC_TYPE_EAC3 => "E-AC-3",

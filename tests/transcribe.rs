@@ -73,8 +73,9 @@ fn check_subtitles(path: &Path, vtt: bool) -> String {
     text.to_lowercase()
 }
 
-// Speech in every supported container and codec is transcribed; silence stays empty; a 0-byte
-// file, a truncated MP3, a text file named .wav and an Opus WebM each fail alone with a clear
+// Speech in every supported container and codec is transcribed (Opus in WebM, in WebM with a
+// video track, in Ogg named .opus and .ogg included); silence stays empty; a 0-byte file, a
+// truncated MP3, a text file named .wav and AC-3 in Matroska each fail alone with a clear
 // message while the rest of the folder is transcribed; SRT and VTT files are valid.
 #[test]
 fn folder_of_formats_and_bad_files() {
@@ -101,11 +102,15 @@ fn folder_of_formats_and_bad_files() {
     std::fs::write(input.join("notes.wav"), "meeting notes, not audio at all\n").unwrap();
     let mp3 = std::fs::read(repo("samples/audio/meeting.mp3")).unwrap();
     std::fs::write(input.join("cut.mp3"), &mp3[..mp3.len() / 3]).unwrap();
-    std::fs::copy(
-        repo("tests/data/hello-opus.webm"),
-        input.join("hello-opus.webm"),
-    )
-    .unwrap();
+    for name in [
+        "hello-opus.webm",
+        "standup.webm",
+        "voicemail.opus",
+        "lecture-opus.ogg",
+        "dolby-ac3.mka",
+    ] {
+        std::fs::copy(repo("tests/data").join(name), input.join(name)).unwrap();
+    }
 
     let out = dir.path().join("out");
     transcribe(&[&input], &out).code(1);
@@ -127,6 +132,10 @@ fn folder_of_formats_and_bad_files() {
         ("lecture.ogg", &["sunlight", "carbon dioxide", "oxygen"]),
         ("interview.m4a", &["joining", "renewable energy"]),
         ("video/training.mp4", &["safety training", "helmet"]),
+        ("hello-opus.webm", &["john smith", "london"]),
+        ("standup.webm", &["invoice", "reviewing"]),
+        ("voicemail.opus", &["pharmacy", "friday"]),
+        ("lecture-opus.ogg", &["museum", "saturday", "dinosaur"]),
     ];
     for (id, words) in expect {
         let said = text(id);
@@ -141,7 +150,7 @@ fn folder_of_formats_and_bad_files() {
         );
     }
     assert_eq!(text("silence.wav"), "");
-    assert_eq!(records.len(), 7);
+    assert_eq!(records.len(), 11);
 
     let errors = jsonl(&out.join("errors.jsonl"));
     let error = |id: &str| -> String {
@@ -161,9 +170,9 @@ fn folder_of_formats_and_bad_files() {
     );
     assert!(error("notes.wav").contains("not a readable audio"));
     assert!(
-        error("hello-opus.webm").contains("Opus"),
+        error("dolby-ac3.mka").contains("no audio track in a codec lai decodes"),
         "{}",
-        error("hello-opus.webm")
+        error("dolby-ac3.mka")
     );
     assert_eq!(errors.len(), 4);
 
