@@ -41,3 +41,25 @@ espeak-ng -v en-gb -s 140 -w "$tmp/museum.wav" "The museum opens at ten on Satur
 ffmpeg -loglevel error -y -i "$tmp/museum.wav" -ar 48000 -ac 2 -c:a libopus -b:a 24k tests/data/lecture-opus.ogg
 say dolby "This is a Dolby test."
 ffmpeg -loglevel error -y -i "$tmp/dolby.wav" -ar 48000 -ac 2 -c:a ac3 -b:a 64k tests/data/dolby-ac3.mka
+
+# A two-channel support call: the agent on the left channel, the caller on the right, taking
+# turns (samples/calls, for pipelines/calls.toml), in stereo Opus as a phone system exports it.
+mkdir -p samples/calls
+call=("en-us:Thank you for calling Northwind Insurance, this is Daniel. How can I help you today?"
+      "en-gb+f3:Hello, I would like to report water damage in my kitchen. My policy number is four four seven two."
+      "en-us:I am sorry to hear that. When did the damage happen?"
+      "en-gb+f3:Last Thursday night, a pipe burst under the sink.")
+sox -n -r 16000 -c 1 -b 16 "$tmp/gap.wav" trim 0 0.6
+left=("$tmp/gap.wav") right=("$tmp/gap.wav")
+for i in "${!call[@]}"; do
+  espeak-ng -v "${call[$i]%%:*}" -s 150 -w "$tmp/turn$i.raw.wav" "${call[$i]#*:}"
+  sox "$tmp/turn$i.raw.wav" -r 16000 -c 1 -b 16 "$tmp/turn$i.wav"
+  sox "$tmp/turn$i.wav" "$tmp/quiet$i.wav" vol 0
+  if [ $((i % 2)) -eq 0 ]; then left+=("$tmp/turn$i.wav"); right+=("$tmp/quiet$i.wav")
+  else left+=("$tmp/quiet$i.wav"); right+=("$tmp/turn$i.wav"); fi
+  left+=("$tmp/gap.wav") right+=("$tmp/gap.wav")
+done
+sox "${left[@]}" "$tmp/left.wav"
+sox "${right[@]}" "$tmp/right.wav"
+sox -M "$tmp/left.wav" "$tmp/right.wav" "$tmp/call.wav"
+ffmpeg -loglevel error -y -i "$tmp/call.wav" -ar 48000 -c:a libopus -b:a 32k samples/calls/support-call.opus

@@ -59,11 +59,14 @@ pub struct Chunk {
 }
 
 /// Decodes `path`, calling `on_chunk` per chunk of about `chunk_s` seconds (the last one may be
-/// shorter). Stops early, without error, if `on_chunk` returns false. `give_up` is asked before
-/// every packet; when it says so, decoding ends with an error (the stage's `timeout`).
+/// shorter). `channel` picks one channel (0 is the first; one the file lacks is silence); `None`
+/// mixes them all down. Stops early, without error, if `on_chunk` returns false. `give_up` is
+/// asked before every packet; when it says so, decoding ends with an error (the stage's
+/// `timeout`).
 pub fn decode(
     path: &Path,
     chunk_s: f64,
+    channel: Option<usize>,
     give_up: &dyn Fn() -> bool,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<AudioInfo, String> {
@@ -166,12 +169,11 @@ pub fn decode(
         buffer.copy_interleaved_ref(decoded);
         decoded_frames += frames as u64;
         mono.clear();
-        mono.extend(
-            buffer
-                .samples()
-                .chunks_exact(channels.max(1))
-                .map(|frame| frame.iter().sum::<f32>() / frame.len() as f32),
-        );
+        let frames = buffer.samples().chunks_exact(channels.max(1));
+        match channel {
+            None => mono.extend(frames.map(|f| f.iter().sum::<f32>() / f.len() as f32)),
+            Some(c) => mono.extend(frames.map(|f| f.get(c).copied().unwrap_or(0.0))),
+        }
         if !chunker.push(&mono, on_chunk)? {
             return Ok(chunker.info(codec, sample_rate, channels));
         }
@@ -369,10 +371,16 @@ mod tests {
     #[test]
     fn wav_chunks() {
         let mut chunks = Vec::new();
-        let info = decode(&samples_dir().join("hello.wav"), 1.0, &|| false, &mut |c| {
-            chunks.push((c.start_s, c.samples.len()));
-            true
-        })
+        let info = decode(
+            &samples_dir().join("hello.wav"),
+            1.0,
+            None,
+            &|| false,
+            &mut |c| {
+                chunks.push((c.start_s, c.samples.len()));
+                true
+            },
+        )
         .unwrap();
         assert_eq!(info.sample_rate, 16_000);
         assert!(
@@ -392,12 +400,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, "this is not audio at all, just text").unwrap();
-        let err = decode(&text, 30.0, &|| false, &mut |_| true).unwrap_err();
+        let err = decode(&text, 30.0, None, &|| false, &mut |_| true).unwrap_err();
         assert!(err.contains("not a readable audio"), "{err}");
         let empty = dir.path().join("empty.mp3");
         std::fs::write(&empty, b"").unwrap();
         assert!(
-            decode(&empty, 30.0, &|| false, &mut |_| true)
+            decode(&empty, 30.0, None, &|| false, &mut |_| true)
                 .unwrap_err()
                 .contains("empty")
         );
@@ -431,13 +439,13 @@ mod tests {
         for rate in [8, 999, 384_001, 4_000_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, 4000);
-            let err = decode(&path, 30.0, &|| false, &mut |_| true).unwrap_err();
+            let err = decode(&path, 30.0, None, &|| false, &mut |_| true).unwrap_err();
             assert!(err.contains("implausible sample rate"), "{rate}: {err}");
         }
         for rate in [1_000, 384_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, rate);
-            let info = decode(&path, 30.0, &|| false, &mut |_| true).unwrap();
+            let info = decode(&path, 30.0, None, &|| false, &mut |_| true).unwrap();
             assert!((info.duration_s - 1.0).abs() < 0.01, "{rate}: {info:?}");
         }
     }
@@ -448,6 +456,7 @@ mod tests {
         let err = decode(
             &samples_dir().join("hello.wav"),
             30.0,
+            None,
             &|| true,
             &mut |_| true,
         )

@@ -368,7 +368,8 @@ fn bad_options_are_reported() {
     std::fs::write(
         &pipeline,
         "[input]\nkind = \"files\"\n\n[[stage]]\nuse = \"transcribe\"\nlanguage = \"klingon\"\n\n\
-         [[stage]]\nuse = \"transcribe\"\nchunk = \"5s\"\n\n[[output]]\nkind = \"srt\"\n",
+         [[stage]]\nuse = \"transcribe\"\nchunk = \"5s\"\n\n\
+         [[stage]]\nuse = \"transcribe\"\nchannel_names = [\"agent\"]\n\n[[output]]\nkind = \"srt\"\n",
     )
     .unwrap();
     let out = lai()
@@ -388,6 +389,81 @@ fn bad_options_are_reported() {
         err.contains("t.toml:10:") && err.contains("at least \"30s\""),
         "{err}"
     );
+    assert!(
+        err.contains("t.toml:14:") && err.contains("needs `channels = \"split\"`"),
+        "{err}"
+    );
+}
+
+// The shipped calls pipeline (`channels = "split"`) on a two-channel support call, the agent on
+// the left and the caller on the right, in stereo Opus: every segment carries the speaker of
+// its channel and only that speaker's words, the text reads turn by turn in spoken order, and
+// the subtitles name the speakers. A mono file in the same folder is transcribed as usual.
+#[test]
+fn two_channel_call_is_split_by_speaker() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::copy(
+        repo("samples/calls/support-call.opus"),
+        input.join("support-call.opus"),
+    )
+    .unwrap();
+    std::fs::copy(repo("samples/audio/hello.wav"), input.join("hello.wav")).unwrap();
+    let out = dir.path().join("out");
+    lai()
+        .args(["run", "--progress", "never", "--jobs", "2"])
+        .arg(repo("pipelines/calls.toml"))
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .assert()
+        .success();
+    let records = jsonl(&out.join("calls.jsonl"));
+    assert_eq!(records.len(), 2);
+    let call = records
+        .iter()
+        .find(|r| r["id"] == "support-call.opus")
+        .unwrap();
+    assert_eq!(call["audio"]["channels"], 2);
+    let said_by = |speaker: &str| -> String {
+        call["segments"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|s| s["speaker"] == speaker)
+            .map(|s| s["text"].as_str().unwrap().to_lowercase())
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let (agent, caller) = (said_by("agent"), said_by("caller"));
+    for word in ["insurance", "daniel", "sorry", "damage happen"] {
+        assert!(
+            agent.contains(word) && !caller.contains(word),
+            "{word}: {call}"
+        );
+    }
+    for word in ["water damage", "kitchen", "thursday", "pipe"] {
+        assert!(
+            caller.contains(word) && !agent.contains(word),
+            "{word}: {call}"
+        );
+    }
+    let text = call["text"].as_str().unwrap();
+    let turns: Vec<&str> = text.lines().map(|l| l.split(':').next().unwrap()).collect();
+    assert_eq!(turns, ["agent", "caller", "agent", "caller"], "{text}");
+    let srt = check_subtitles(&out.join("subtitles/support-call.opus.srt"), false);
+    assert!(srt.contains("[agent] thank you"), "{srt}");
+    let vtt = check_subtitles(&out.join("subtitles/support-call.opus.vtt"), true);
+    assert!(vtt.contains("<v caller>hello"), "{vtt}");
+
+    let mono = records.iter().find(|r| r["id"] == "hello.wav").unwrap();
+    assert!(
+        mono["text"].as_str().unwrap().contains("John Smith"),
+        "{mono}"
+    );
+    assert!(mono["segments"][0].get("speaker").is_none(), "{mono}");
 }
 
 // Non-English speech through the multilingual catalog model (whisper-base) with

@@ -56,11 +56,13 @@ fn build(
     }))
 }
 
-/// A cue: start and end in milliseconds, and its text on non-empty lines.
+/// A cue: start and end in milliseconds, its text on non-empty lines, and who speaks it (a
+/// segment's `speaker`, set by `transcribe` with `channels = "split"`).
 struct Cue {
     start: u64,
     end: u64,
     text: String,
+    speaker: Option<String>,
 }
 
 /// The item's segments as cues in non-decreasing time order; None if the field is not a list.
@@ -87,7 +89,21 @@ fn cues(item: &Item, field: &str) -> Option<Vec<Cue>> {
         let floor = cues.last().map_or(0, |c| c.start);
         let start = ms(segment.get("start")).max(floor);
         let end = ms(segment.get("end")).max(start);
-        cues.push(Cue { start, end, text });
+        let speaker = segment
+            .get("speaker")
+            .and_then(Value::as_str)
+            .map(|s| {
+                s.replace(['<', '>', '&', '\n', '\r', '[', ']'], " ")
+                    .trim()
+                    .to_string()
+            })
+            .filter(|s| !s.is_empty());
+        cues.push(Cue {
+            start,
+            end,
+            text,
+            speaker,
+        });
     }
     Some(cues)
 }
@@ -102,11 +118,16 @@ fn timestamp(ms: u64, separator: char) -> String {
     )
 }
 
+/// SubRip has no speaker markup: the speaker opens the cue's text as "[agent] ".
 fn srt(item: &Item, field: &str) -> Option<String> {
     let mut out = String::new();
     for (i, cue) in cues(item, field)?.iter().enumerate() {
+        let speaker = cue
+            .speaker
+            .as_ref()
+            .map_or(String::new(), |s| format!("[{s}] "));
         out.push_str(&format!(
-            "{}\n{} --> {}\n{}\n\n",
+            "{}\n{} --> {}\n{speaker}{}\n\n",
             i + 1,
             timestamp(cue.start, ','),
             timestamp(cue.end, ','),
@@ -116,11 +137,16 @@ fn srt(item: &Item, field: &str) -> Option<String> {
     Some(out)
 }
 
+/// WebVTT marks the speaker with a voice span: "<v agent>".
 fn vtt(item: &Item, field: &str) -> Option<String> {
     let mut out = String::from("WEBVTT\n\n");
     for cue in cues(item, field)? {
+        let speaker = cue
+            .speaker
+            .as_ref()
+            .map_or(String::new(), |s| format!("<v {s}>"));
         out.push_str(&format!(
-            "{} --> {}\n{}\n\n",
+            "{} --> {}\n{speaker}{}\n\n",
             timestamp(cue.start, '.'),
             timestamp(cue.end, '.'),
             cue.text
@@ -170,5 +196,24 @@ mod tests {
             "WEBVTT\n\n00:00:05.000 --> 00:00:06.000\nfirst\n\n00:00:05.000 --> 00:00:05.000\na -> b\nc\n\n"
         );
         assert!(srt(&self::item(json!("not a list")), "segments").is_none());
+    }
+
+    // A segment's speaker opens its SRT cue in brackets and is a WebVTT voice span; markup in
+    // a name cannot break either format.
+    #[test]
+    fn speakers() {
+        let item = item(json!([
+            {"start": 0.0, "end": 1.0, "text": "Thanks for calling.", "speaker": "agent"},
+            {"start": 1.5, "end": 2.0, "text": "Hi.", "speaker": "<b>caller]\n"},
+            {"start": 2.5, "end": 3.0, "text": "No speaker."},
+        ]));
+        assert_eq!(
+            srt(&item, "segments").unwrap(),
+            "1\n00:00:00,000 --> 00:00:01,000\n[agent] Thanks for calling.\n\n2\n00:00:01,500 --> 00:00:02,000\n[b caller] Hi.\n\n3\n00:00:02,500 --> 00:00:03,000\nNo speaker.\n\n"
+        );
+        assert_eq!(
+            vtt(&item, "segments").unwrap(),
+            "WEBVTT\n\n00:00:00.000 --> 00:00:01.000\n<v agent>Thanks for calling.\n\n00:00:01.500 --> 00:00:02.000\n<v b caller>Hi.\n\n00:00:02.500 --> 00:00:03.000\nNo speaker.\n\n"
+        );
     }
 }

@@ -2,6 +2,8 @@
 //!
 //! Output fields: `text`, `segments` (start, end, text, confidence, and `words` if asked),
 //! `language`, `duration_s`, and `audio` (the source's codec, sample rate and channels).
+//! With `channels = "split"` each channel of a multi-channel file (a call's agent and caller) is
+//! heard on its own and the segments are merged by time, each with its `speaker`.
 //!
 //! Items name a file in a path field (the `files` source sets it for audio/video files). The
 //! model is loaded once per run and shared; each worker owns a whisper state. A worker takes a
@@ -13,7 +15,7 @@
 //! `audio`) and their segments shifted back onto the file's timeline.
 
 use std::borrow::Cow;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
@@ -145,6 +147,18 @@ const OPTIONS: &[OptionSpec] = &[
         "Audio is decoded and transcribed in pieces of about this length (cut at a quiet moment), so memory stays bounded for long files.",
     ),
     opt(
+        "channels",
+        Ty::Choice(&["mix", "split"]),
+        Default::Value("\"mix\""),
+        "\"mix\" hears a file's channels mixed together. \"split\" transcribes each channel of a multi-channel file on its own (a call recording's agent and caller, one per side) and merges the segments by time, each with its `speaker`; `text` becomes one line per turn, \"speaker: words\". A silent channel costs almost nothing (VAD); mono files are unaffected; split files are not packed.",
+    ),
+    opt(
+        "channel_names",
+        Ty::StrList,
+        Default::Value("[]"),
+        "With `channels = \"split\"`: the speakers' names, channel by channel (e.g. [\"agent\", \"caller\"]); a channel without a name is \"channel N\".",
+    ),
+    opt(
         "path_field",
         Ty::Str,
         Default::Value("\"path\""),
@@ -161,6 +175,8 @@ struct Transcribe {
     threads: usize,
     /// Pack short clips into shared windows.
     pack: bool,
+    /// `channels = "split"`: each channel heard alone, with these speaker names (by channel).
+    split: Option<Vec<String>>,
     chunk_s: f64,
     path_field: String,
     device: Placement,
@@ -191,6 +207,18 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         );
         return None;
     }
+    let split = options.str("channels") == "split";
+    let names = options.str_list("channel_names");
+    if !split && !names.is_empty() {
+        diag.error(
+            &options.span_of("channel_names"),
+            format!(
+                "`channel_names` in {} names speakers by channel, which needs `channels = \"split\"`; add it, or remove `channel_names`",
+                options.context
+            ),
+        );
+        return None;
+    }
     let model = ModelRef::from_option(options, "model", &models::WHISPER, diag)?;
     Some(Box::new(Transcribe {
         model_name: model.name(),
@@ -209,6 +237,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         },
         threads: options.usize("threads"),
         pack: options.bool("pack"),
+        split: split.then_some(names),
         chunk_s,
         path_field: options.str("path_field"),
         device: Placement::from_options(options, diag)?,
@@ -273,6 +302,12 @@ impl Worker for TranscribeWorker<'_> {
                 Ok(path) => paths.push((i, path)),
                 Err(e) => results[i] = Err(e),
             }
+        }
+        if let Some(names) = &self.stage.split {
+            for (i, _) in paths {
+                results[i] = self.transcribe_split(&mut batch[i], names);
+            }
+            return results;
         }
         let mut long = Vec::new();
         let deadline = self.deadline.clone();
@@ -424,6 +459,51 @@ impl TranscribeWorker<'_> {
     /// Transcribes a file longer than a window, decoding it one chunk ahead.
     fn transcribe_streaming(&mut self, item: &mut Item) -> Result<(), String> {
         let path = self.path_of(item)?;
+        let heard = self.hear(&path, None)?;
+        write_fields(item, heard.text, heard.segments, heard.language, &heard.info);
+        Ok(())
+    }
+
+    /// Transcribes each channel of a file alone and merges the segments by end time, each with its
+    /// channel's speaker name; `text` is one line per turn. A mono file is transcribed as usual.
+    fn transcribe_split(&mut self, item: &mut Item, names: &[String]) -> Result<(), String> {
+        let path = self.path_of(item)?;
+        let first = self.hear(&path, Some(0))?;
+        let channels = first.info.channels;
+        if channels < 2 {
+            write_fields(item, first.text, first.segments, first.language, &first.info);
+            return Ok(());
+        }
+        let info = first.info.clone();
+        let language = first.language.clone();
+        let mut heard = vec![first];
+        for channel in 1..channels {
+            heard.push(self.hear(&path, Some(channel))?);
+        }
+        let mut segments: Vec<Value> = Vec::new();
+        for (channel, hearing) in heard.into_iter().enumerate() {
+            let speaker = names
+                .get(channel)
+                .cloned()
+                .unwrap_or_else(|| format!("channel {}", channel + 1));
+            for mut segment in hearing.segments {
+                segment["speaker"] = json!(speaker);
+                segments.push(segment);
+            }
+        }
+        // By end: Whisper's segment ends are exact, a start after a pause is only the previous
+        // segment's end (see `engines::whisper::pack`), which would put a reply before the
+        // question it answers.
+        let end = |s: &Value| s["end"].as_f64().unwrap_or(0.0);
+        segments.sort_by(|a, b| end(a).total_cmp(&end(b)));
+        write_fields(item, turns(&segments), segments, language, &info);
+        Ok(())
+    }
+
+    /// Hears one channel of a file (`None`: all channels mixed), decoding it one chunk ahead:
+    /// its segments on the file's timeline, their text, and the language of the first chunk
+    /// with speech.
+    fn hear(&mut self, path: &Path, channel: Option<usize>) -> Result<Hearing, String> {
         let mut segments: Vec<Value> = Vec::new();
         let mut text = String::new();
         let mut language: Option<String> = None;
@@ -433,7 +513,7 @@ impl TranscribeWorker<'_> {
         // Decoding runs one chunk ahead, on its own thread.
         let (decoded, heard) = std::thread::scope(|scope| {
             let decoder = scope.spawn(move || {
-                audio::decode(&path, chunk_s, &|| deadline.passed(), &mut |c| {
+                audio::decode(path, chunk_s, channel, &|| deadline.passed(), &mut |c| {
                     tx.send(c).is_ok()
                 })
             });
@@ -464,10 +544,13 @@ impl TranscribeWorker<'_> {
                         self.options.word_timestamps,
                     ));
                 }
-                self.meter.add(
-                    &AUDIO_SECONDS,
-                    chunk.samples.len() as f64 / f64::from(TARGET_RATE),
-                );
+                // The file's audio counts once, however many of its channels are heard.
+                if channel.unwrap_or(0) == 0 {
+                    self.meter.add(
+                        &AUDIO_SECONDS,
+                        chunk.samples.len() as f64 / f64::from(TARGET_RATE),
+                    );
+                }
             }
             drop(rx);
             let decoded = decoder
@@ -477,9 +560,46 @@ impl TranscribeWorker<'_> {
         });
         let info = decoded?;
         heard?;
-        write_fields(item, text, segments, language, &info);
-        Ok(())
+        Ok(Hearing {
+            text,
+            segments,
+            language,
+            info,
+        })
     }
+}
+
+/// One channel (or the mix) of a file, heard: see `TranscribeWorker::hear`.
+struct Hearing {
+    text: String,
+    segments: Vec<Value>,
+    language: Option<String>,
+    info: AudioInfo,
+}
+
+/// Speaker-labelled segments, in time order, as text: one line per turn, "speaker: words".
+fn turns(segments: &[Value]) -> String {
+    let mut text = String::new();
+    let mut last: Option<&str> = None;
+    for segment in segments {
+        let speaker = segment["speaker"].as_str().unwrap_or("");
+        let said = segment["text"].as_str().unwrap_or("").trim();
+        if said.is_empty() {
+            continue;
+        }
+        if last == Some(speaker) {
+            text.push(' ');
+        } else {
+            if last.is_some() {
+                text.push('\n');
+            }
+            text.push_str(speaker);
+            text.push_str(": ");
+            last = Some(speaker);
+        }
+        text.push_str(said);
+    }
+    text
 }
 
 /// Decodes a file whole if it is at most `WHOLE_FILE_S` long; `None` for a longer file (which
@@ -490,7 +610,7 @@ fn decode_whole(
 ) -> Result<Option<(Vec<f32>, AudioInfo)>, String> {
     let mut whole: Option<Vec<f32>> = None;
     let mut long = false;
-    let info = audio::decode(path, WHOLE_FILE_S, give_up, &mut |chunk| {
+    let info = audio::decode(path, WHOLE_FILE_S, None, give_up, &mut |chunk| {
         if whole.is_some() {
             long = true;
             return false;
