@@ -365,6 +365,62 @@ fn bad_lines_fail_alone() {
     );
 }
 
+// A CSV of tickets: one item per row, the id column as id, the chosen columns moved into the
+// redacted text (no unredacted copy in the output), other columns kept; a row with the wrong
+// number of fields fails alone by line without quoting it, and a TSV without the chosen columns
+// fails as one file; a rerun skips the rows done.
+#[test]
+fn csv_rows_are_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("tickets.csv"),
+        "id,subject,body,priority\n\
+         T-1,Printer,\"Jammed, call 555-123-4567\",low\n\
+         T-2,Login,\"Cannot log in\nsince Monday, mail jane.canary@example.com\",high\n\
+         T-3,canary-secret-row\n",
+    )
+    .unwrap();
+    std::fs::write(
+        input.join("notes.tsv"),
+        "text\tdept\nCall 555-987-6543\tcardiology\n",
+    )
+    .unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "glob = [\"**/*.csv\", \"**/*.tsv\"]\ntext_columns = [\"subject\", \"body\"]",
+    );
+    let out = dir.path().join("out");
+    let run = lai_run(&pipeline, &input, &out, &[]).code(1);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("tickets.csv:5") && !stderr.contains("canary"),
+        "{stderr}"
+    );
+    let rows = jsonl(&out.join("out.jsonl"));
+    let ids: Vec<&str> = rows.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["T-1", "T-2"]);
+    assert_eq!(rows[0]["text"], "Printer\nJammed, call [PHONE]");
+    assert_eq!(rows[1]["priority"], "high");
+    let written = std::fs::read_to_string(out.join("out.jsonl")).unwrap();
+    assert!(
+        !written.contains("canary") && !written.contains("555-"),
+        "{written}"
+    );
+    let errors = std::fs::read_to_string(out.join("errors.jsonl")).unwrap();
+    assert!(
+        errors.contains("line 5: 2 fields, but the header row names 4 columns")
+            && errors.contains("no column `subject` (in `text_columns`)")
+            && !errors.contains("canary"),
+        "{errors}"
+    );
+
+    let again = lai_run(&pipeline, &input, &out, &[]).code(1);
+    let summary = String::from_utf8_lossy(&again.get_output().stderr).to_string();
+    assert!(summary.contains("2 skipped"), "{summary}");
+}
+
 // Binary, non-UTF-8 and empty files each fail with their own message; the good file is written.
 #[test]
 fn nasty_files_fail_alone() {

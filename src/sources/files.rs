@@ -3,7 +3,7 @@
 //! Folders are walked depth-first with entries sorted by name, filtered by `glob`/`exclude`
 //! (matched against the path below the folder); files named on the command line are always
 //! read. Text files become one item with a `text` field; `.jsonl`/`.ndjson` files become one
-//! item per record; audio and video files (by extension) become one item with a `path` field,
+//! item per record, `.csv`/`.tsv` files one item per row (`rows`); audio and video files (by extension) become one item with a `path` field,
 //! left for a stage such as `transcribe` to decode. A text file that is empty, binary or not
 //! UTF-8 becomes a failed item that says so.
 //!
@@ -18,6 +18,7 @@ use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
+use super::rows::{self, RowReader};
 use super::unique::{Place, Unique, display};
 use crate::component::fence::{self, Fence};
 use crate::component::{Input, Source, Wanted};
@@ -27,7 +28,7 @@ use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "files",
-    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line, audio/video files one item with their `path`; `-` reads JSONL from stdin.",
+    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line, .csv/.tsv files one item per row (fields named by the header row), audio/video files one item with their `path`; `-` reads JSONL from stdin.",
     options: OPTIONS,
     build,
 };
@@ -63,6 +64,12 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("\"path\""),
         "Field that receives an audio or video file's path (the file is not read into the item).",
     ),
+    opt(
+        "text_columns",
+        Ty::StrList,
+        Default::Value("[]"),
+        "For .csv/.tsv files: columns moved, joined one per line, into the text field (e.g. [\"subject\", \"body\"]), so that `redact` covers them; every other column is a field of the row's item as it is.",
+    ),
     ID_FIELD,
     MAX_LINE_BYTES,
 ];
@@ -80,6 +87,7 @@ struct Files {
     text_field: String,
     path_field: String,
     records: RecordReader,
+    rows: RowReader,
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
@@ -92,6 +100,12 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
         text_field: options.str("text_field"),
         path_field: options.str("path_field"),
         records: RecordReader::from_options(options),
+        rows: RowReader {
+            id_field: options.str("id_field"),
+            text_field: options.str("text_field"),
+            text_columns: options.str_list("text_columns"),
+            max_row_bytes: options.usize("max_line_bytes"),
+        },
     }))
 }
 
@@ -341,16 +355,25 @@ impl Files {
                 }
                 Walked::File(found) => found,
             };
-            if !is_jsonl(&found.path) && !wanted(&found.id) {
+            if !holds_records(&found.path) && !wanted(&found.id) {
                 return true;
             }
             if is_media(&found.path) {
                 return emit(unique.admit(self.media_item(found), place));
             }
-            if !is_jsonl(&found.path) {
+            if !holds_records(&found.path) {
                 return emit(unique.admit(self.text_item(found), place));
             }
             let lines = unique.place(Place::Lines(found.origin.clone()));
+            if let Some(delimiter) = rows::delimiter(&found.path) {
+                return self.rows.read_file(
+                    &found.path,
+                    delimiter,
+                    (&found.id, &found.origin),
+                    wanted,
+                    &mut |item| emit(unique.admit(item, lines)),
+                );
+            }
             read_file(
                 &self.records,
                 &found.path,
@@ -418,6 +441,11 @@ fn is_jsonl(path: &Path) -> bool {
     )
 }
 
+/// Files that hold many records (one item each): JSONL, CSV, TSV.
+fn holds_records(path: &Path) -> bool {
+    is_jsonl(path) || rows::delimiter(path).is_some()
+}
+
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with('.'))
 }
@@ -478,7 +506,7 @@ impl Source for Files {
                 continue;
             };
             self.walk(root, outputs, &mut unique, &mut |walked, _, _| {
-                countable &= !matches!(&walked, Walked::File(found) if is_jsonl(&found.path));
+                countable &= !matches!(&walked, Walked::File(found) if holds_records(&found.path));
                 n += 1;
                 countable
             });

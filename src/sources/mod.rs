@@ -1,9 +1,11 @@
-//! Source kinds, one file each: files and folders (`files`), JSONL records (`jsonl`); the
-//! registry slice `SOURCES` that names them (`[input] kind = "..."`); and the id guard every
-//! source shares (`unique`). What every source fulfils is `component::Source`.
+//! Source kinds, one file each: files and folders (`files`), JSONL records (`jsonl`); CSV/TSV
+//! rows as records (`rows`, read by `files`); the registry slice `SOURCES` that names them
+//! (`[input] kind = "..."`); and the id guard every source shares (`unique`). What every source
+//! fulfils is `component::Source`.
 
 pub mod files;
 pub mod jsonl;
+mod rows;
 mod unique;
 
 use crate::component::Source;
