@@ -8,6 +8,10 @@
 #   jobid=$(sbatch --parsable deploy/slurm-array.sh)
 #   sbatch --dependency=afterany:$jobid --wrap "lai merge /shared/lai-out"
 #
+# lai builds whisper.cpp for the AVX-512/VNNI extensions of the CPU it is built on: on a cluster
+# of mixed CPUs, build it with GGML_AVX512=OFF GGML_AVX512_VNNI=OFF GGML_AVX512_VBMI=OFF
+# GGML_AVX512_BF16=OFF GGML_AVX_VNNI=OFF (a mismatch stops lai at start-up, saying so).
+#
 # Exit codes: 0 done, 1 some items failed (see errors.jsonl), 2 configuration error,
 # 75 the shard's folder is in use by another task (try again later).
 #SBATCH --job-name=lai-transcribe

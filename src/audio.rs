@@ -4,8 +4,8 @@
 //! `decode` streams a file: packets are decoded, downmixed to mono, resampled (rubato, FFT) to
 //! 16 kHz and handed out as chunks of about `chunk_s` seconds, each cut at the quietest moment
 //! near its end so words are not split. Memory is bounded by one chunk, whatever the file's
-//! length. Problems (unknown container, unsupported codec such as WMA, truncation, corrupt
-//! data) come back as a message for the item, never a panic.
+//! length. Problems (unknown container, a codec lai cannot decode, truncation, corrupt data)
+//! come back as a message for the item, never a panic.
 
 use std::fs::File;
 use std::path::Path;
@@ -108,9 +108,9 @@ pub fn decode(
         .map_or_else(|| codec_name(params.codec), |d| d.short_name.to_string());
     let mut decoder = registry
         .make(&params, &DecoderOptions::default())
-        .map_err(|_| {
+        .map_err(|e| {
             format!(
-                "the audio codec ({codec}) is not supported; convert the file first, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
+                "the audio codec ({codec}) is not supported ({e}); convert the file first, e.g. `ffmpeg -i IN -ar 16000 -ac 1 OUT.wav`"
             )
         })?;
     let sample_rate = params

@@ -94,6 +94,7 @@ impl WhisperModel {
     pub fn load(path: &Path, device: Device) -> anyhow::Result<WhisperModel> {
         // Route whisper.cpp's and ggml's own logging away from stderr (lai reports errors itself).
         whisper_rs::install_logging_hooks();
+        check_cpu()?;
         let path_str = path
             .to_str()
             .with_context(|| format!("model path {} is not UTF-8", path.display()))?;
@@ -369,6 +370,39 @@ fn c_threads(n: usize) -> i32 {
     i32::try_from(n.max(1)).unwrap_or(1)
 }
 
+/// whisper.cpp's ggml is built for the AVX-512 and VNNI extensions of the CPU it was built on
+/// (scripts/whisper-ggml.cmake). On a CPU without one of them that binary would die of SIGILL
+/// mid-run; this says why, and what to do, before any audio is touched.
+fn check_cpu() -> anyhow::Result<()> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        use std::arch::is_x86_feature_detected as has;
+        let built = whisper_rs::print_system_info();
+        let extensions = [
+            ("AVX512", has!("avx512f")),
+            ("AVX512_VBMI", has!("avx512vbmi")),
+            ("AVX512_VNNI", has!("avx512vnni")),
+            ("AVX512_BF16", has!("avx512bf16")),
+            ("AVX_VNNI", has!("avxvnni")),
+        ];
+        if let Some(name) = lacking(built, &extensions) {
+            anyhow::bail!(
+                "this lai was built on a CPU with {name} for whisper.cpp, and this CPU lacks it; build lai on this machine, or a portable lai with GGML_AVX512=OFF GGML_AVX512_VNNI=OFF GGML_AVX512_VBMI=OFF GGML_AVX512_BF16=OFF GGML_AVX_VNNI=OFF in the environment (after `cargo clean -p whisper-rs-sys`)"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The first extension whisper.cpp's system info (`... | AVX512 = 1 | ...`) says it was built
+/// with that this CPU lacks.
+fn lacking<'a>(built: &str, extensions: &[(&'a str, bool)]) -> Option<&'a str> {
+    extensions
+        .iter()
+        .find(|(name, here)| !here && built.contains(&format!("| {name} = 1")))
+        .map(|(name, _)| *name)
+}
+
 /// Audio prepared for Whisper: the stretches of speech of a clip joined into one buffer (or the
 /// whole clip, without VAD), and the way back to the clip's own timeline.
 pub struct Speech<'a> {
@@ -412,17 +446,22 @@ impl<'a> Speech<'a> {
         self.samples.len() as f64 / f64::from(crate::audio::TARGET_RATE)
     }
 
-    /// The original time of a time in `samples`.
-    fn original(&self, t: f64) -> f64 {
+    /// The original time of a time in `samples`. A time in the silence joined after a piece is
+    /// that piece's end, unless it is a `start`: Whisper starts a segment after a pause where
+    /// the previous one ended, and the words it opens begin with the next piece.
+    fn original(&self, t: f64, start: bool) -> f64 {
         let i = self.pieces.partition_point(|p| p.0 <= t).saturating_sub(1);
         let (at, from, len) = self.pieces[i];
-        from + (t - at).clamp(0.0, len)
+        match self.pieces.get(i + 1) {
+            Some(&(_, next, _)) if start && t - at >= len => next,
+            _ => from + (t - at).clamp(0.0, len),
+        }
     }
 }
 
 impl Transcript {
-    /// Maps every segment and word time through `f`.
-    fn map_times(&mut self, f: &dyn Fn(f64) -> f64) {
+    /// Maps every segment and word time through `f` (given whether the time is a start).
+    fn map_times(&mut self, f: &dyn Fn(f64, bool) -> f64) {
         for segment in &mut self.segments {
             segment.map_times(f);
         }
@@ -430,12 +469,13 @@ impl Transcript {
 }
 
 impl Segment {
-    fn map_times(&mut self, f: &dyn Fn(f64) -> f64) {
-        self.start_s = f(self.start_s);
-        self.end_s = f(self.end_s);
+    /// A start never passes its end: a segment wholly in a pause is put where the pause begins.
+    fn map_times(&mut self, f: &dyn Fn(f64, bool) -> f64) {
+        self.end_s = f(self.end_s, false);
+        self.start_s = f(self.start_s, true).min(self.end_s);
         for word in &mut self.words {
-            word.start_s = f(word.start_s);
-            word.end_s = f(word.end_s);
+            word.end_s = f(word.end_s, false);
+            word.start_s = f(word.start_s, true).min(word.end_s);
         }
     }
 }
@@ -516,7 +556,7 @@ pub fn hear_speech(
     give_up: &dyn Fn() -> bool,
 ) -> anyhow::Result<Transcript> {
     let mut transcript = engine.hear(&speech.samples, options, give_up)?;
-    transcript.map_times(&|t| speech.original(t));
+    transcript.map_times(&|t, start| speech.original(t, start));
     Ok(transcript)
 }
 
@@ -532,6 +572,58 @@ mod tests {
             dir: models_dir(None),
             verify: true,
         }
+    }
+
+    // A binary built with an extension this CPU lacks is caught by name; one built without it,
+    // or a CPU that has it, passes.
+    #[test]
+    fn extensions_the_cpu_lacks() {
+        let built = "CPU : AVX2 = 1 | AVX512 = 1 | AVX512_VBMI = 0 | AVX512_VNNI = 1 |";
+        let cpu = |avx512, vnni| {
+            [
+                ("AVX512", avx512),
+                ("AVX512_VBMI", false),
+                ("AVX512_VNNI", vnni),
+            ]
+        };
+        assert_eq!(lacking(built, &cpu(true, true)), None);
+        assert_eq!(lacking(built, &cpu(false, true)), Some("AVX512"));
+        assert_eq!(lacking(built, &cpu(true, false)), Some("AVX512_VNNI"));
+    }
+
+    // Times on the joined speech map back to the clip: an end in the silence after a piece is
+    // that piece's end, a start there is the next piece's start (where the words after the
+    // pause are), and a segment wholly in the pause never starts after it ends.
+    #[test]
+    fn joined_speech_maps_back() {
+        let audio = vec![0.0; 16_000 * 10];
+        // Speech at 1-2 s and 6-7 s: joined, the second piece starts at 1.1 s.
+        let speech = Speech::join(&audio, &[(16_000, 32_000), (96_000, 112_000)]);
+        let segment = |start: f64, end: f64| {
+            let mut s = Segment {
+                start_s: start,
+                end_s: end,
+                text: String::new(),
+                confidence: 1.0,
+                words: Vec::new(),
+            };
+            s.map_times(&|t, start| speech.original(t, start));
+            (s.start_s, s.end_s)
+        };
+        let close =
+            |(a, b): (f64, f64), (x, y): (f64, f64)| (a - x).abs() < 1e-9 && (b - y).abs() < 1e-9;
+        assert!(close(segment(0.0, 1.0), (1.0, 2.0)));
+        assert!(
+            close(segment(1.0, 1.6), (6.0, 6.5)),
+            "{:?}",
+            segment(1.0, 1.6)
+        );
+        assert!(close(segment(1.1, 2.1), (6.0, 7.0)));
+        assert!(
+            close(segment(1.02, 1.08), (2.0, 2.0)),
+            "{:?}",
+            segment(1.02, 1.08)
+        );
     }
 
     /// Samples of a 16 kHz mono 16-bit PCM WAV file from `samples/audio`.

@@ -42,7 +42,7 @@ pub const MAX_LINE_BYTES: OptionSpec = opt(
         max: i64::MAX,
     },
     Default::Value("268435456"),
-    "Longest accepted line; a longer one fails as an item (memory stays bounded).",
+    "Longest accepted line (a JSONL line, a CSV/TSV row); a longer JSONL line fails as an item, a longer row fails and ends its file (memory stays bounded).",
 );
 
 /// How JSONL records are turned into items; shared with the files source.

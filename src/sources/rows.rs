@@ -109,7 +109,7 @@ impl RowReader {
                 Err(e) => {
                     let reason = if e.to_string().contains(TOO_LONG) {
                         format!(
-                            "the row at line {line} is longer than max_line_bytes ({}) (an unclosed double quote runs to the end of the file); the rows after it were not read",
+                            "the row at line {line} is longer than max_line_bytes ({}): most likely a double quote that is never closed; fix it, or raise `max_line_bytes` in [input]; the rows after it were not read",
                             self.max_row_bytes
                         )
                     } else {
@@ -204,18 +204,20 @@ impl RowReader {
             );
         }
         let mut fields = Map::new();
-        for (name, raw) in header.iter().zip(record.iter()) {
+        for (column, (name, raw)) in header.iter().zip(record.iter()).enumerate() {
             match std::str::from_utf8(raw) {
                 Ok(value) => {
                     fields.insert(name.clone(), Value::String(value.to_string()));
                 }
+                // The column by number: in a file without a header row, its "name" is data.
                 Err(e) => {
                     return Item::failed(
                         fallback_id,
                         origin,
                         record.as_slice(),
                         format!(
-                            "line {line}, column `{name}`: not UTF-8 (at byte {} of the field); save the file as UTF-8",
+                            "line {line}, column {}: not UTF-8 (at byte {} of the field); save the file as UTF-8",
+                            column + 1,
                             e.valid_up_to()
                         ),
                     );
@@ -304,7 +306,7 @@ mod tests {
             error(&items[2])
         );
         assert!(
-            error(&items[3]).contains("line 6, column `body`: not UTF-8"),
+            error(&items[3]).contains("line 6, column 3: not UTF-8"),
             "{}",
             error(&items[3])
         );

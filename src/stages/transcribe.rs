@@ -150,7 +150,7 @@ const OPTIONS: &[OptionSpec] = &[
         "channels",
         Ty::Choice(&["mix", "split"]),
         Default::Value("\"mix\""),
-        "\"mix\" hears a file's channels mixed together. \"split\" transcribes each channel of a multi-channel file on its own (a call recording's agent and caller, one per side) and merges the segments by time, each with its `speaker`; `text` becomes one line per turn, \"speaker: words\". A silent channel costs almost nothing (VAD); mono files are unaffected; split files are not packed.",
+        "\"mix\" hears a file's channels mixed together. \"split\" transcribes each channel of a multi-channel file on its own (a call recording's agent and caller, one per side) and merges the segments by time, each with its `speaker`; `text` becomes one line per turn, \"speaker: words\". A silent channel costs almost nothing (VAD); mono files are transcribed as usual, but like every file in split mode they are not packed.",
     ),
     opt(
         "channel_names",
@@ -475,11 +475,16 @@ impl TranscribeWorker<'_> {
             return Ok(());
         }
         let info = first.info.clone();
-        let language = first.language.clone();
         let mut heard = vec![first];
         for channel in 1..channels {
             heard.push(self.hear(&path, Some(channel))?);
         }
+        // The language of the first channel that says something (a silent one detects none).
+        let language = heard
+            .iter()
+            .find(|h| !h.segments.is_empty())
+            .or(heard.first())
+            .and_then(|h| h.language.clone());
         let mut segments: Vec<Value> = Vec::new();
         for (channel, hearing) in heard.into_iter().enumerate() {
             let speaker = names

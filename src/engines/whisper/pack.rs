@@ -238,7 +238,7 @@ pub fn transcribe_packed(
                 return Ok(Heard::Unheard);
             }
             for segment in &mut segments {
-                segment.map_times(&|t| clips[i].original(layout.local(i, t)));
+                segment.map_times(&|t, start| clips[i].original(layout.local(i, t), start));
             }
             Ok(Heard::Own(Transcript {
                 language: heard.language.clone(),
