@@ -137,7 +137,8 @@ fn srt(item: &Item, field: &str) -> Option<String> {
     Some(out)
 }
 
-/// WebVTT marks the speaker with a voice span: "<v agent>".
+/// WebVTT marks the speaker with a voice span: "<v agent>". Cue text is markup there, so `&`,
+/// `<` and `>` in what was said are written as character references.
 fn vtt(item: &Item, field: &str) -> Option<String> {
     let mut out = String::from("WEBVTT\n\n");
     for cue in cues(item, field)? {
@@ -145,11 +146,15 @@ fn vtt(item: &Item, field: &str) -> Option<String> {
             .speaker
             .as_ref()
             .map_or(String::new(), |s| format!("<v {s}>"));
+        let text = cue
+            .text
+            .replace('&', "&amp;")
+            .replace('<', "&lt;")
+            .replace('>', "&gt;");
         out.push_str(&format!(
-            "{} --> {}\n{speaker}{}\n\n",
+            "{} --> {}\n{speaker}{text}\n\n",
             timestamp(cue.start, '.'),
             timestamp(cue.end, '.'),
-            cue.text
         ));
     }
     Some(out)
@@ -183,17 +188,19 @@ mod tests {
         );
     }
 
-    // Times never run backwards, empty cues are dropped and text cannot break a cue.
+    // Times never run backwards, empty cues are dropped and text cannot break a cue (nor, in
+    // WebVTT, open a tag).
     #[test]
     fn malformed_segments_stay_valid() {
         let item = item(json!([
             {"start": 5.0, "end": 6.0, "text": "first"},
             {"start": 4.0, "end": 3.0, "text": "a --> b\n\nc"},
             {"start": 7.0, "end": 8.0, "text": "  "},
+            {"start": 9.0, "end": 9.5, "text": "AT&T <b>"},
         ]));
         assert_eq!(
             vtt(&item, "segments").unwrap(),
-            "WEBVTT\n\n00:00:05.000 --> 00:00:06.000\nfirst\n\n00:00:05.000 --> 00:00:05.000\na -> b\nc\n\n"
+            "WEBVTT\n\n00:00:05.000 --> 00:00:06.000\nfirst\n\n00:00:05.000 --> 00:00:05.000\na -&gt; b\nc\n\n00:00:09.000 --> 00:00:09.500\nAT&amp;T &lt;b&gt;\n\n"
         );
         assert!(srt(&self::item(json!("not a list")), "segments").is_none());
     }
