@@ -15,6 +15,7 @@ use common::{engines, jsonl, lai, repo};
 
 /// Every pipeline in pipelines/, each of which a test below runs.
 const SHIPPED: &[&str] = &[
+    "calls",
     "classify",
     "embed",
     "extract",
@@ -474,6 +475,12 @@ fn audio_pipeline(pipeline: &Path, text_fields: &[&str]) {
 #[test]
 fn transcribe_logs_no_content() {
     audio_pipeline(&repo("pipelines/transcribe.toml"), &["text"]);
+}
+
+// calls: each channel heard alone (`channels = "split"`); no transcript reaches the logs.
+#[test]
+fn calls_logs_no_content() {
+    audio_pipeline(&repo("pipelines/calls.toml"), &["text"]);
 }
 
 // transcribe-clean: Whisper then the llm cleanup; neither transcript reaches the logs.

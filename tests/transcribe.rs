@@ -420,7 +420,7 @@ fn two_channel_call_is_split_by_speaker() {
         .arg(&out)
         .assert()
         .success();
-    let records = jsonl(&out.join("calls.jsonl"));
+    let records = jsonl(&out.join("transcripts.jsonl"));
     assert_eq!(records.len(), 2);
     let call = records
         .iter()
