@@ -304,8 +304,8 @@ impl Worker for TranscribeWorker<'_> {
             }
         }
         if let Some(names) = &self.stage.split {
-            for (i, _) in paths {
-                results[i] = self.transcribe_split(&mut batch[i], names);
+            for (i, path) in paths {
+                results[i] = self.transcribe_split(&mut batch[i], &path, names);
             }
             return results;
         }
@@ -466,9 +466,13 @@ impl TranscribeWorker<'_> {
 
     /// Transcribes each channel of a file alone and merges the segments by end time, each with its
     /// channel's speaker name; `text` is one line per turn. A mono file is transcribed as usual.
-    fn transcribe_split(&mut self, item: &mut Item, names: &[String]) -> Result<(), String> {
-        let path = self.path_of(item)?;
-        let first = self.hear(&path, Some(0))?;
+    fn transcribe_split(
+        &mut self,
+        item: &mut Item,
+        path: &Path,
+        names: &[String],
+    ) -> Result<(), String> {
+        let first = self.hear(path, Some(0))?;
         let channels = first.info.channels;
         if channels < 2 {
             write_fields(item, first.text, first.segments, first.language, &first.info);
@@ -477,7 +481,7 @@ impl TranscribeWorker<'_> {
         let info = first.info.clone();
         let mut heard = vec![first];
         for channel in 1..channels {
-            heard.push(self.hear(&path, Some(channel))?);
+            heard.push(self.hear(path, Some(channel))?);
         }
         // The language of the first channel that says something (a silent one detects none).
         let language = heard
