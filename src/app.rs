@@ -18,6 +18,7 @@ use crate::item::{Item, Provenance, printable, timestamp};
 use crate::ledger::resume::{self, Admit, Folder};
 use crate::ledger::shard::{self, Shard};
 use crate::ledger::{RunEnd, RunRow};
+use crate::models::facts::ModelFacts;
 use crate::models::{self, Catalog, FileState, ModelStore, ResolvedModel};
 use crate::options::{ComponentKind, Default, OptionSpec};
 use crate::pipeline::report::{RunFacts, RunReport};
@@ -81,7 +82,7 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
     };
     match cli.command {
         Command::Run(ref args) => run(args, store(!args.no_verify)?),
-        Command::Check { ref pipelines } => Ok(check(pipelines)),
+        Command::Check { ref pipelines } => Ok(check(pipelines, &store(false)?)),
         Command::Ledger {
             ref out,
             failed,
@@ -123,11 +124,29 @@ fn load_or_report(path: &Path) -> Option<Pipeline> {
     }
 }
 
-fn check(paths: &[PathBuf]) -> ExitCode {
+fn check(paths: &[PathBuf], store: &ModelStore) -> ExitCode {
     let mut ok = true;
     for path in paths {
         match load_or_report(path) {
             Some(p) => {
+                // The models that are here are checked against the options; the others when a
+                // run resolves them.
+                let here: Vec<_> = p
+                    .models()
+                    .iter()
+                    .filter_map(|m| store.resolve(m).ok())
+                    .collect();
+                let problems = match ModelFacts::read(&here) {
+                    Ok(facts) => p.check_models(&facts),
+                    Err(e) => vec![format!("{e:#}")],
+                };
+                if !problems.is_empty() {
+                    for problem in &problems {
+                        stderr_line!("error: {}: {problem}", path.display());
+                    }
+                    ok = false;
+                    continue;
+                }
                 let stages: Vec<&str> = p.stages.iter().map(|s| s.label.as_str()).collect();
                 print_out(&format!(
                     "ok: {} ({}: {} -> {} output{})\n",
@@ -153,6 +172,13 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let inputs = inputs(&args.inputs)?;
     // Every model is found and verified before any engine sees it.
     let models = store.resolve_all(pipeline.models())?;
+    let problems = pipeline.check_models(&ModelFacts::read(&models)?);
+    if !problems.is_empty() {
+        for problem in &problems {
+            stderr_line!("error: {}: {problem}", args.pipeline.display());
+        }
+        return Ok(Exit::Fatal.into());
+    }
     pipeline.prepare()?;
     let started_at = SystemTime::now();
     let run_id = run_id(started_at);

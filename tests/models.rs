@@ -215,11 +215,7 @@ fn verify_reports_corruption() {
 /// A real small whisper.cpp model from the models directory, copied to `dir` (tests never write
 /// to the models directory).
 fn whisper_copy(dir: &Path) -> (std::path::PathBuf, String) {
-    let models = std::env::var_os("LAI_MODELS_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| {
-            Path::new(&std::env::var_os("HOME").unwrap()).join(".local/share/lai/models")
-        });
+    let models = models_dir();
     let copy = dir.join("my-whisper.bin");
     std::fs::copy(models.join("whisper-tiny-en/ggml-tiny.en-q8_0.bin"), &copy).unwrap();
     let sha = hex::encode(Sha256::digest(std::fs::read(&copy).unwrap()));
@@ -228,12 +224,21 @@ fn whisper_copy(dir: &Path) -> (std::path::PathBuf, String) {
 
 /// A transcribe pipeline in `dir` with the given `model = ...` value, and a folder with one clip.
 fn transcribe_pipeline(dir: &Path, model: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    transcribe_pipeline_with(dir, model, "vad = false")
+}
+
+/// The same with other settings of the stage (`vad`).
+fn transcribe_pipeline_with(
+    dir: &Path,
+    model: &str,
+    settings: &str,
+) -> (std::path::PathBuf, std::path::PathBuf) {
     let pipeline = dir.join("byom.toml");
     std::fs::write(
         &pipeline,
         format!(
             "name = \"byom\"\n[input]\nkind = \"files\"\nglob = [\"**/*.wav\"]\n\
-             [[stage]]\nuse = \"transcribe\"\nmodel = {model}\nvad = false\n\
+             [[stage]]\nuse = \"transcribe\"\nmodel = {model}\n{settings}\n\
              [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/t.jsonl\"\n"
         ),
     )
@@ -293,6 +298,39 @@ fn model_by_path_pinned_unpinned_and_flipped() {
     let (text, models) = transcript(&dir.path().join("pinned"));
     assert!(text.contains("london"), "{text}");
     assert_eq!(models[&path], sha.as_str());
+
+    // Silero VAD by path too.
+    let vad = dir.path().join("vad.bin");
+    std::fs::copy(models_dir().join("silero-vad/ggml-silero-v6.2.3.bin"), &vad).unwrap();
+    let vad_sha = hex::encode(Sha256::digest(std::fs::read(&vad).unwrap()));
+    let (pipeline, input) = transcribe_pipeline_with(
+        dir.path(),
+        &format!("{{ path = \"{path}\", sha256 = \"{sha}\" }}"),
+        &format!("vad = true\nvad_model = {{ path = \"vad.bin\", sha256 = \"{vad_sha}\" }}"),
+    );
+    run_lai(dir.path(), &pipeline, &input, &dir.path().join("vad"))
+        .code(0)
+        .stderr(predicate::str::contains("not pinned").not());
+    let (text, models) = transcript(&dir.path().join("vad"));
+    assert!(text.contains("london"), "{text}");
+    assert_eq!(models[vad.display().to_string()], vad_sha.as_str());
+
+    // What the file says of itself is checked against the options: this one is English-only.
+    let (pipeline, _) = transcribe_pipeline_with(
+        dir.path(),
+        "{ path = \"my-whisper.bin\" }",
+        "vad = false\nlanguage = \"de\"",
+    );
+    Command::cargo_bin("lai")
+        .unwrap()
+        .arg("check")
+        .arg(&pipeline)
+        .assert()
+        .code(2)
+        .stderr(
+            predicate::str::contains("`language = \"de\"`, but model")
+                .and(predicate::str::contains("is English-only")),
+        );
 
     // Relative to the pipeline file's folder, no pin.
     let (pipeline, input) = transcribe_pipeline(dir.path(), "{ path = \"my-whisper.bin\" }");
@@ -382,4 +420,177 @@ fn models_add_list_and_run_by_name() {
         .assert()
         .code(2)
         .stderr(predicate::str::contains("tokenizer.json"));
+}
+
+/// The models directory the tests read real models from.
+fn models_dir() -> std::path::PathBuf {
+    std::env::var_os("LAI_MODELS_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| {
+            Path::new(&std::env::var_os("HOME").unwrap()).join(".local/share/lai/models")
+        })
+}
+
+/// A pipeline of redact (NER), embed and llm over JSONL, each given `model` by the caller.
+fn text_pipeline(
+    dir: &Path,
+    name: &str,
+    ner: &str,
+    embedder: &str,
+    llm: &str,
+) -> std::path::PathBuf {
+    let pipeline = dir.join(format!("{name}.toml"));
+    std::fs::write(
+        &pipeline,
+        format!(
+            "name = \"{name}\"\n[input]\nkind = \"files\"\nglob = [\"**/*.jsonl\"]\n\
+             [[stage]]\nuse = \"redact\"\nner_model = {ner}\n\
+             [[stage]]\nuse = \"embed\"\nmodel = {embedder}\n\
+             [[stage]]\nuse = \"llm\"\nmodel = {llm}\ntask = \"classify\"\nchoices = [\"billing\", \"medical\"]\n\
+             [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/r.jsonl\"\n"
+        ),
+    )
+    .unwrap();
+    pipeline
+}
+
+/// The records of a run's `r.jsonl`, by id.
+fn records(out: &Path) -> std::collections::BTreeMap<String, serde_json::Value> {
+    std::fs::read_to_string(out.join("r.jsonl"))
+        .unwrap()
+        .lines()
+        .map(|l| {
+            let r: serde_json::Value = serde_json::from_str(l).unwrap();
+            (r["id"].as_str().unwrap().to_string(), r)
+        })
+        .collect()
+}
+
+// The text engines by path, with no catalog entry: the NER model with its config, an embedder
+// whose window, pooling and normalization are read from the sentence-transformers files beside
+// it (a `lai check` error names `max_tokens`, then `pooling`, while they are missing), and a
+// GGUF. Each gives what the same model by catalog name gives, and provenance has its sha256.
+#[test]
+fn text_models_by_path_match_the_catalogs() {
+    let dir = tempfile::tempdir().unwrap();
+    let models = models_dir();
+    let copy = |from: &str, to: &str| {
+        let to = dir.path().join(to);
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::copy(models.join(from), &to).unwrap();
+        hex::encode(Sha256::digest(std::fs::read(&to).unwrap()))
+    };
+    copy("rampart-pii/model_int8.onnx", "ner/model.onnx");
+    copy("rampart-pii/tokenizer.json", "ner/tokenizer.json");
+    copy("rampart-pii/config.json", "ner/config.json");
+    let embedder_sha = copy("all-minilm-l6-v2/model-fp32.onnx", "minilm/onnx/model.onnx");
+    copy("all-minilm-l6-v2/tokenizer.json", "minilm/tokenizer.json");
+    let llm_sha = copy(
+        "smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf",
+        "smol.gguf",
+    );
+    let by_path = text_pipeline(
+        dir.path(),
+        "by-path",
+        "{ path = \"ner/model.onnx\", tokenizer = \"ner/tokenizer.json\", config = \"ner/config.json\" }",
+        "{ path = \"minilm/onnx/model.onnx\", tokenizer = \"minilm/tokenizer.json\" }",
+        &format!("{{ path = \"smol.gguf\", sha256 = \"{llm_sha}\" }}"),
+    );
+    let by_name = text_pipeline(
+        dir.path(),
+        "by-name",
+        "\"rampart-pii\"",
+        "\"all-minilm-l6-v2\"",
+        "\"smollm2-135m-instruct\"",
+    );
+    let check = || {
+        Command::cargo_bin("lai")
+            .unwrap()
+            .arg("check")
+            .arg(&by_path)
+            .assert()
+    };
+    check()
+        .code(2)
+        .stderr(predicate::str::contains("set `max_tokens`"));
+    let write = |name: &str, text: &str| {
+        let path = dir.path().join("minilm").join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(path, text).unwrap();
+    };
+    write(
+        "sentence_bert_config.json",
+        r#"{"max_seq_length": 256, "do_lower_case": false}"#,
+    );
+    check()
+        .code(2)
+        .stderr(predicate::str::contains("set `pooling = \"mean\"`"));
+    write(
+        "1_Pooling/config.json",
+        r#"{"word_embedding_dimension": 384, "pooling_mode_mean_tokens": true}"#,
+    );
+    write(
+        "modules.json",
+        r#"[{"idx": 0, "type": "sentence_transformers.models.Transformer"},
+            {"idx": 1, "type": "sentence_transformers.models.Pooling"},
+            {"idx": 2, "type": "sentence_transformers.models.Normalize"}]"#,
+    );
+    check().code(0);
+
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    std::fs::write(
+        input.join("notes.jsonl"),
+        "{\"id\": \"a\", \"text\": \"Please ask Maria Gonzalez in accounts why invoice 4471 was charged twice.\"}\n\
+         {\"id\": \"b\", \"text\": \"The patient reported chest pain and was given aspirin.\"}\n",
+    )
+    .unwrap();
+    let run = |pipeline: &Path, out: &str| {
+        run_lai(dir.path(), pipeline, &input, &dir.path().join(out)).code(0);
+        records(&dir.path().join(out))
+    };
+    let path_records = run(&by_path, "by-path-out");
+    let name_records = run(&by_name, "by-name-out");
+    assert_eq!(path_records.len(), 2);
+    for (id, r) in &path_records {
+        let same = &name_records[id];
+        assert_eq!(
+            r["text"], same["text"],
+            "{id}: redaction by path and by name"
+        );
+        assert!(
+            ["billing", "medical"].contains(&r["label"].as_str().unwrap_or_default()),
+            "{r}"
+        );
+        assert_eq!(
+            r["label"], same["label"],
+            "{id}: classify by path and by name"
+        );
+        let (a, b) = (
+            r["embedding"].as_array().unwrap(),
+            same["embedding"].as_array().unwrap(),
+        );
+        assert_eq!(a.len(), 384);
+        let dot: f64 = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| x.as_f64().unwrap() * y.as_f64().unwrap())
+            .sum();
+        assert!(
+            dot > 0.9999,
+            "{id}: cosine {dot} between the embeddings by path and by name"
+        );
+    }
+    let redacted = path_records["a"]["text"].as_str().unwrap();
+    assert!(
+        !redacted.contains("Maria") && !redacted.contains("Gonzalez"),
+        "{redacted}"
+    );
+    let provenance = &path_records["a"]["_lai"]["models"];
+    let key = |rel: &str| dir.path().join(rel).display().to_string();
+    assert_eq!(
+        provenance[&key("minilm/onnx/model.onnx")],
+        embedder_sha.as_str()
+    );
+    assert_eq!(provenance[&key("smol.gguf")], llm_sha.as_str());
 }

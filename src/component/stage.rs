@@ -14,12 +14,20 @@ use anyhow::anyhow;
 use super::threads::Threads;
 use crate::device::{Device, Placement};
 use crate::item::Item;
+use crate::models::facts::ModelFacts;
 use crate::models::{ModelRef, ResolvedModel};
 
 /// A configured stage, shared by all of its workers.
 pub trait Stage: Send + Sync {
     /// The models this stage loads; each is found and verified before the run.
     fn models(&self) -> Vec<ModelRef> {
+        Vec::new()
+    }
+
+    /// Checks the stage's options against what its models say of themselves (read from their
+    /// headers, never loaded): one message per problem, naming the key to change. A model not
+    /// in `facts` (not installed when `lai check` runs) is not checked.
+    fn check_models(&self, _facts: &ModelFacts) -> Vec<String> {
         Vec::new()
     }
 

@@ -7,6 +7,7 @@
 //! with `--no-verify`, which the run report records). A model by path becomes an in-memory
 //! catalog entry and goes through the same checks. This module never loads a model.
 
+pub mod facts;
 pub mod pull;
 
 use std::fmt;
@@ -281,10 +282,14 @@ pub fn local_entry(
         description: format!("added with `lai models add`: {}", listed.join(", ")),
         license: license.to_string(),
         attribution: None,
-        encoder: (engine == "onnx").then(|| EncoderConfig {
-            max_tokens: DEFAULT_MAX_TOKENS,
-            pooling: Some("mean".into()),
-            normalize: true,
+        encoder: (engine == "onnx").then(|| {
+            let paths: Vec<&Path> = files.iter().map(|(_, p)| p.as_path()).collect();
+            let found = facts::EncoderHints::beside(&paths);
+            EncoderConfig {
+                max_tokens: found.max_tokens.unwrap_or(DEFAULT_MAX_TOKENS),
+                pooling: Some(found.pooling.unwrap_or_else(|| "mean".into())),
+                normalize: found.normalize.unwrap_or(true),
+            }
         }),
         build: None,
         pypi: None,
@@ -474,7 +479,7 @@ impl ModelRef {
         options: &Options,
         key: &str,
         shape: &ModelShape,
-        diag: &Diagnostics,
+        diag: &mut Diagnostics,
     ) -> Option<ModelRef> {
         let node = options.node(key)?;
         let Value::Table(entries) = node.value else {
@@ -512,7 +517,7 @@ impl ModelRef {
             })
         };
         let mut files = vec![PinnedFile {
-            role: "model".into(),
+            role: shape.role.into(),
             path: diag.path_in_file(&text("path")?),
             sha256: text("sha256").map(|s| s.to_ascii_lowercase()),
         }];
@@ -536,16 +541,50 @@ impl ModelRef {
                 .find(|e| e.key == key)
                 .map(|e| matches!(e.node.value, Value::Bool(true)))
         };
-        let encoder = shape.encoder.then(|| EncoderConfig {
-            max_tokens: number("max_tokens").unwrap_or(DEFAULT_MAX_TOKENS),
-            pooling: Some(text("pooling").unwrap_or_else(|| "mean".into())),
-            normalize: flag("normalize").unwrap_or(true),
-        });
+        let origin = format!("`{key}` in {}", options.context);
+        let mut encoder = None;
+        if shape.encoder {
+            let paths: Vec<&Path> = files.iter().map(|f| f.path.as_path()).collect();
+            let found = facts::EncoderHints::beside(&paths);
+            let beside =
+                "sentence_bert_config.json, 1_Pooling/config.json or config.json beside the model";
+            let Some(max_tokens) = number("max_tokens").or(found.max_tokens) else {
+                diag.error(
+                    &options.span_of(key),
+                    format!("{origin}: the model's window cannot be read from {beside}; set `max_tokens` in the table (512 for BERT-style models)"),
+                );
+                return None;
+            };
+            let pooling = text("pooling").or(found.pooling);
+            match pooling.as_deref() {
+                _ if !shape.pooled => {}
+                Some(p) if crate::options::POOLINGS.contains(&p) => {}
+                Some(other) => {
+                    diag.error(
+                        &options.span_of(key),
+                        format!("{origin}: the model's export pools by `{other}`, which lai does not do; lai pools by \"mean\" or \"cls\" (set `pooling` only if the model was trained for it)"),
+                    );
+                    return None;
+                }
+                None => {
+                    diag.error(
+                        &options.span_of(key),
+                        format!("{origin}: how to pool the model's token vectors cannot be read from {beside}; set `pooling = \"mean\"` or `\"cls\"` in the table, as the model card says"),
+                    );
+                    return None;
+                }
+            }
+            encoder = Some(EncoderConfig {
+                max_tokens,
+                pooling,
+                normalize: flag("normalize").or(found.normalize).unwrap_or(true),
+            });
+        }
         Some(ModelRef::Files(FileModel {
             engine: shape.engine.to_string(),
             files,
             encoder,
-            origin: format!("`{key}` in {} of {}", options.context, diag.file()),
+            origin: format!("{origin} of {}", diag.file()),
         }))
     }
 }
@@ -553,30 +592,46 @@ impl ModelRef {
 /// A whisper.cpp ggml model (f16 or quantized), for `transcribe`.
 pub const WHISPER: ModelShape = ModelShape {
     engine: "whisper",
+    role: "model",
     files: &[],
     encoder: false,
+    pooled: false,
+};
+/// whisper.cpp's Silero VAD model, for `transcribe`'s `vad_model`.
+pub const VAD: ModelShape = ModelShape {
+    engine: "whisper",
+    role: "vad",
+    files: &[],
+    encoder: false,
+    pooled: false,
 };
 /// A GGUF model, for `llm`.
 pub const LLAMA: ModelShape = ModelShape {
     engine: "llama",
+    role: "model",
     files: &[],
     encoder: false,
+    pooled: false,
 };
 /// A sentence-embedding ONNX model and its tokenizer.json, for `embed` and `classify`.
 pub const TEXT_ENCODER: ModelShape = ModelShape {
     engine: "onnx",
+    role: "model",
     files: &[("tokenizer", true)],
     encoder: true,
+    pooled: true,
 };
 /// A token-classification ONNX model, its tokenizer.json and the config.json with its labels
 /// (`id2label`), for `redact`'s NER.
 pub const TOKEN_CLASSIFIER: ModelShape = ModelShape {
     engine: "onnx",
+    role: "model",
     files: &[("tokenizer", true), ("config", true)],
     encoder: true,
+    pooled: false,
 };
 
-/// The window of a text encoder given by path that does not say (BERT's).
+/// The window `lai models add` writes for a text encoder whose export does not say (BERT's).
 pub const DEFAULT_MAX_TOKENS: usize = 512;
 
 impl FileModel {

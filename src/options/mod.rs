@@ -49,10 +49,14 @@ pub enum Ty {
 pub struct ModelShape {
     /// The engine that loads it: "whisper", "llama" or "onnx".
     pub engine: &'static str,
+    /// The role of the file `path` names ("model", or "vad" for a voice-activity model).
+    pub role: &'static str,
     /// Roles of further files, and whether each must be given.
     pub files: &'static [(&'static str, bool)],
     /// Whether `max_tokens`, `pooling` and `normalize` may be set.
     pub encoder: bool,
+    /// Whether token vectors are pooled into one (sentence embeddings), so pooling must be known.
+    pub pooled: bool,
 }
 
 /// Keys of a model table besides the file roles.

@@ -104,6 +104,20 @@ impl Pipeline {
         self.stages.iter().flat_map(|s| s.stage.models()).collect()
     }
 
+    /// Every stage's problems with its models' facts, each naming its stage.
+    pub fn check_models(&self, facts: &crate::models::facts::ModelFacts) -> Vec<String> {
+        self.stages
+            .iter()
+            .flat_map(|plan| {
+                let label = &plan.label;
+                plan.stage
+                    .check_models(facts)
+                    .into_iter()
+                    .map(move |m| format!("{label}: {m}"))
+            })
+            .collect()
+    }
+
     /// Each stage's `prepare`, in order; the first error, naming its stage.
     pub fn prepare(&self) -> anyhow::Result<()> {
         for plan in &self.stages {

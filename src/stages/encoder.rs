@@ -31,7 +31,7 @@ pub const MODEL: OptionSpec = opt(
     "model",
     Ty::Model(&models::TEXT_ENCODER),
     Default::Value("\"all-minilm-l6-v2\""),
-    "Sentence-embedding ONNX model: a catalog name (`lai models list`), or files by path: { path = \"/models/e5.onnx\", sha256 = \"...\", tokenizer = \"/models/tokenizer.json\" } (window and pooling default to max_tokens = 512, pooling = \"mean\", normalize = true).",
+    "Sentence-embedding ONNX model: a catalog name (`lai models list`), or files by path: { path = \"/models/e5.onnx\", sha256 = \"...\", tokenizer = \"/models/tokenizer.json\" } (`max_tokens`, `pooling` and `normalize` are read from a sentence-transformers export beside the model; set them where it has none).",
 );
 pub const FIELD: OptionSpec = opt(
     "field",

@@ -27,6 +27,7 @@ use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Device, Placement};
 use crate::engines::whisper::pack::{Heard, MAX_CLIP_S, Packer};
 use crate::engines::whisper::{self, Speech, Transcriber, Transcript, WhisperModel};
+use crate::models::facts::{Facts, ModelFacts};
 use crate::models::{self, ModelRef};
 use crate::item::Item;
 use crate::options::ComponentKind;
@@ -100,9 +101,9 @@ const OPTIONS: &[OptionSpec] = &[
     ),
     opt(
         "vad_model",
-        Ty::Str,
+        Ty::Model(&models::VAD),
         Default::Value("\"silero-vad\""),
-        "VAD model from the catalog.",
+        "Silero VAD model in whisper.cpp's ggml format: a catalog name, or { path = \"/models/ggml-silero-v6.2.3.bin\", sha256 = \"...\" }.",
     ),
     opt(
         "word_timestamps",
@@ -170,7 +171,7 @@ const OPTIONS: &[OptionSpec] = &[
 struct Transcribe {
     model_name: String,
     model_ref: ModelRef,
-    vad_model_name: Option<String>,
+    vad_model: Option<ModelRef>,
     options: whisper::Options,
     threads: usize,
     /// Pack short clips into shared windows.
@@ -223,7 +224,10 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
     Some(Box::new(Transcribe {
         model_name: model.name(),
         model_ref: model,
-        vad_model_name: options.bool("vad").then(|| options.str("vad_model")),
+        vad_model: match options.bool("vad") {
+            true => Some(ModelRef::from_option(options, "vad_model", &models::VAD, diag)?),
+            false => None,
+        },
         options: whisper::Options {
             language: (language != "auto").then_some(language),
             translate: options.bool("translate"),
@@ -248,15 +252,37 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
 impl Stage for Transcribe {
     fn models(&self) -> Vec<ModelRef> {
         std::iter::once(self.model_ref.clone())
-            .chain(self.vad_model_name.clone().map(ModelRef::Catalog))
+            .chain(self.vad_model.clone())
             .collect()
+    }
+
+    fn check_models(&self, facts: &ModelFacts) -> Vec<String> {
+        let Some(Facts::Whisper {
+            multilingual: false,
+        }) = facts.get(&self.model_name)
+        else {
+            return Vec::new();
+        };
+        let model = &self.model_name;
+        let mut problems = Vec::new();
+        if let Some(language) = self.options.language.as_deref().filter(|l| *l != "en") {
+            problems.push(format!(
+                "`language = \"{language}\"`, but model `{model}` is English-only (its vocabulary has no language tokens); use a multilingual model such as whisper-base, or `language = \"en\"`"
+            ));
+        }
+        if self.options.translate {
+            problems.push(format!(
+                "`translate = true` needs a multilingual model, and `{model}` is English-only; use a multilingual model such as whisper-base, or remove `translate`"
+            ));
+        }
+        problems
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
         let mut options = self.options.clone();
         options.threads = self.threads;
-        if let Some(vad) = &self.vad_model_name {
-            options.vad_model = Some(ctx.model_file(vad, "whisper", "vad")?.to_path_buf());
+        if let Some(vad) = &self.vad_model {
+            options.vad_model = Some(ctx.model_file(&vad.name(), "whisper", "vad")?.to_path_buf());
         }
         let device = ctx.place(self.device)?;
         let model = self.model.get(|| {

@@ -31,6 +31,7 @@ use super::common::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
 use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, GeneratorOptions, LlmModel, Prompt, Request};
+use crate::models::facts::{Facts, ModelFacts};
 use crate::models::{self, ModelRef};
 use crate::item::{Item, json_type};
 use crate::options::ComponentKind;
@@ -603,6 +604,32 @@ impl Stage for Llm {
         vec![self.model_ref.clone()]
     }
 
+    fn check_models(&self, facts: &ModelFacts) -> Vec<String> {
+        let Some(Facts::Gguf {
+            context_length,
+            chat_template,
+            ..
+        }) = facts.get(&self.model_name)
+        else {
+            return Vec::new();
+        };
+        let model = &self.model_name;
+        let mut problems = Vec::new();
+        if !chat_template && !self.custom_prompt {
+            problems.push(format!(
+                "model `{model}` has no chat template in its GGUF metadata (a base model), so the built-in `{}` prompt cannot be used; give the stage a `prompt` that writes the whole prompt in the model's format",
+                self.task.map_or("task", |t| t.name)
+            ));
+        }
+        if let Some(trained) = context_length.filter(|&n| (self.context as u64) > n) {
+            problems.push(format!(
+                "`context = {}` is more than model `{model}` was trained for ({trained} tokens); set `context` to at most {trained}",
+                self.context
+            ));
+        }
+        problems
+    }
+
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
         let device = ctx.place(self.device)?;
         let model = self.model.get(|| {
@@ -612,13 +639,6 @@ impl Stage for Llm {
                 self.gpu_layers,
             )
         })?;
-        if !model.has_chat_template() && !self.custom_prompt {
-            anyhow::bail!(
-                "model `{}` has no chat template in its GGUF metadata, so the built-in `{}` prompt cannot be used; give the stage a `prompt` that writes the whole prompt in the model's format",
-                self.model_name,
-                self.task.map_or("task", |t| t.name)
-            );
-        }
         // On the GPU the CPU only samples tokens: one thread, leaving the rest to other stages.
         let threads = device.pick(self.threads, ctx.threads.total(), 1);
         let parallel = device.pick(self.parallel, PARALLEL_CPU, PARALLEL_GPU);
