@@ -5,6 +5,7 @@
 #
 #   bench/llm.sh [ITEMS] [OUTPUT_TOKENS]        # defaults: 32 items, 64 tokens each
 #   REPS=3 THREADS=2 bench/llm.sh               # best of REPS runs per setting (default 3)
+#   MODEL=/models/any.gguf bench/llm.sh         # your own GGUF, by path (bench/larger-models.sh)
 #
 # llama-batched-bench is built once from a pinned llama.cpp source package (see below) with lai's
 # CPU settings, and cached in ~/.cache/lai/bench. Each lai item is a prompt of about PROMPT tokens that asks for a long
@@ -27,10 +28,13 @@ mkdir -p "$CACHE"
 
 cargo build --release --locked -q
 LAI=$PWD/target/release/lai
-python3 scripts/fetch-models.py "$MODEL_NAME" >/dev/null
-MODELS=$("$LAI" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
-MODEL=$MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
-[ -f "$MODEL" ] || { echo "error: $MODEL_NAME is not fetched; run python3 scripts/fetch-models.py" >&2; exit 2; }
+if [ -z "${MODEL:-}" ]; then
+  python3 scripts/fetch-models.py "$MODEL_NAME" >/dev/null
+  MODELS=$("$LAI" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
+  MODEL=$MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf
+fi
+[ -f "$MODEL" ] || { echo "error: $MODEL is missing; run python3 scripts/fetch-models.py $MODEL_NAME" >&2; exit 2; }
+export MODEL
 
 # llama-batched-bench: llama-cpp-sys-2's crate ships llama.cpp without the tools' sources, so
 # it comes from the llama-cpp-python 0.3.36 sdist on PyPI (pinned by sha256; llama.cpp with
@@ -75,6 +79,7 @@ name = "bench"
 kind = "files"
 [[stage]]
 use = "llm"
+model = { path = "$MODEL" }
 prompt = "{{text}}"
 parallel = $1
 batch_size = $ITEMS
@@ -119,18 +124,19 @@ python3 - "$WORK/llama.jsonl" "$PP" "$TG" "$ITEMS" "$THREADS" "$REPS" \
   "${ITEMS_OUT[4]} ${TOKENS[4]} ${PROMPT[4]} ${BUSY[4]}" \
   "${ITEMS_OUT[8]} ${TOKENS[8]} ${PROMPT[8]} ${BUSY[8]}" \
   "${ITEMS_OUT[16]} ${TOKENS[16]} ${PROMPT[16]} ${BUSY[16]}" <<'EOF'
-import json, sys
+import json, os, sys
 llama = {}
 for r in map(json.loads, open(sys.argv[1])):
     if r["pl"] not in llama or r["speed"] > llama[r["pl"]]["speed"]:
         llama[r["pl"]] = r
 pp, tg, items, threads, reps = sys.argv[2:7]
+model = os.path.basename(os.environ["MODEL"])
 rows = []
 for p, fields in zip([1, 4, 8, 16], sys.argv[7:]):
     n, tokens, prompt, busy = fields.split()
     n, tokens, prompt, busy = int(n), int(tokens), int(prompt), float(busy)
     rows.append((p, n, tokens, prompt, busy))
-print(f"llm throughput: SmolLM2-135M Q4_1, {items} prompts of ~{pp} tokens, up to {tg} output tokens, {threads} threads, best of {reps}")
+print(f"llm throughput: {model}, {items} prompts of ~{pp} tokens, up to {tg} output tokens, {threads} threads, best of {reps}")
 print()
 print(f"{'parallel':>8}  {'lai items/s':>11}  {'lai gen tok/s':>13}  {'lai all tok/s':>13}  {'lai vs p=1':>10}  {'llama.cpp S t/s':>15}  {'llama.cpp vs p=1':>16}  {'lai / llama.cpp':>15}")
 _, _, tokens1, prompt1, busy1 = rows[0]
