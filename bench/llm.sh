@@ -90,7 +90,7 @@ context = $CONTEXT
 kind = "jsonl"
 path = "{out}/out.jsonl"
 EOF
-  "$LAI" run "$WORK/p$1.toml" "$WORK/prompts.jsonl" -o "$WORK/out$1" --jobs "$THREADS" \
+  "$LAI" run "$WORK/p$1.toml" "$WORK/prompts.jsonl" -o "$WORK/out$1" --fresh --jobs "$THREADS" \
     --progress never --quiet --report "$WORK/r$1.json" >/dev/null 2>&1
   python3 - "$WORK/out$1/out.jsonl" "$WORK/r$1.json" <<'EOF'
 import json, sys
