@@ -830,3 +830,155 @@ fn runs_without_any_network() {
     assert!(!records.is_empty());
     assert_eq!(records, jsonl(&outside.join("redacted.jsonl")));
 }
+
+// PDF (text layer, by page), DOCX, HTML and e-mail files become items with their text, `mime`,
+// `title` and pages; an e-mail's attachments become items of their own with the mail as
+// `parent` (a hostile attachment name stays inside the output folder); redaction covers the
+// mail's headers, which open its text. A scanned PDF, a corrupt DOCX and an image attachment
+// each fail alone, saying why and quoting nothing.
+#[test]
+fn documents_are_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let letter = common::pdf(&[
+        "Dear Ms Canary,\nyour claim 4471 was approved.",
+        "Questions? Call 555-123-4567.",
+    ]);
+    std::fs::write(input.join("letter.pdf"), &letter).unwrap();
+    std::fs::write(input.join("scan.pdf"), common::pdf(&[""])).unwrap();
+    std::fs::write(
+        input.join("memo.docx"),
+        common::docx(
+            "Memo & plan",
+            &[
+                "First point: write to jane.canary@example.com",
+                "Second <point>.",
+            ],
+        ),
+    )
+    .unwrap();
+    std::fs::write(input.join("broken.docx"), b"PK\x03\x04canary-broken-zip").unwrap();
+    std::fs::write(
+        input.join("page.html"),
+        "<html><head><title>Visit &amp; notes</title><style>.x { color: red }</style>\
+         <script>var s = \"canary-script\";</script></head>\
+         <body><h1>Visit</h1><p>Patient phone 555-987-6543.</p></body></html>",
+    )
+    .unwrap();
+    let mail = format!(
+        "From: Jane Canary <jane.canary@example.com>\r\nTo: claims@example.org\r\n\
+         Subject: Claim 4471\r\nDate: Tue, 3 Mar 2026 09:30:00 +0000\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=\"b1\"\r\n\r\n\
+         --b1\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nSee attached. Call 555-222-3333.\r\n\
+         --b1\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=\"../../outside.txt\"\r\n\r\n\
+         Notes: reach me at x.canary@example.net\r\n\
+         --b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"claim.pdf\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\n{}\r\n\
+         --b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b1--\r\n",
+        common::base64(&common::pdf(&[
+            "Claim form: policy holder phone 555-444-5555."
+        ]))
+    );
+    std::fs::write(input.join("mail.eml"), mail).unwrap();
+    let pipeline = write_pipeline(
+        dir.path(),
+        "glob = [\"**/*.pdf\", \"**/*.docx\", \"**/*.html\", \"**/*.eml\"]",
+    );
+    let out = dir.path().join("out");
+    let run = lai_run(&pipeline, &input, &out, &[]).code(1);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(!stderr.contains("canary"), "{stderr}");
+    let records = jsonl(&out.join("out.jsonl"));
+    let by_id = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no record {id} in {records:?}"))
+    };
+    let letter = by_id("letter.pdf");
+    let text = letter["text"].as_str().unwrap();
+    assert!(
+        text.contains("claim 4471 was approved") && text.contains("[PHONE]"),
+        "{text}"
+    );
+    assert_eq!(letter["mime"], "application/pdf");
+    assert_eq!(letter["pages"], 2);
+    let second = letter["page_starts"][1].as_u64().unwrap() as usize;
+    let page2: String = text.chars().skip(second).collect();
+    assert!(page2.starts_with("Questions?"), "{page2}");
+
+    let memo = by_id("memo.docx");
+    assert_eq!(memo["title"], "Memo & plan");
+    assert_eq!(
+        memo["text"],
+        "First point: write to [EMAIL]\nSecond <point>."
+    );
+
+    let page = by_id("page.html");
+    assert_eq!(page["title"], "Visit & notes");
+    let text = page["text"].as_str().unwrap();
+    assert!(text.contains("Visit") && text.contains("[PHONE]"), "{text}");
+    assert!(
+        !text.contains("canary") && !text.contains("color"),
+        "{text}"
+    );
+
+    let mail = by_id("mail.eml");
+    let text = mail["text"].as_str().unwrap();
+    assert!(
+        text.starts_with("From: Jane Canary <[EMAIL]>\nTo: [EMAIL]\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("Subject: Claim 4471\n") && text.contains("See attached. Call [PHONE]."),
+        "{text}"
+    );
+    assert_eq!(mail["title"], "Claim 4471");
+    let notes = by_id("mail.eml/1-outside.txt");
+    assert_eq!(notes["parent"], "mail.eml");
+    assert_eq!(notes["text"], "Notes: reach me at [EMAIL]");
+    let claim = by_id("mail.eml/2-claim.pdf");
+    assert_eq!(claim["parent"], "mail.eml");
+    assert!(
+        claim["text"]
+            .as_str()
+            .unwrap()
+            .contains("policy holder phone [PHONE]"),
+        "{claim}"
+    );
+
+    let written = std::fs::read_to_string(out.join("out.jsonl")).unwrap();
+    assert!(
+        !written.contains("canary") && !written.contains("555-"),
+        "{written}"
+    );
+    let errors = jsonl(&out.join("errors.jsonl"));
+    let reason = |id: &str| {
+        let e = errors
+            .iter()
+            .find(|e| e["id"] == id)
+            .unwrap_or_else(|| panic!("no error for {id} in {errors:?}"));
+        e.to_string()
+    };
+    assert!(
+        reason("scan.pdf").contains("no text layer (1 page"),
+        "{errors:?}"
+    );
+    assert!(
+        reason("broken.docx").contains("not a readable DOCX"),
+        "{errors:?}"
+    );
+    assert!(
+        reason("mail.eml/3-photo.png").contains("cannot read"),
+        "{errors:?}"
+    );
+    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert!(
+        !std::fs::read_to_string(out.join("errors.jsonl"))
+            .unwrap()
+            .contains("canary")
+    );
+    assert!(!dir.path().join("outside.txt").exists());
+}

@@ -20,6 +20,7 @@ const SHIPPED: &[&str] = &[
     "embed",
     "extract",
     "redact",
+    "redact-documents",
     "redact-hipaa",
     "summarize",
     "transcribe",
@@ -273,6 +274,106 @@ fn redact_logs_no_content() {
     let (run, ok) = text_pipeline(&dir, &repo("pipelines/redact.toml"), "redact");
     assert_eq!(ok.len(), 3, "{:?}", dead_letters(&run));
     assert_eq!(jsonl(&run.out.join("redacted.jsonl")).len(), 3);
+}
+
+// redact-documents: PDF, DOCX, HTML and an e-mail with attachments, with canaries in their
+// text, titles and headers, and broken ones holding canaries in their bytes: no content in the
+// logs, and no phone, mail address or name of them in the outputs.
+#[test]
+fn redact_documents_logs_no_content() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let c = Canaries::new();
+    let input = dir.path().join("in");
+    std::fs::create_dir_all(&input).unwrap();
+    let mark = |t: &str| c.mark(t);
+    let write = |name: &str, bytes: Vec<u8>| std::fs::write(input.join(name), bytes).unwrap();
+    write(
+        "letter.pdf",
+        common::pdf(&[
+            &format!("Claim {}. Call 555-201-7788.", mark("pdf")),
+            &format!("Or write to pdf.{}@example.com", c.run),
+        ]),
+    );
+    write(
+        "memo.docx",
+        common::docx(
+            &format!("Memo for ann.{}@example.com", c.run),
+            &[&format!("Note {} for 555-301-8899.", mark("docx"))],
+        ),
+    );
+    write(
+        "page.html",
+        format!(
+            "<html><head><title>{}</title></head><body><p>Visit {} at 555-401-9911.</p></body></html>",
+            mark("htmltitle"),
+            mark("html")
+        )
+        .into_bytes(),
+    );
+    write(
+        "mail.eml",
+        format!(
+            "From: Sam <sam.{run}@example.com>\r\nTo: claims@example.org\r\nSubject: {subject}\r\n\
+             MIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nMy number is 555-501-2233. {body}\r\n\
+             --b\r\nContent-Type: text/plain\r\nContent-Disposition: attachment; filename=\"n.txt\"\r\n\r\n\
+             Attached {att}, mail att.{run}@example.com\r\n--b--\r\n",
+            run = c.run,
+            subject = mark("subject"),
+            body = mark("body"),
+            att = mark("attachment"),
+        )
+        .into_bytes(),
+    );
+    write(
+        "broken.pdf",
+        format!("%PDF-1.4 {}", mark("brokenpdf")).into_bytes(),
+    );
+    write(
+        "broken.docx",
+        format!("PK\x03\x04{}", mark("brokendocx")).into_bytes(),
+    );
+    let content: Vec<String> = [
+        "pdf",
+        "docx",
+        "htmltitle",
+        "html",
+        "subject",
+        "body",
+        "attachment",
+        "brokenpdf",
+        "brokendocx",
+    ]
+    .iter()
+    .map(|t| mark(t))
+    .collect();
+    let pipeline = repo("pipelines/redact-documents.toml");
+    let run = run(dir.path(), "redact-documents", &pipeline, &[input], &c);
+    assert_eq!(run.code, Some(1), "the broken files fail:\n{}", run.stderr);
+    assert_no_content_in_logs(&run, &pipeline, &content);
+    let dead = dead_letters(&run);
+    assert_eq!(dead.len(), 2, "{dead:?}");
+    let records = jsonl(&run.out.join("redacted.jsonl"));
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(
+        ids,
+        [
+            "letter.pdf",
+            "mail.eml",
+            "mail.eml/1-n.txt",
+            "memo.docx",
+            "page.html"
+        ]
+    );
+    let written: String = files_under(&run.out.join("redacted"))
+        .iter()
+        .map(|f| std::fs::read_to_string(f).unwrap())
+        .chain([std::fs::read_to_string(run.out.join("redacted.jsonl")).unwrap()])
+        .collect();
+    for gone in [&format!("{}@example.com", c.run), "555-"] {
+        assert!(!written.contains(gone), "{gone} in {written}");
+    }
 }
 
 // redact-hipaa: the same for the Safe Harbor pipeline (dates to years, ages over 89).

@@ -3,7 +3,9 @@
 //! Folders are walked depth-first with entries sorted by name, filtered by `glob`/`exclude`
 //! (matched against the path below the folder); files named on the command line are always
 //! read. Text files become one item with a `text` field; `.jsonl`/`.ndjson` files become one
-//! item per record, `.csv`/`.tsv` files one item per row (`rows`); audio and video files (by extension) become one item with a `path` field,
+//! item per record, `.csv`/`.tsv` files one item per row (`rows`); PDF, DOCX, HTML and e-mail
+//! files one item with their text, and a mail's attachments one each (`documents`); audio and
+//! video files (by extension) become one item with a `path` field,
 //! left for a stage such as `transcribe` to decode. A text file that is empty, binary or not
 //! UTF-8 becomes a failed item that says so.
 //!
@@ -17,6 +19,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
+use super::documents::{self, Document};
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
 use super::rows::{self, RowReader};
 use super::unique::{Place, Unique, display};
@@ -28,7 +31,7 @@ use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
 
 pub const KIND: ComponentKind<dyn Source> = ComponentKind {
     name: "files",
-    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line, .csv/.tsv files one item per row (fields named by the header row), audio/video files one item with their `path`; `-` reads JSONL from stdin.",
+    doc: "Files and folders: text files (.txt, .md) become one item each, .jsonl files one item per line, .csv/.tsv files one item per row (fields named by the header row), PDF/DOCX/HTML/.eml documents one item each with their text (a mail's attachments one more each, `parent` = the mail), audio/video files one item with their `path`; `-` reads JSONL from stdin.",
     options: OPTIONS,
     build,
 };
@@ -355,11 +358,22 @@ impl Files {
                 }
                 Walked::File(found) => found,
             };
-            if !holds_records(&found.path) && !wanted(&found.id) {
+            // A mail's attachments are items of their own, each wanted or not by its own id.
+            if !holds_records(&found.path)
+                && !documents::holds_attachments(&found.path)
+                && !wanted(&found.id)
+            {
                 return true;
             }
             if is_media(&found.path) {
                 return emit(unique.admit(self.media_item(found), place));
+            }
+            if documents::is_document(&found.path) {
+                return self
+                    .document_items(found)
+                    .into_iter()
+                    .filter(|item| wanted(&item.id))
+                    .all(|item| emit(unique.admit(item, place)));
             }
             if !holds_records(&found.path) {
                 return emit(unique.admit(self.text_item(found), place));
@@ -406,6 +420,92 @@ impl Files {
         item
     }
 
+    /// A PDF, DOCX, HTML or e-mail file: its text and what it says of itself; an e-mail's
+    /// attachments follow it as items of their own (`parent`: the mail's id).
+    fn document_items(&self, found: Found) -> Vec<Item> {
+        let bytes = match std::fs::read(&found.path) {
+            Ok(b) => b,
+            Err(e) => {
+                return vec![Item::failed(
+                    found.id,
+                    found.origin,
+                    b"",
+                    format!("cannot read file: {e}"),
+                )];
+            }
+        };
+        let mut items = Vec::new();
+        let place = (found.id, found.origin, found.below);
+        self.document(&found.path, place, &bytes, None, &mut items);
+        items
+    }
+
+    /// One document's item (id, origin, path below the folder), then its attachments' (up to
+    /// `MAX_NESTING` mails deep).
+    fn document(
+        &self,
+        name: &Path,
+        (id, origin, below): (String, String, PathBuf),
+        bytes: &[u8],
+        parent: Option<(&str, usize)>,
+        items: &mut Vec<Item>,
+    ) {
+        let read = if documents::is_document(name) {
+            documents::read(name, bytes)
+        } else if is_text_name(name) {
+            decode_text(bytes).map(|text| Document {
+                text: text.to_string(),
+                mime: "text/plain",
+                ..Document::default()
+            })
+        } else {
+            Err("an attachment lai cannot read (not text, PDF, DOCX, HTML or e-mail)".to_string())
+        };
+        let mut document = match read {
+            Ok(d) => d,
+            Err(why) => {
+                let mut item = Item::failed(id, origin, bytes, why);
+                item.rel_path = Some(below);
+                items.push(item);
+                return;
+            }
+        };
+        let attachments = std::mem::take(&mut document.attachments);
+        let mut fields = document.fields(&self.text_field);
+        if let Some((parent, _)) = parent {
+            fields.insert("parent".into(), parent.into());
+        }
+        let mut item = Item::new(id.clone(), origin.clone(), bytes, fields);
+        item.rel_path = Some(below.clone());
+        items.push(item);
+        let depth = parent.map_or(1, |(_, depth)| depth + 1);
+        for (n, attachment) in attachments.into_iter().enumerate() {
+            let file = format!("{}-{}", n + 1, safe_name(&attachment.name));
+            if depth > MAX_NESTING {
+                items.push(Item::failed(
+                    format!("{id}/{file}"),
+                    format!("{origin}/{file}"),
+                    &attachment.bytes,
+                    format!("an attachment nested more than {MAX_NESTING} mails deep is not read"),
+                ));
+                continue;
+            }
+            let place = (
+                format!("{id}/{file}"),
+                format!("{origin}/{file}"),
+                below.join(&file),
+            );
+            let reader = attachment.reader_name();
+            self.document(
+                Path::new(&reader),
+                place,
+                &attachment.bytes,
+                Some((&id, depth)),
+                items,
+            );
+        }
+    }
+
     /// An audio or video file: its path, and the sha256 of its bytes, streamed.
     fn media_item(&self, found: Found) -> Item {
         let origin = found.origin;
@@ -432,6 +532,31 @@ fn is_media(path: &Path) -> bool {
     path.extension()
         .and_then(|e| e.to_str())
         .is_some_and(|e| MEDIA_EXTENSIONS.contains(&e.to_ascii_lowercase().as_str()))
+}
+
+/// Mails attached to mails are read this deep.
+const MAX_NESTING: usize = 3;
+
+/// Files whose name says they are plain text (an e-mail's attachments).
+fn is_text_name(path: &Path) -> bool {
+    path.extension().and_then(|e| e.to_str()).is_some_and(|e| {
+        ["txt", "md", "csv", "tsv", "json", "xml", "log"].contains(&e.to_ascii_lowercase().as_str())
+    })
+}
+
+/// An attachment's name as one safe path component: no folders, no `..`, no control characters.
+fn safe_name(name: &str) -> String {
+    let last = name.rsplit(['/', '\\']).next().unwrap_or_default();
+    let clean: String = last
+        .chars()
+        .map(|c| if c.is_control() { '_' } else { c })
+        .collect();
+    let clean = clean.trim().trim_start_matches('.');
+    if clean.is_empty() {
+        "attachment".into()
+    } else {
+        clean.chars().take(120).collect()
+    }
 }
 
 fn is_jsonl(path: &Path) -> bool {
@@ -506,7 +631,8 @@ impl Source for Files {
                 continue;
             };
             self.walk(root, outputs, &mut unique, &mut |walked, _, _| {
-                countable &= !matches!(&walked, Walked::File(found) if holds_records(&found.path));
+                countable &= !matches!(&walked, Walked::File(found)
+                    if holds_records(&found.path) || documents::is_document(&found.path));
                 n += 1;
                 countable
             });

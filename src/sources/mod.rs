@@ -3,6 +3,7 @@
 //! (`[input] kind = "..."`); and the id guard every source shares (`unique`). What every source
 //! fulfils is `component::Source`.
 
+mod documents;
 pub mod files;
 pub mod jsonl;
 mod rows;

@@ -1,0 +1,350 @@
+//! Documents: the text inside PDF (its text layer, page by page), DOCX, HTML and e-mail (`.eml`)
+//! files, for the `files` source. Each reader is a well-kept crate (pdf-extract, zip with
+//! quick-xml, mail-parser); what they cannot read is an error that says why in words that never
+//! quote the document. An e-mail's attachments come back as documents of their own.
+
+use std::borrow::Cow;
+use std::io::{Cursor, Read};
+use std::path::Path;
+
+use quick_xml::events::Event;
+use serde_json::{Map, Value};
+
+use crate::pipeline::panics;
+
+/// Extensions of the files read here.
+pub const EXTENSIONS: &[&str] = &["pdf", "docx", "html", "htm", "xhtml", "eml"];
+
+/// The most bytes of XML a DOCX may unpack to (a zip bomb is an error, not an exhausted machine).
+const MAX_XML_BYTES: u64 = 256 << 20;
+
+/// The text of one document and what it says of itself.
+#[derive(Debug, Default)]
+pub struct Document {
+    pub text: String,
+    pub mime: &'static str,
+    pub title: Option<String>,
+    /// Where each page starts in `text`, in characters (PDF); empty when the format has no pages.
+    pub page_starts: Vec<usize>,
+    pub attachments: Vec<Attachment>,
+}
+
+/// A file attached to an e-mail.
+#[derive(Debug)]
+pub struct Attachment {
+    pub name: String,
+    pub mime: String,
+    pub bytes: Vec<u8>,
+}
+
+impl Attachment {
+    /// Its name for choosing a reader: the name it was sent with, plus the extension its MIME
+    /// type implies when the name has none lai reads (`scan` sent as application/pdf).
+    pub fn reader_name(&self) -> String {
+        let by_mime = match self.mime.as_str() {
+            "application/pdf" => "pdf",
+            "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
+            "text/html" => "html",
+            "message/rfc822" => "eml",
+            "text/plain" => "txt",
+            _ => return self.name.clone(),
+        };
+        match extension(Path::new(&self.name)) {
+            Some(e) if e == by_mime || EXTENSIONS.contains(&e.as_str()) => self.name.clone(),
+            _ => format!("{}.{by_mime}", self.name),
+        }
+    }
+}
+
+impl Document {
+    /// The item fields: `text`, `mime`, and `title`, `pages` and `page_starts` where the
+    /// document has them.
+    pub fn fields(&mut self, text_field: &str) -> Map<String, Value> {
+        let mut fields = Map::new();
+        fields.insert(
+            text_field.into(),
+            Value::String(std::mem::take(&mut self.text)),
+        );
+        fields.insert("mime".into(), self.mime.into());
+        if let Some(title) = self.title.take() {
+            fields.insert("title".into(), title.into());
+        }
+        if !self.page_starts.is_empty() {
+            fields.insert("pages".into(), self.page_starts.len().into());
+            fields.insert("page_starts".into(), self.page_starts.clone().into());
+        }
+        fields
+    }
+}
+
+/// Whether `path` is a document read here (by extension).
+pub fn is_document(path: &Path) -> bool {
+    extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
+}
+
+/// Whether `path` may hold attachments (items of their own): an e-mail.
+pub fn holds_attachments(path: &Path) -> bool {
+    extension(path).as_deref() == Some("eml")
+}
+
+fn extension(path: &Path) -> Option<String> {
+    Some(path.extension()?.to_str()?.to_ascii_lowercase())
+}
+
+/// Reads the document `name` (its extension says the format) from its bytes.
+pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
+    let extension = extension(name).unwrap_or_default();
+    let document = match extension.as_str() {
+        "pdf" => pdf(bytes),
+        "docx" => docx(bytes),
+        "html" | "htm" | "xhtml" => html(bytes),
+        "eml" => eml(bytes),
+        other => Err(format!("`.{other}` is not a document format lai reads")),
+    }?;
+    if document.text.trim().is_empty() && document.attachments.is_empty() {
+        return Err(match document.mime {
+            "application/pdf" => format!(
+                "the PDF has no text layer ({} page{}; scanned images?), and lai does not OCR yet; run it through OCR first (e.g. `ocrmypdf`)",
+                document.page_starts.len(),
+                if document.page_starts.len() == 1 {
+                    ""
+                } else {
+                    "s"
+                }
+            ),
+            _ => "the document holds no text".into(),
+        });
+    }
+    Ok(document)
+}
+
+fn pdf(bytes: &[u8]) -> Result<Document, String> {
+    // pdf-extract panics on some malformed fonts; a panic here is this file's error.
+    let pages = panics::guard(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
+        .map_err(|_| "the PDF could not be read (its content is malformed)".to_string())?
+        .map_err(|e| {
+            let e = e.to_string();
+            if e.to_ascii_lowercase().contains("decrypt")
+                || e.to_ascii_lowercase().contains("encrypt")
+            {
+                "the PDF is encrypted with a password; decrypt it first (e.g. `qpdf --decrypt`)"
+                    .to_string()
+            } else {
+                format!("not a readable PDF: {e}")
+            }
+        })?;
+    let mut text = String::new();
+    let mut page_starts = Vec::with_capacity(pages.len());
+    let mut chars = 0;
+    for page in pages {
+        if !text.is_empty() {
+            text.push_str("\n\n");
+            chars += 2;
+        }
+        page_starts.push(chars);
+        let page = page.trim();
+        chars += page.chars().count();
+        text.push_str(page);
+    }
+    Ok(Document {
+        text,
+        mime: "application/pdf",
+        page_starts,
+        ..Document::default()
+    })
+}
+
+fn docx(bytes: &[u8]) -> Result<Document, String> {
+    let mut zip = zip::ZipArchive::new(Cursor::new(bytes))
+        .map_err(|e| format!("not a readable DOCX (a DOCX is a zip archive): {e}"))?;
+    let mut part = |name: &str| -> Result<Option<String>, String> {
+        let file = match zip.by_name(name) {
+            Ok(f) => f,
+            Err(zip::result::ZipError::FileNotFound) => return Ok(None),
+            Err(e) => return Err(format!("not a readable DOCX: {name}: {e}")),
+        };
+        let mut xml = String::new();
+        file.take(MAX_XML_BYTES)
+            .read_to_string(&mut xml)
+            .map_err(|e| format!("not a readable DOCX: {name}: {e}"))?;
+        Ok(Some(xml))
+    };
+    let body = part("word/document.xml")?
+        .ok_or("not a DOCX: the archive has no word/document.xml (a .doc renamed, or another Office file?)")?;
+    let text =
+        docx_text(&body).map_err(|e| format!("not a readable DOCX: word/document.xml: {e}"))?;
+    let title = part("docProps/core.xml")?
+        .and_then(|core| xml_element_text(&core, "dc:title"))
+        .filter(|t| !t.trim().is_empty());
+    Ok(Document {
+        text,
+        mime: "application/vnd.openxmlformats-officedocument.wordprocessingml.document",
+        title,
+        ..Document::default()
+    })
+}
+
+/// The text of WordprocessingML: runs' text (`w:t`), tabs and breaks, a line per paragraph.
+fn docx_text(xml: &str) -> Result<String, quick_xml::Error> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut text = String::new();
+    let mut in_text = false;
+    loop {
+        match reader.read_event()? {
+            Event::Start(e) if e.name().as_ref() == "w:t" => in_text = true,
+            Event::End(e) => match e.name().as_ref() {
+                "w:t" => in_text = false,
+                "w:p" => text.push('\n'),
+                _ => {}
+            },
+            Event::Empty(e) => match e.name().as_ref() {
+                "w:tab" => text.push('\t'),
+                "w:br" | "w:cr" => text.push('\n'),
+                _ => {}
+            },
+            Event::Text(t) if in_text => text.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) if in_text => text.push_str(&entity(&r)),
+            Event::Eof => break,
+            _ => {}
+        }
+    }
+    Ok(text.trim_end().to_string())
+}
+
+fn entity(r: &quick_xml::events::BytesRef) -> Cow<'static, str> {
+    if let Ok(Some(c)) = r.resolve_char_ref() {
+        return Cow::Owned(c.to_string());
+    }
+    Cow::Borrowed(match r.clone().into_inner().as_ref() {
+        "amp" => "&",
+        "lt" => "<",
+        "gt" => ">",
+        "quot" => "\"",
+        "apos" => "'",
+        _ => "",
+    })
+}
+
+/// The text of the first element named `name` in `xml`.
+fn xml_element_text(xml: &str, name: &str) -> Option<String> {
+    let mut reader = quick_xml::Reader::from_str(xml);
+    let mut inside = false;
+    let mut text = String::new();
+    loop {
+        match reader.read_event().ok()? {
+            Event::Start(e) if e.name().as_ref() == name => inside = true,
+            Event::End(e) if e.name().as_ref() == name => return Some(text),
+            Event::Text(t) if inside => text.push_str(&t.xml10_content()),
+            Event::GeneralRef(r) if inside => text.push_str(&entity(&r)),
+            Event::Eof => return None,
+            _ => {}
+        }
+    }
+}
+
+fn html(bytes: &[u8]) -> Result<Document, String> {
+    let source = super::files::decode_text(bytes)?;
+    Ok(Document {
+        text: tidy(&mail_parser::decoders::html::html_to_text(source)),
+        mime: "text/html",
+        title: html_title(source),
+        ..Document::default()
+    })
+}
+
+/// The `<title>` of an HTML page, its entities decoded.
+fn html_title(source: &str) -> Option<String> {
+    let lower = source.to_ascii_lowercase();
+    let open = lower.find("<title")?;
+    let start = open + lower[open..].find('>')? + 1;
+    let end = start + lower[start..].find("</title")?;
+    let title = mail_parser::decoders::html::html_to_text(&source[start..end]);
+    Some(title.trim().to_string()).filter(|t| !t.is_empty())
+}
+
+/// Lines trimmed, runs of blank lines made one.
+fn tidy(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut blank = 0;
+    for line in text.lines().map(str::trim_end) {
+        if line.trim().is_empty() {
+            blank += 1;
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(if blank > 0 { "\n\n" } else { "\n" });
+        }
+        blank = 0;
+        out.push_str(line);
+    }
+    out
+}
+
+fn eml(bytes: &[u8]) -> Result<Document, String> {
+    let message = mail_parser::MessageParser::default()
+        .parse(bytes)
+        .filter(|m| !m.headers().is_empty())
+        .ok_or("not a readable e-mail: no message headers")?;
+    let addresses = |a: Option<&mail_parser::Address>| {
+        a.map(|a| {
+            a.iter()
+                .map(|addr| match (addr.name(), addr.address()) {
+                    (Some(n), Some(e)) => format!("{n} <{e}>"),
+                    (None, Some(e)) => e.to_string(),
+                    (Some(n), None) => n.to_string(),
+                    (None, None) => String::new(),
+                })
+                .filter(|s| !s.is_empty())
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .filter(|s| !s.is_empty())
+    };
+    // The headers open the text, so that `redact` covers them like the body.
+    let mut text = String::new();
+    for (key, value) in [
+        ("From", addresses(message.from())),
+        ("To", addresses(message.to())),
+        ("Cc", addresses(message.cc())),
+        ("Date", message.date().map(|d| d.to_rfc3339())),
+        ("Subject", message.subject().map(str::to_string)),
+    ] {
+        if let Some(value) = value {
+            text.push_str(&format!("{key}: {}\n", value.replace(['\r', '\n'], " ")));
+        }
+    }
+    let body = match message.body_text(0) {
+        Some(text) => text.into_owned(),
+        None => message
+            .body_html(0)
+            .map(|html| mail_parser::decoders::html::html_to_text(&html))
+            .unwrap_or_default(),
+    };
+    let attachments = message
+        .attachments()
+        .map(|part| {
+            use mail_parser::MimeHeaders;
+            let mime = part.content_type().map_or_else(
+                || "application/octet-stream".to_string(),
+                |t| match t.subtype() {
+                    Some(sub) => format!("{}/{sub}", t.ctype()),
+                    None => t.ctype().to_string(),
+                },
+            );
+            Attachment {
+                name: part.attachment_name().unwrap_or("attachment").to_string(),
+                mime,
+                bytes: part.contents().to_vec(),
+            }
+        })
+        .collect();
+    text.push('\n');
+    text.push_str(&tidy(&body));
+    Ok(Document {
+        text,
+        mime: "message/rfc822",
+        title: message.subject().map(str::to_string),
+        attachments,
+        ..Document::default()
+    })
+}
