@@ -6,8 +6,10 @@
 use std::borrow::Cow;
 use std::io::{Cursor, Read};
 use std::path::Path;
+use std::sync::LazyLock;
 
 use quick_xml::events::Event;
+use regex::Regex;
 use serde_json::{Map, Value};
 
 use crate::pipeline::panics;
@@ -242,10 +244,18 @@ fn xml_element_text(xml: &str, name: &str) -> Option<String> {
     }
 }
 
+/// Block elements that end a line of text, besides the `<br>` and `</p>` that mail-parser's
+/// converter already breaks on.
+static BLOCK_END: LazyLock<Regex> = LazyLock::new(|| {
+    Regex::new(r"(?i)</(h[1-6]|div|li|tr|td|th|dd|dt|section|article|header|footer|table|ul|ol|blockquote|pre)\s*>")
+        .expect("the block pattern is valid")
+});
+
 fn html(bytes: &[u8]) -> Result<Document, String> {
     let source = super::files::decode_text(bytes)?;
+    let broken = BLOCK_END.replace_all(source, "$0<br>");
     Ok(Document {
-        text: tidy(&mail_parser::decoders::html::html_to_text(source)),
+        text: tidy(&mail_parser::decoders::html::html_to_text(&broken)),
         mime: "text/html",
         title: html_title(source),
         ..Document::default()

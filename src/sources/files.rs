@@ -453,8 +453,9 @@ impl Files {
         let read = if documents::is_document(name) {
             documents::read(name, bytes)
         } else if is_text_name(name) {
+            // Mail carries text with CRLF line ends; the text is the same with LF.
             decode_text(bytes).map(|text| Document {
-                text: text.to_string(),
+                text: text.replace("\r\n", "\n"),
                 mime: "text/plain",
                 ..Document::default()
             })
@@ -644,6 +645,18 @@ impl Source for Files {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    // An attachment's name cannot climb out of its mail's folder or hide as a dotfile.
+    #[test]
+    fn attachment_names_stay_one_component() {
+        assert_eq!(safe_name("../../etc/passwd"), "passwd");
+        assert_eq!(safe_name("C:\\Users\\x\\scan.pdf"), "scan.pdf");
+        assert_eq!(safe_name(".."), "attachment");
+        assert_eq!(safe_name(".bashrc"), "bashrc");
+        assert_eq!(safe_name("a\nb.txt"), "a_b.txt");
+        assert_eq!(safe_name(""), "attachment");
+        assert_eq!(safe_name(&"x".repeat(500)).len(), 120);
+    }
 
     // Each kind of non-text file gets a message that says what is wrong.
     #[test]
