@@ -882,9 +882,17 @@ fn documents_are_items() {
         ]))
     );
     std::fs::write(input.join("mail.eml"), mail).unwrap();
+    std::fs::write(
+        input.join("inbox.mbox"),
+        "From alice@example.com Tue Mar  3 09:30:00 2026\nFrom: alice@example.com\nSubject: One\n\n\
+         First, call 555-666-7777.\n\n\
+         From bob@example.com Tue Mar  3 10:30:00 2026\nFrom: bob@example.com\nSubject: Two\n\n\
+         >From the second message.\n",
+    )
+    .unwrap();
     let pipeline = write_pipeline(
         dir.path(),
-        "glob = [\"**/*.pdf\", \"**/*.docx\", \"**/*.html\", \"**/*.eml\"]",
+        "glob = [\"**/*.pdf\", \"**/*.docx\", \"**/*.html\", \"**/*.eml\", \"**/*.mbox\"]",
     );
     let out = dir.path().join("out");
     let run = lai_run(&pipeline, &input, &out, &[]).code(1);
@@ -947,6 +955,15 @@ fn documents_are_items() {
             .unwrap()
             .contains("policy holder phone [PHONE]"),
         "{claim}"
+    );
+
+    assert_eq!(
+        by_id("inbox.mbox/1.eml")["text"],
+        "From: [EMAIL]\nSubject: One\n\nFirst, call [PHONE]."
+    );
+    assert_eq!(
+        by_id("inbox.mbox/2.eml")["text"],
+        "From: [EMAIL]\nSubject: Two\n\nFrom the second message."
     );
 
     let written = std::fs::read_to_string(out.join("out.jsonl")).unwrap();

@@ -1,5 +1,5 @@
-//! Documents: the text inside PDF (its text layer, page by page), DOCX, HTML and e-mail (`.eml`)
-//! files, for the `files` source. Each reader is a well-kept crate (pdf-extract, zip with
+//! Documents: the text inside PDF (its text layer, page by page), DOCX, HTML and e-mail (`.eml`,
+//! and each message of an `.mbox`) files, for the `files` source. Each reader is a well-kept crate (pdf-extract, zip with
 //! quick-xml, mail-parser); what they cannot read is an error that says why in words that never
 //! quote the document. An e-mail's attachments come back as documents of their own.
 
@@ -15,7 +15,7 @@ use serde_json::{Map, Value};
 use crate::pipeline::panics;
 
 /// Extensions of the files read here.
-pub const EXTENSIONS: &[&str] = &["pdf", "docx", "html", "htm", "xhtml", "eml"];
+pub const EXTENSIONS: &[&str] = &["pdf", "docx", "html", "htm", "xhtml", "eml", "mbox"];
 
 /// The most bytes of XML a DOCX may unpack to (a zip bomb is an error, not an exhausted machine).
 const MAX_XML_BYTES: u64 = 256 << 20;
@@ -84,9 +84,14 @@ pub fn is_document(path: &Path) -> bool {
     extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
 }
 
-/// Whether `path` may hold attachments (items of their own): an e-mail.
+/// Whether `path` may hold more than one item: an e-mail (its attachments), a mailbox.
 pub fn holds_attachments(path: &Path) -> bool {
-    extension(path).as_deref() == Some("eml")
+    matches!(extension(path).as_deref(), Some("eml" | "mbox"))
+}
+
+/// Whether `path` is an mbox mailbox (many e-mails, each read as `.eml`).
+pub fn is_mailbox(path: &Path) -> bool {
+    extension(path).as_deref() == Some("mbox")
 }
 
 fn extension(path: &Path) -> Option<String> {

@@ -423,6 +423,9 @@ impl Files {
     /// A PDF, DOCX, HTML or e-mail file: its text and what it says of itself; an e-mail's
     /// attachments follow it as items of their own (`parent`: the mail's id).
     fn document_items(&self, found: Found) -> Vec<Item> {
+        if documents::is_mailbox(&found.path) {
+            return self.mailbox_items(found);
+        }
         let bytes = match std::fs::read(&found.path) {
             Ok(b) => b,
             Err(e) => {
@@ -437,6 +440,50 @@ impl Files {
         let mut items = Vec::new();
         let place = (found.id, found.origin, found.below);
         self.document(&found.path, place, &bytes, None, &mut items);
+        items
+    }
+
+    /// An mbox file: each message an item (`BOX/N.eml`) with its attachments after it. Read
+    /// message by message, so a large mailbox is never in memory whole.
+    fn mailbox_items(&self, found: Found) -> Vec<Item> {
+        let file = match std::fs::File::open(&found.path) {
+            Ok(f) => f,
+            Err(e) => {
+                let why = format!("cannot read file: {e}");
+                return vec![Item::failed(found.id, found.origin, b"", why)];
+            }
+        };
+        let mut items = Vec::new();
+        let messages =
+            mail_parser::mailbox::mbox::MessageIterator::new(std::io::BufReader::new(file));
+        for (n, message) in messages.enumerate() {
+            let name = format!("{}.eml", n + 1);
+            let place = (
+                format!("{}/{name}", found.id),
+                format!("{}/{name}", found.origin),
+                found.below.join(&name),
+            );
+            match message {
+                Ok(message) => {
+                    self.document(
+                        Path::new(&name),
+                        place,
+                        message.contents(),
+                        None,
+                        &mut items,
+                    );
+                }
+                Err(e) => {
+                    let why = format!("the mailbox cannot be read on from message {}: {e}", n + 1);
+                    items.push(Item::failed(place.0, place.1, b"", why));
+                    break;
+                }
+            }
+        }
+        if items.is_empty() {
+            let why = "the mailbox holds no message (an mbox starts each with a `From ` line)";
+            items.push(Item::failed(found.id, found.origin, b"", why.into()));
+        }
         items
     }
 
