@@ -835,7 +835,7 @@ fn runs_without_any_network() {
 // `title` and pages; an e-mail's attachments become items of their own with the mail as
 // `parent` (a hostile attachment name stays inside the output folder); redaction covers the
 // mail's headers, which open its text. A scanned PDF, a corrupt DOCX and an image attachment
-// each fail alone, saying why and quoting nothing.
+// each fail alone, saying why and quoting nothing; an inline picture is no attachment.
 #[test]
 fn documents_are_items() {
     let dir = tempfile::tempdir().unwrap();
@@ -876,6 +876,8 @@ fn documents_are_items() {
          --b1\r\nContent-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"claim.pdf\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\n{}\r\n\
          --b1\r\nContent-Type: image/png\r\nContent-Disposition: attachment; filename=\"photo.png\"\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n\
+         --b1\r\nContent-Type: image/png\r\nContent-ID: <logo@x>\r\nContent-Disposition: inline; filename=\"image001.png\"\r\n\
          Content-Transfer-Encoding: base64\r\n\r\niVBORw0KGgo=\r\n--b1--\r\n",
         common::base64(&common::pdf(&[
             "Claim form: policy holder phone 555-444-5555."

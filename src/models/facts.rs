@@ -218,7 +218,9 @@ impl EncoderHints {
         let mut dirs: Vec<&Path> = Vec::new();
         for file in files {
             let parent = file.parent().unwrap_or(Path::new(""));
-            for dir in [Some(parent), parent.parent()].into_iter().flatten() {
+            // The folder above only for an export's `onnx/` folder, never a stranger's files.
+            let above = parent.parent().filter(|_| parent.ends_with("onnx"));
+            for dir in [Some(parent), above].into_iter().flatten() {
                 if !dirs.contains(&dir) {
                     dirs.push(dir);
                 }
@@ -233,9 +235,29 @@ impl EncoderHints {
         let count = |v: &serde_json::Value, key: &str| {
             v.get(key)?.as_u64().and_then(|n| usize::try_from(n).ok())
         };
+        // The window: the export's own, else the tokenizer's, else the position table's size
+        // (RoBERTa-family tables hold two more rows than tokens: positions start at pad + 1).
+        let positions = || {
+            let config = json("config.json")?;
+            let rows = count(&config, "max_position_embeddings")?;
+            let roberta = config
+                .get("model_type")
+                .and_then(serde_json::Value::as_str)
+                .is_some_and(|t| t.contains("roberta") || t == "camembert");
+            Some(if roberta {
+                rows.saturating_sub(2)
+            } else {
+                rows
+            })
+        };
         let max_tokens = json("sentence_bert_config.json")
             .and_then(|c| count(&c, "max_seq_length"))
-            .or_else(|| json("config.json").and_then(|c| count(&c, "max_position_embeddings")));
+            .or_else(|| {
+                json("tokenizer_config.json")
+                    .and_then(|c| count(&c, "model_max_length"))
+                    .filter(|&n| n <= 1 << 20)
+            })
+            .or_else(positions);
         let pooling = json("1_Pooling/config.json").map(|c| {
             let on = |mode: &str| c.get(mode).and_then(serde_json::Value::as_bool) == Some(true);
             match () {
@@ -384,6 +406,20 @@ mod tests {
                 normalize: Some(true),
             }
         );
+        // A RoBERTa-family table has two rows more than the window; the tokenizer's own
+        // limit comes first.
+        std::fs::remove_file(root.path().join("sentence_bert_config.json")).unwrap();
+        write(
+            "config.json",
+            r#"{"model_type": "xlm-roberta", "max_position_embeddings": 514}"#,
+        );
+        assert_eq!(EncoderHints::beside(&[&model]).max_tokens, Some(512));
+        write("tokenizer_config.json", r#"{"model_max_length": 256}"#);
+        assert_eq!(EncoderHints::beside(&[&model]).max_tokens, Some(256));
+        // Above a folder that is not an export's `onnx/`, nothing is read.
+        let elsewhere = root.path().join("x").join("model.onnx");
+        std::fs::create_dir_all(root.path().join("x")).unwrap();
+        assert_eq!(EncoderHints::beside(&[&elsewhere]), EncoderHints::default());
     }
 
     #[test]

@@ -101,13 +101,18 @@ fn extension(path: &Path) -> Option<String> {
 /// Reads the document `name` (its extension says the format) from its bytes.
 pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
     let extension = extension(name).unwrap_or_default();
-    let document = match extension.as_str() {
+    // A reader that panics on a malformed file fails that file alone (the message, which may
+    // quote the file, is dropped).
+    let read = panics::guard(|| match extension.as_str() {
         "pdf" => pdf(bytes),
         "docx" => docx(bytes),
         "html" | "htm" | "xhtml" => html(bytes),
         "eml" => eml(bytes),
         other => Err(format!("`.{other}` is not a document format lai reads")),
-    }?;
+    });
+    let document = read.map_err(|_| {
+        format!("the .{extension} file could not be read (its content is malformed)")
+    })??;
     if document.text.trim().is_empty() && document.attachments.is_empty() {
         return Err(match document.mime {
             "application/pdf" => format!(
@@ -126,20 +131,16 @@ pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
 }
 
 fn pdf(bytes: &[u8]) -> Result<Document, String> {
-    // pdf-extract panics on some malformed fonts; a panic here is this file's error.
-    let pages = panics::guard(|| pdf_extract::extract_text_from_mem_by_pages(bytes))
-        .map_err(|_| "the PDF could not be read (its content is malformed)".to_string())?
-        .map_err(|e| {
-            let e = e.to_string();
-            if e.to_ascii_lowercase().contains("decrypt")
-                || e.to_ascii_lowercase().contains("encrypt")
-            {
-                "the PDF is encrypted with a password; decrypt it first (e.g. `qpdf --decrypt`)"
-                    .to_string()
-            } else {
-                format!("not a readable PDF: {e}")
-            }
-        })?;
+    let pages = pdf_extract::extract_text_from_mem_by_pages(bytes).map_err(|e| {
+        let e = e.to_string();
+        if e.to_ascii_lowercase().contains("decrypt") || e.to_ascii_lowercase().contains("encrypt")
+        {
+            "the PDF is encrypted with a password; decrypt it first (e.g. `qpdf --decrypt`)"
+                .to_string()
+        } else {
+            format!("not a readable PDF: {e}")
+        }
+    })?;
     let mut text = String::new();
     let mut page_starts = Vec::with_capacity(pages.len());
     let mut chars = 0;
@@ -328,15 +329,21 @@ fn eml(bytes: &[u8]) -> Result<Document, String> {
             text.push_str(&format!("{key}: {}\n", value.replace(['\r', '\n'], " ")));
         }
     }
-    let body = match message.body_text(0) {
-        Some(text) => text.into_owned(),
-        None => message
-            .body_html(0)
-            .map(|html| mail_parser::decoders::html::html_to_text(&html))
-            .unwrap_or_default(),
-    };
+    // Every text part of the body (a body split around inline images has several); mail-parser
+    // gives an HTML-only part as text.
+    let body = (0..)
+        .map_while(|n| message.body_text(n))
+        .collect::<Vec<_>>()
+        .join("\n\n");
     let attachments = message
         .attachments()
+        // Pictures shown inside the body (an Outlook signature's image001.png) are not
+        // attachments anyone sent.
+        .filter(|part| {
+            use mail_parser::MimeHeaders;
+            !(part.content_id().is_some()
+                && part.content_type().is_some_and(|t| t.ctype() == "image"))
+        })
         .map(|part| {
             use mail_parser::MimeHeaders;
             let mime = part.content_type().map_or_else(

@@ -369,11 +369,9 @@ impl Files {
                 return emit(unique.admit(self.media_item(found), place));
             }
             if documents::is_document(&found.path) {
-                return self
-                    .document_items(found)
-                    .into_iter()
-                    .filter(|item| wanted(&item.id))
-                    .all(|item| emit(unique.admit(item, place)));
+                return self.document_items(found, &mut |item| {
+                    !wanted(&item.id) || emit(unique.admit(item, place))
+                });
             }
             if !holds_records(&found.path) {
                 return emit(unique.admit(self.text_item(found), place));
@@ -421,82 +419,76 @@ impl Files {
     }
 
     /// A PDF, DOCX, HTML or e-mail file: its text and what it says of itself; an e-mail's
-    /// attachments follow it as items of their own (`parent`: the mail's id).
-    fn document_items(&self, found: Found) -> Vec<Item> {
+    /// attachments follow it as items of their own (`parent`: the mail's id). False if `emit`
+    /// asked to stop.
+    fn document_items(&self, found: Found, emit: &mut dyn FnMut(Item) -> bool) -> bool {
         if documents::is_mailbox(&found.path) {
-            return self.mailbox_items(found);
+            return self.mailbox_items(found, emit);
         }
         let bytes = match std::fs::read(&found.path) {
             Ok(b) => b,
             Err(e) => {
-                return vec![Item::failed(
-                    found.id,
-                    found.origin,
-                    b"",
-                    format!("cannot read file: {e}"),
-                )];
+                let why = format!("cannot read file: {e}");
+                return emit(Item::failed(found.id, found.origin, b"", why));
             }
         };
-        let mut items = Vec::new();
-        let place = (found.id, found.origin, found.below);
-        self.document(&found.path, place, &bytes, None, &mut items);
-        items
+        let place = (found.id, found.origin, Some(found.below));
+        self.document(&found.path, place, &bytes, None, emit)
     }
 
-    /// An mbox file: each message an item (`BOX/N.eml`) with its attachments after it. Read
-    /// message by message, so a large mailbox is never in memory whole.
-    fn mailbox_items(&self, found: Found) -> Vec<Item> {
+    /// An mbox file: each message an item (`BOX/N.eml`) with its attachments after it, read and
+    /// passed on message by message, so a large mailbox is never in memory whole.
+    fn mailbox_items(&self, found: Found, emit: &mut dyn FnMut(Item) -> bool) -> bool {
         let file = match std::fs::File::open(&found.path) {
             Ok(f) => f,
             Err(e) => {
                 let why = format!("cannot read file: {e}");
-                return vec![Item::failed(found.id, found.origin, b"", why)];
+                return emit(Item::failed(found.id, found.origin, b"", why));
             }
         };
-        let mut items = Vec::new();
         let messages =
             mail_parser::mailbox::mbox::MessageIterator::new(std::io::BufReader::new(file));
+        let mut any = false;
         for (n, message) in messages.enumerate() {
+            any = true;
             let name = format!("{}.eml", n + 1);
-            let place = (
+            let (id, origin) = (
                 format!("{}/{name}", found.id),
                 format!("{}/{name}", found.origin),
-                found.below.join(&name),
             );
-            match message {
+            let go_on = match message {
                 Ok(message) => {
-                    self.document(
-                        Path::new(&name),
-                        place,
-                        message.contents(),
-                        None,
-                        &mut items,
-                    );
+                    let place = (id, origin, None);
+                    self.document(Path::new(&name), place, message.contents(), None, emit)
                 }
                 Err(e) => {
                     let why = format!("the mailbox cannot be read on from message {}: {e}", n + 1);
-                    items.push(Item::failed(place.0, place.1, b"", why));
-                    break;
+                    emit(Item::failed(id, origin, b"", why));
+                    false
                 }
+            };
+            if !go_on {
+                return false;
             }
         }
-        if items.is_empty() {
+        if !any {
             let why = "the mailbox holds no message (an mbox starts each with a `From ` line)";
-            items.push(Item::failed(found.id, found.origin, b"", why.into()));
+            return emit(Item::failed(found.id, found.origin, b"", why.into()));
         }
-        items
+        true
     }
 
-    /// One document's item (id, origin, path below the folder), then its attachments' (up to
-    /// `MAX_NESTING` mails deep).
+    /// One document's item (id, origin, and the path below the folder for a file of its own;
+    /// none for what lies inside another file), then its attachments' (up to `MAX_NESTING`
+    /// mails deep). False if `emit` asked to stop.
     fn document(
         &self,
         name: &Path,
-        (id, origin, below): (String, String, PathBuf),
+        (id, origin, below): (String, String, Option<PathBuf>),
         bytes: &[u8],
         parent: Option<(&str, usize)>,
-        items: &mut Vec<Item>,
-    ) {
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> bool {
         let read = if documents::is_document(name) {
             documents::read(name, bytes)
         } else if is_text_name(name) {
@@ -513,9 +505,8 @@ impl Files {
             Ok(d) => d,
             Err(why) => {
                 let mut item = Item::failed(id, origin, bytes, why);
-                item.rel_path = Some(below);
-                items.push(item);
-                return;
+                item.rel_path = below;
+                return emit(item);
             }
         };
         let attachments = std::mem::take(&mut document.attachments);
@@ -524,34 +515,36 @@ impl Files {
             fields.insert("parent".into(), parent.into());
         }
         let mut item = Item::new(id.clone(), origin.clone(), bytes, fields);
-        item.rel_path = Some(below.clone());
-        items.push(item);
+        item.rel_path = below;
+        if !emit(item) {
+            return false;
+        }
         let depth = parent.map_or(1, |(_, depth)| depth + 1);
         for (n, attachment) in attachments.into_iter().enumerate() {
             let file = format!("{}-{}", n + 1, safe_name(&attachment.name));
-            if depth > MAX_NESTING {
-                items.push(Item::failed(
-                    format!("{id}/{file}"),
-                    format!("{origin}/{file}"),
+            let (id_n, origin_n) = (format!("{id}/{file}"), format!("{origin}/{file}"));
+            let go_on = if depth > MAX_NESTING {
+                let why =
+                    format!("an attachment nested more than {MAX_NESTING} mails deep is not read");
+                emit(Item::failed(id_n, origin_n, &attachment.bytes, why))
+            } else {
+                // No path of its own: it lies inside the mail (so resume never takes it for a
+                // renamed file, and per-item outputs are named by its id).
+                let reader = attachment.reader_name();
+                let place = (id_n, origin_n, None);
+                self.document(
+                    Path::new(&reader),
+                    place,
                     &attachment.bytes,
-                    format!("an attachment nested more than {MAX_NESTING} mails deep is not read"),
-                ));
-                continue;
+                    Some((&id, depth)),
+                    emit,
+                )
+            };
+            if !go_on {
+                return false;
             }
-            let place = (
-                format!("{id}/{file}"),
-                format!("{origin}/{file}"),
-                below.join(&file),
-            );
-            let reader = attachment.reader_name();
-            self.document(
-                Path::new(&reader),
-                place,
-                &attachment.bytes,
-                Some((&id, depth)),
-                items,
-            );
         }
+        true
     }
 
     /// An audio or video file: its path, and the sha256 of its bytes, streamed.
