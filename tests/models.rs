@@ -270,6 +270,23 @@ fn run_lai(
         .assert()
 }
 
+/// Runs a pinned model's pipeline: no warning, the clip transcribed, and the provenance has
+/// `model`'s sha256 (name or path as the run knows it, sha256).
+fn assert_pinned_run(
+    config: &Path,
+    pipeline: &Path,
+    input: &Path,
+    out: &Path,
+    model: (&str, &str),
+) {
+    run_lai(config, pipeline, input, out)
+        .code(0)
+        .stderr(predicate::str::contains("not pinned").not());
+    let (text, models) = transcript(out);
+    assert!(text.contains("london"), "{text}");
+    assert_eq!(models[model.0], model.1);
+}
+
 /// The transcript and the `_lai.models` provenance of the one record in `out`.
 fn transcript(out: &Path) -> (String, serde_json::Value) {
     let text = std::fs::read_to_string(out.join("t.jsonl")).unwrap();
@@ -292,12 +309,8 @@ fn model_by_path_pinned_unpinned_and_flipped() {
         dir.path(),
         &format!("{{ path = \"{path}\", sha256 = \"{sha}\" }}"),
     );
-    run_lai(dir.path(), &pipeline, &input, &dir.path().join("pinned"))
-        .code(0)
-        .stderr(predicate::str::contains("not pinned").not());
-    let (text, models) = transcript(&dir.path().join("pinned"));
-    assert!(text.contains("london"), "{text}");
-    assert_eq!(models[&path], sha.as_str());
+    let out = dir.path().join("pinned");
+    assert_pinned_run(dir.path(), &pipeline, &input, &out, (&path, &sha));
 
     // Silero VAD by path too.
     let vad = dir.path().join("vad.bin");
@@ -308,12 +321,14 @@ fn model_by_path_pinned_unpinned_and_flipped() {
         &format!("{{ path = \"{path}\", sha256 = \"{sha}\" }}"),
         &format!("vad = true\nvad_model = {{ path = \"vad.bin\", sha256 = \"{vad_sha}\" }}"),
     );
-    run_lai(dir.path(), &pipeline, &input, &dir.path().join("vad"))
-        .code(0)
-        .stderr(predicate::str::contains("not pinned").not());
-    let (text, models) = transcript(&dir.path().join("vad"));
-    assert!(text.contains("london"), "{text}");
-    assert_eq!(models[vad.display().to_string()], vad_sha.as_str());
+    let out = dir.path().join("vad");
+    assert_pinned_run(
+        dir.path(),
+        &pipeline,
+        &input,
+        &out,
+        (&vad.display().to_string(), &vad_sha),
+    );
 
     // What the file says of itself is checked against the options: this one is English-only.
     let (pipeline, _) = transcribe_pipeline_with(
@@ -407,12 +422,8 @@ fn models_add_list_and_run_by_name() {
             .and(predicate::str::contains("from: built-in")),
     );
     let (pipeline, input) = transcribe_pipeline(dir.path(), "\"my-whisper\"");
-    run_lai(&config, &pipeline, &input, &dir.path().join("out"))
-        .code(0)
-        .stderr(predicate::str::contains("not pinned").not());
-    let (text, models) = transcript(&dir.path().join("out"));
-    assert!(text.contains("london"), "{text}");
-    assert_eq!(models["my-whisper"], sha.as_str());
+    let out = dir.path().join("out");
+    assert_pinned_run(&config, &pipeline, &input, &out, ("my-whisper", &sha));
     // An ONNX model without its tokenizer is refused with what to add.
     lai()
         .args(["models", "add", "enc"])
