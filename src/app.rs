@@ -18,7 +18,6 @@ use crate::item::{Item, Provenance, printable, timestamp};
 use crate::ledger::resume::{self, Admit, Folder};
 use crate::ledger::shard::{self, Shard};
 use crate::ledger::{RunEnd, RunRow};
-use crate::models::facts::ModelFacts;
 use crate::models::{self, Catalog, FileState, ModelStore, ResolvedModel};
 use crate::options::{ComponentKind, Default, OptionSpec};
 use crate::pipeline::report::{RunFacts, RunReport};
@@ -136,7 +135,7 @@ fn check(paths: &[PathBuf], store: &ModelStore) -> ExitCode {
                     .iter()
                     .filter_map(|m| store.resolve(m).ok())
                     .collect();
-                let problems = match ModelFacts::read(&here) {
+                let problems = match models::read_facts(&here) {
                     Ok(facts) => p.check_models(&facts),
                     Err(e) => vec![format!("{e:#}")],
                 };
@@ -172,7 +171,7 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let inputs = inputs(&args.inputs)?;
     // Every model is found and verified before any engine sees it.
     let models = store.resolve_all(pipeline.models())?;
-    let problems = pipeline.check_models(&ModelFacts::read(&models)?);
+    let problems = pipeline.check_models(&models::read_facts(&models)?);
     if !problems.is_empty() {
         for problem in &problems {
             stderr_line!("error: {}: {problem}", args.pipeline.display());

@@ -10,8 +10,6 @@ use std::path::Path;
 
 use anyhow::{Context, bail};
 
-use super::ResolvedModel;
-
 /// The facts of one model's main file.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Facts {
@@ -37,23 +35,20 @@ pub enum Facts {
 pub struct ModelFacts(HashMap<String, Facts>);
 
 impl ModelFacts {
-    /// Reads each resolved model's main file (role "model"); a file that is not what its engine
-    /// reads is an error naming the model and the file.
-    pub fn read(models: &[ResolvedModel]) -> anyhow::Result<ModelFacts> {
+    /// Reads each model's main file, given as (name, engine, path); a file that is not what
+    /// its engine reads is an error naming the model and the file.
+    pub fn read<'a>(
+        models: impl IntoIterator<Item = (&'a str, &'a str, &'a Path)>,
+    ) -> anyhow::Result<ModelFacts> {
         let mut facts = HashMap::new();
-        for model in models {
-            let Some(path) = model.file("model") else {
-                continue;
-            };
-            let read = Facts::read(&model.engine, path).with_context(|| {
+        for (name, engine, path) in models {
+            let read = Facts::read(engine, path).with_context(|| {
                 format!(
-                    "model `{}`: {} is not a {} model file",
-                    model.name,
-                    path.display(),
-                    model.engine
+                    "model `{name}`: {} is not a {engine} model file",
+                    path.display()
                 )
             })?;
-            facts.insert(model.name.clone(), read);
+            facts.insert(name.to_string(), read);
         }
         Ok(ModelFacts(facts))
     }

@@ -676,6 +676,15 @@ impl FileModel {
     }
 }
 
+/// What the models' own files say of them (see `facts`), by the names a run knows them by.
+pub fn read_facts(models: &[ResolvedModel]) -> anyhow::Result<facts::ModelFacts> {
+    facts::ModelFacts::read(
+        models
+            .iter()
+            .filter_map(|m| Some((m.name.as_str(), m.engine.as_str(), m.file("model")?))),
+    )
+}
+
 impl ModelStore {
     /// Finds and verifies each model, once each.
     pub fn resolve_all(&self, mut models: Vec<ModelRef>) -> anyhow::Result<Vec<ResolvedModel>> {

@@ -79,6 +79,26 @@ impl Document {
     }
 }
 
+/// Decodes a text file, or says clearly why it is not one.
+pub fn decode_text(bytes: &[u8]) -> Result<&str, String> {
+    if bytes.is_empty() {
+        return Err("file is empty (0 bytes); there is no text to process".into());
+    }
+    let head = &bytes[..bytes.len().min(8192)];
+    if let Some(at) = head.iter().position(|&b| b == 0) {
+        return Err(format!(
+            "looks like a binary file, not text (NUL byte at offset {at}); exclude it with `exclude` in [input]"
+        ));
+    }
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    std::str::from_utf8(bytes).map_err(|e| {
+        format!(
+            "not valid UTF-8 text (invalid byte at offset {}); convert it first, e.g. `iconv -f latin1 -t utf-8`",
+            e.valid_up_to()
+        )
+    })
+}
+
 /// Whether `path` is a document read here (by extension).
 pub fn is_document(path: &Path) -> bool {
     extension(path).is_some_and(|e| EXTENSIONS.contains(&e.as_str()))
@@ -258,7 +278,7 @@ static BLOCK_END: LazyLock<Regex> = LazyLock::new(|| {
 });
 
 fn html(bytes: &[u8]) -> Result<Document, String> {
-    let source = super::files::decode_text(bytes)?;
+    let source = decode_text(bytes)?;
     let broken = BLOCK_END.replace_all(source, "$0<br>");
     Ok(Document {
         text: tidy(&mail_parser::decoders::html::html_to_text(&broken)),

@@ -19,7 +19,7 @@ use std::path::{Path, PathBuf};
 use globset::{Glob, GlobSet, GlobSetBuilder};
 use serde_json::{Map, Value};
 
-use super::documents::{self, Document};
+use super::documents::{self, Document, decode_text};
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
 use super::rows::{self, RowReader};
 use super::unique::{Place, Unique, display};
@@ -614,26 +614,6 @@ fn holds_records(path: &Path) -> bool {
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {
     name.to_str().is_some_and(|n| n.starts_with('.'))
-}
-
-/// Decodes a text file, or says clearly why it is not one.
-pub fn decode_text(bytes: &[u8]) -> Result<&str, String> {
-    if bytes.is_empty() {
-        return Err("file is empty (0 bytes); there is no text to process".into());
-    }
-    let head = &bytes[..bytes.len().min(8192)];
-    if let Some(at) = head.iter().position(|&b| b == 0) {
-        return Err(format!(
-            "looks like a binary file, not text (NUL byte at offset {at}); exclude it with `exclude` in [input]"
-        ));
-    }
-    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    std::str::from_utf8(bytes).map_err(|e| {
-        format!(
-            "not valid UTF-8 text (invalid byte at offset {}); convert it first, e.g. `iconv -f latin1 -t utf-8`",
-            e.valid_up_to()
-        )
-    })
 }
 
 impl Source for Files {
