@@ -200,7 +200,10 @@ fn docx(bytes: &[u8]) -> Result<Document, String> {
     let body = part("word/document.xml")?
         .ok_or("not a DOCX: the archive has no word/document.xml (a .doc renamed, or another Office file?)")?;
     let text =
-        docx_text(&body).map_err(|e| format!("not a readable DOCX: word/document.xml: {e}"))?;
+        docx_text(&body).map_err(|_| {
+            // quick-xml quotes tag names, which a hostile file can fill with its text.
+            "not a readable DOCX: word/document.xml is not well-formed XML; open and save it again in Word or LibreOffice".to_string()
+        })?;
     let title = part("docProps/core.xml")?
         .and_then(|core| xml_element_text(&core, "dc:title"))
         .filter(|t| !t.trim().is_empty());
