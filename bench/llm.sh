@@ -7,8 +7,8 @@
 #   REPS=3 THREADS=2 bench/llm.sh               # best of REPS runs per setting (default 3)
 #   MODEL=/models/any.gguf bench/llm.sh         # your own GGUF, by path (bench/larger-models.sh)
 #
-# llama-batched-bench is built once from a pinned llama.cpp source package (see below) with lai's
-# CPU settings, and cached in ~/.cache/lai/bench. Each lai item is a prompt of about PROMPT tokens that asks for a long
+# llama-batched-bench is built once from a pinned llama.cpp source package with lai's CPU
+# settings (scripts/llama-tools.sh), and cached in ~/.cache/lai/llama-tools. Each lai item is a prompt of about PROMPT tokens that asks for a long
 # answer, limited to OUTPUT_TOKENS; throughput is measured over the stage's busy time from the
 # run report (model loading excluded, as batched-bench excludes it). batched-bench decodes
 # exactly OUTPUT_TOKENS per sequence and ignores end-of-text; lai stops a sequence at
@@ -36,26 +36,8 @@ fi
 [ -f "$MODEL" ] || { echo "error: $MODEL is missing; run python3 scripts/fetch-models.py $MODEL_NAME" >&2; exit 2; }
 export MODEL
 
-# llama-batched-bench: llama-cpp-sys-2's crate ships llama.cpp without the tools' sources, so
-# it comes from the llama-cpp-python 0.3.36 sdist on PyPI (pinned by sha256; llama.cpp with
-# ggml 0.25.3, lai links ggml 0.26.0), built with lai's CPU settings: portable AVX2, no OpenMP.
-LCP=llama_cpp_python-0.3.36
-BENCH_BIN=$CACHE/$LCP-build/bin/llama-batched-bench
-if [ ! -x "$BENCH_BIN" ]; then
-  echo "building llama-batched-bench from the $LCP sdist (once, a few minutes)..." >&2
-  sdist=$CACHE/$LCP.tar.gz
-  if [ ! -f "$sdist" ]; then
-    curl -sSf -o "$sdist.part" "https://files.pythonhosted.org/packages/ec/e9/e7de2b0463ea3ffbf0ede6cb21b58c1258a8f6521aae45ca773a59fe7cf3/$LCP.tar.gz"
-    mv "$sdist.part" "$sdist"
-  fi
-  echo "832db0699007f1be95a7e41ef12e88926b02ba836461e36a36372db2760c1a2e  $sdist" | sha256sum -c --quiet
-  tar xzf "$sdist" -C "$CACHE" "$LCP/vendor/llama.cpp"
-  cmake -S "$CACHE/$LCP/vendor/llama.cpp" -B "$CACHE/$LCP-build" -DCMAKE_BUILD_TYPE=Release \
-    -DGGML_NATIVE=OFF -DGGML_OPENMP=OFF -DLLAMA_CURL=OFF -DLLAMA_OPENSSL=OFF -DBUILD_SHARED_LIBS=OFF \
-    -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF \
-    -DLLAMA_BUILD_TOOLS=ON >/dev/null
-  cmake --build "$CACHE/$LCP-build" --target llama-batched-bench -j "$(nproc)" >/dev/null
-fi
+# llama-batched-bench: built once from a pinned llama.cpp source package (scripts/llama-tools.sh).
+BENCH_BIN=$(scripts/llama-tools.sh llama-batched-bench)/llama-batched-bench
 
 WORK=$(mktemp -d)
 trap 'rm -rf "$WORK"' EXIT

@@ -14,6 +14,7 @@ use anyhow::{Context, bail};
 use crate::cli::{Cli, Command, Engine, ModelsCommand, Order, RunArgs, When};
 use crate::component::{Fence, Input, OpenContext, resolve};
 use crate::config::{self, LoadError};
+use crate::confine;
 use crate::item::{Item, Provenance, printable, timestamp};
 use crate::ledger::resume::{self, Admit, Folder};
 use crate::ledger::shard::{self, Shard};
@@ -168,6 +169,19 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let Some(pipeline) = load_or_report(&args.pipeline) else {
         return Ok(Exit::Fatal.into());
     };
+    let mode = match (args.no_confine, pipeline.confine_required) {
+        (true, true) => bail!(
+            "{} requires confinement (`confine = \"required\"`); drop --no-confine, or set `confine = \"auto\"` in the pipeline",
+            args.pipeline.display()
+        ),
+        (true, false) => confine::Mode::Off,
+        (false, true) => confine::Mode::Required,
+        (false, false) => confine::Mode::Auto,
+    };
+    if mode == confine::Mode::Required {
+        // Before anything is opened: a kernel that cannot confine files and TCP ports.
+        confine::check_required()?;
+    }
     let inputs = inputs(&args.inputs)?;
     // Every model is found and verified before any engine sees it.
     let models = store.resolve_all(pipeline.models())?;
@@ -230,6 +244,31 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     if let Some(shard) = &shard {
         shard.check_outputs(targets.0.iter().chain(&targets.1), &out_dir)?;
     }
+    // The report is opened now, while the run may still create files anywhere.
+    let report_file = args.report.as_deref().map(open_report).transpose()?;
+
+    // From here on the kernel holds the run to what it declared; no thread was started before.
+    let temp = (mode != confine::Mode::Off)
+        .then(|| confine::PrivateTemp::create(&run_id))
+        .transpose()?;
+    let mut policy = confinement_policy(args, &pipeline, &models, &inputs, &out_dir, &targets);
+    if let Some(temp) = &temp {
+        policy.write.push(temp.path().to_path_buf());
+        policy
+            .remove_dirs
+            .extend(temp.parent().map(Path::to_path_buf));
+    }
+    let confinement = confine::apply(&policy, mode)?;
+    if !args.quiet {
+        for warning in &confinement.warnings {
+            stderr_line!("warning: {warning}");
+        }
+    }
+    if let Some(folder) = folder.as_mut() {
+        folder
+            .ledger
+            .record_confinement(&serde_json::to_string(&confinement)?)?;
+    }
 
     let stop = Stop::new();
     install_signal_handler(&stop, args.quiet);
@@ -267,10 +306,11 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         verify: store.verify,
         inputs: &args.inputs,
         outputs: targets,
+        confinement,
     };
     let report = RunReport::new(facts, &outcome);
-    if let Some(path) = &args.report {
-        write_report(path, &report)?;
+    if let (Some(path), Some(file)) = (&args.report, report_file) {
+        write_report(path, file, &report)?;
     }
     print_summary(args.quiet, &outcome, &report, failed_before);
     Ok(exit.into())
@@ -407,6 +447,7 @@ fn print_summary(quiet: bool, outcome: &pipeline::Outcome, report: &RunReport, f
         );
     }
     stderr_line!("{}", report.summary_table());
+    stderr_line!("{}", report.confinement.summary());
     if failed_before > 0 {
         stderr_line!(
             "skipped {} items done by earlier runs and {failed_before} that failed in them (`lai ledger --failed` lists them, --retry-failed retries them)",
@@ -472,11 +513,174 @@ fn run_id(started: SystemTime) -> String {
     format!("{secs}-{}", hex::encode(random))
 }
 
-fn write_report(path: &Path, report: &RunReport) -> anyhow::Result<()> {
+/// Creates (or empties) the run report's file.
+fn open_report(path: &Path) -> anyhow::Result<std::fs::File> {
     crate::component::create_parent(path)?;
-    let text = serde_json::to_string_pretty(report).context("serializing the run report")?;
-    std::fs::write(path, text + "\n")
+    std::fs::File::create(path)
         .with_context(|| format!("cannot write the run report to {}", path.display()))
+}
+
+fn write_report(path: &Path, mut file: std::fs::File, report: &RunReport) -> anyhow::Result<()> {
+    let text = serde_json::to_string_pretty(report).context("serializing the run report")?;
+    file.write_all((text + "\n").as_bytes())
+        .with_context(|| format!("cannot write the run report to {}", path.display()))
+}
+
+/// What a started run may still touch (see `confine`): its inputs, the pipeline file, its
+/// models' folders and the system's libraries and files to read; its output folder, the
+/// folders of outputs written elsewhere and the report to write (and the run's own temp folder,
+/// which the caller adds).
+fn confinement_policy(
+    args: &RunArgs,
+    pipeline: &Pipeline,
+    models: &[ResolvedModel],
+    inputs: &[Input],
+    out_dir: &Path,
+    targets: &(Vec<String>, Option<String>),
+) -> confine::Policy {
+    let paths = |list: &[&str]| list.iter().map(PathBuf::from).collect::<Vec<_>>();
+    let input_paths: Vec<PathBuf> = inputs
+        .iter()
+        .filter_map(|i| match i {
+            Input::Path(p, _) => Some(p.clone()),
+            Input::Stdin => None,
+        })
+        .collect();
+    let mut read = paths(&[
+        "/usr",
+        "/lib",
+        "/lib32",
+        "/lib64",
+        "/bin",
+        "/opt",
+        "/etc/ld.so.cache",
+        "/etc/ld.so.conf",
+        "/etc/ld.so.conf.d",
+        "/etc/localtime",
+        "/etc/ssl",
+        "/etc/pki",
+        "/etc/ca-certificates",
+        "/etc/hosts",
+        "/etc/resolv.conf",
+        "/etc/nsswitch.conf",
+        "/etc/gai.conf",
+        "/etc/host.conf",
+        "/proc/self",
+        "/proc/cpuinfo",
+        "/proc/meminfo",
+        "/proc/stat",
+        "/proc/sys",
+        "/sys",
+        "/dev/zero",
+        "/dev/urandom",
+        "/dev/random",
+    ]);
+    read.push(pipeline.path.clone());
+    read.extend(input_paths.iter().cloned());
+    // A model's folder: engines read files beside the model (tokenizer, configuration).
+    let model_dirs = models.iter().flat_map(|m| &m.files);
+    read.extend(model_dirs.filter_map(|f| f.path.parent().map(Path::to_path_buf)));
+    // Libraries loaded later (ONNX Runtime, ggml's backends) come from where the binary is or
+    // from where its libraries were mapped from.
+    read.extend(
+        std::env::current_exe()
+            .ok()
+            .and_then(|e| e.parent().map(Path::to_path_buf)),
+    );
+    read.extend(mapped_library_dirs());
+    if let Some(dirs) = std::env::var_os("LD_LIBRARY_PATH") {
+        read.extend(std::env::split_paths(&dirs));
+    }
+
+    let mut write = vec![out_dir.to_path_buf(), "/dev/null".into()];
+    // Outputs placed outside the output folder: a folder (per-item files) as it is; a file by
+    // its folder, where compaction replaces it. Folders are made now, as a confined run could
+    // not make them.
+    let out_dir = std::path::absolute(out_dir).unwrap_or_else(|_| out_dir.to_path_buf());
+    let elsewhere = targets.0.iter().chain(&targets.1).map(PathBuf::from);
+    let stage_writes = pipeline.stage_writes();
+    for target in elsewhere.chain(stage_writes.iter().map(|t| resolve(t, &out_dir))) {
+        let target = std::path::absolute(&target).unwrap_or(target);
+        if target.starts_with(&out_dir) {
+            continue;
+        }
+        let folder = if target.is_dir() {
+            Some(target.as_path())
+        } else {
+            target.parent()
+        };
+        if let Some(folder) = folder {
+            let _ = std::fs::create_dir_all(folder);
+            write.push(folder.to_path_buf());
+        }
+    }
+    write.extend(args.report.clone());
+    // GPUs are driven through their device files.
+    if let Ok(dev) = std::fs::read_dir("/dev") {
+        let gpu = |name: &str| name.starts_with("nvidia") || name == "dri";
+        write.extend(
+            dev.flatten()
+                .filter(|e| gpu(&e.file_name().to_string_lossy()))
+                .map(|e| e.path()),
+        );
+    }
+
+    let mut probe_in: Vec<PathBuf> = input_paths
+        .iter()
+        .map(|p| {
+            if p.is_dir() {
+                p.clone()
+            } else {
+                p.parent().map_or(p.clone(), Path::to_path_buf)
+            }
+        })
+        .collect();
+    probe_in.extend(pipeline.path.parent().map(Path::to_path_buf));
+    let absolute = |list: Vec<PathBuf>| -> Vec<PathBuf> {
+        let mut list: Vec<PathBuf> = list
+            .into_iter()
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .collect();
+        list.sort();
+        list.dedup();
+        list
+    };
+    let mut connect: Vec<u16> = pipeline.connects().iter().map(|a| a.port()).collect();
+    connect.sort_unstable();
+    connect.dedup();
+    let egress = pipeline.egress().into_iter().map(|(label, e)| {
+        let how = e
+            .allow_unredacted
+            .map_or("redacted before".to_string(), |why| {
+                format!("UNREDACTED (allow_unredacted: {why})")
+            });
+        format!(
+            "{label} sends `{}` to {}: {how}",
+            e.fields.join("`, `"),
+            e.endpoint
+        )
+    });
+    confine::Policy {
+        read: absolute(read),
+        write: absolute(write),
+        remove_dirs: Vec::new(),
+        connect,
+        egress: egress.collect(),
+        probe_in: probe_in
+            .into_iter()
+            .map(|p| std::path::absolute(&p).unwrap_or(p))
+            .collect(),
+    }
+}
+
+/// Folders of the shared libraries this process has mapped.
+fn mapped_library_dirs() -> Vec<PathBuf> {
+    let maps = std::fs::read_to_string("/proc/self/maps").unwrap_or_default();
+    maps.lines()
+        .filter_map(|line| line.split_whitespace().nth(5))
+        .filter(|path| path.starts_with('/') && path.contains(".so"))
+        .filter_map(|path| Path::new(path).parent().map(Path::to_path_buf))
+        .collect()
 }
 
 fn merge(out: &Path) -> anyhow::Result<ExitCode> {

@@ -70,7 +70,14 @@ pub fn decode(
     give_up: &dyn Fn() -> bool,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
 ) -> Result<AudioInfo, String> {
-    let file = File::open(path).map_err(|e| format!("cannot open {}: {e}", path.display()))?;
+    let file = File::open(path).map_err(|e| {
+        let hint = if e.kind() == std::io::ErrorKind::PermissionDenied {
+            "; a confined run reads only its inputs and models: give the file's folder as an input too, or run with --no-confine"
+        } else {
+            ""
+        };
+        format!("cannot open {}: {e}{hint}", path.display())
+    })?;
     if file.metadata().map(|m| m.len()).unwrap_or(0) == 0 {
         return Err("file is empty (0 bytes); there is no audio to transcribe".into());
     }

@@ -230,6 +230,11 @@ pub struct RunArgs {
     /// $JOB_COMPLETION_INDEX/$JOB_COMPLETIONS, $SLURM_ARRAY_TASK_ID/$SLURM_ARRAY_TASK_COUNT].
     #[arg(long, value_name = "K/N", env = "LAI_SHARD")]
     pub shard: Option<String>,
+    /// Run without confinement: the kernel then no longer holds the run to reading its inputs
+    /// and models, writing its outputs and connecting only to its endpoints' ports. Recorded in
+    /// the report and the ledger.
+    #[arg(long)]
+    pub no_confine: bool,
 }
 
 /// The native engine that loads a model.

@@ -18,7 +18,8 @@
 //!    gives them (start context, deadline, meter, thread budget, input fence, record places).
 //! 5. Ground floor: `item` (the item, provenance, printable text), `options` (option specs,
 //!    `ComponentKind`, diagnostics), `device` (CPU or GPU), `models` (the catalog, the models
-//!    directory, verification and downloads).
+//!    directory, verification and downloads), `confine` (Landlock and seccomp: what a started
+//!    run may still read, write and connect to).
 
 /// `eprintln!` that never panics: with stderr closed (`lai run ... 2>&1 | head`) the message is
 /// lost and the run goes on, instead of a panic (exit 101) in the middle of writing outputs.
@@ -47,6 +48,7 @@ mod audio;
 mod cli;
 mod component;
 mod config;
+mod confine;
 mod device;
 mod engines;
 mod item;

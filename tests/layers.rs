@@ -7,7 +7,7 @@ use std::path::Path;
 
 /// Top-level modules by layer, lowest first; a module may use its own layer and those below.
 const LAYERS: &[&[&str]] = &[
-    &["item", "options", "device", "models"],
+    &["item", "options", "device", "models", "confine"],
     &["component"],
     &["pipeline", "ledger", "engines", "audio"],
     &["sources", "stages", "sinks"],

@@ -17,4 +17,4 @@ pub use sink::{
     item_error, resolve,
 };
 pub use source::{Source, Wanted};
-pub use stage::{Deadline, Meter, Per, Stage, StageCounters, StartContext, Unit, Worker};
+pub use stage::{Deadline, Egress, Meter, Per, Stage, StageCounters, StartContext, Unit, Worker};

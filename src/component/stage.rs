@@ -4,6 +4,7 @@
 //! A stage is built once per run (shared by `Arc`), and each worker thread calls `start` to get
 //! its own `Worker`, so per-thread engine state lives on the thread that uses it.
 
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -37,6 +38,23 @@ pub trait Stage: Send + Sync {
         Ok(())
     }
 
+    /// Where the stage sends item text off this machine, and which fields: `lai check` wants a
+    /// redact stage before it covering those fields, and the run lets the network reach only
+    /// these endpoints.
+    fn egress(&self) -> Option<Egress> {
+        None
+    }
+
+    /// The item fields this stage redacts (the redact stage).
+    fn redacts(&self) -> Vec<String> {
+        Vec::new()
+    }
+
+    /// The addresses the stage connects to, resolved by `prepare` before the run is confined.
+    fn connects(&self) -> Vec<SocketAddr> {
+        Vec::new()
+    }
+
     /// Path templates (`{out}/...`) of files the stage itself writes, beside the outputs: the
     /// run fences its inputs off from them, keeps them inside a shard's folder and lists them
     /// in the report.
@@ -47,6 +65,15 @@ pub trait Stage: Send + Sync {
     /// Creates one worker's state on the worker's own thread (an engine context, scratch
     /// buffers). Errors here stop the run: the stage cannot work at all.
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>>;
+}
+
+/// Item text leaving the machine: to which endpoint, which fields, and the reason the pipeline
+/// gives for sending them unredacted (`allow_unredacted`), if it does.
+#[derive(Clone, Debug)]
+pub struct Egress {
+    pub endpoint: String,
+    pub fields: Vec<String>,
+    pub allow_unredacted: Option<String>,
 }
 
 /// One worker's view of a stage.

@@ -38,6 +38,12 @@ const TOP_LEVEL: &[OptionSpec] = &[
         Default::Value("\"{out}/errors.jsonl\""),
         "Where failed items are recorded (id, origin, stage, error; never content).",
     ),
+    opt(
+        "confine",
+        Ty::Choice(&["auto", "required"]),
+        Default::Value("\"auto\""),
+        "After start-up the kernel holds `lai run` to reading its inputs, models and libraries, writing its outputs and temp files, and connecting only to its stages' endpoints (Landlock, seccomp). auto: whatever this kernel enforces, with a warning for the rest; required: refuse to run unless files and network are both enforced. `lai run --no-confine` turns it off (recorded).",
+    ),
 ];
 
 /// Why a pipeline could not be loaded.
@@ -147,6 +153,7 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
             .iter()
             .map(|(kind, o, _)| format!("stage {kind} {}", o.effective())),
     );
+    check_egress(&stages, diag);
     let stages = label_stages(stages);
 
     let outputs: Vec<Box<dyn SinkSpec>> = match find(entries, "output") {
@@ -187,6 +194,7 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
         stages,
         outputs,
         dead_letter: top.str("dead_letter"),
+        confine_required: top.str("confine") == "required",
     })
 }
 
@@ -243,6 +251,36 @@ fn stage_plan(
     let (kind, options) = kind_and_options(node, context, "use", STAGES, diag)?;
     let stage = (kind.build)(&options, diag)?;
     Some((kind.name, options, stage))
+}
+
+/// Item text leaves the machine only redacted: a stage that sends fields to an endpoint needs
+/// a redact stage before it covering each of them, or `allow_unredacted = "reason"`.
+fn check_egress(stages: &[(&'static str, Options, Box<dyn Stage>)], diag: &mut Diagnostics) {
+    let mut redacted: Vec<String> = Vec::new();
+    for (_, options, stage) in stages {
+        if let Some(egress) = stage.egress() {
+            let bare: Vec<&str> = egress
+                .fields
+                .iter()
+                .filter(|f| !redacted.contains(f))
+                .map(String::as_str)
+                .collect();
+            if !bare.is_empty() && egress.allow_unredacted.is_none() {
+                diag.error(
+                    &options.span_of("endpoint"),
+                    format!(
+                        "{} sends `{}` to {}, off this machine, and no redact stage before it covers `{}`; add a redact stage with `fields = [\"{}\"]` before it, or give the reason it may leave unredacted: `allow_unredacted = \"...\"`",
+                        options.context,
+                        egress.fields.join("`, `"),
+                        egress.endpoint,
+                        bare.join("`, `"),
+                        bare.join("\", \""),
+                    ),
+                );
+            }
+        }
+        redacted.extend(stage.redacts());
+    }
 }
 
 fn label_stages(stages: Vec<(&'static str, Options, Box<dyn Stage>)>) -> Vec<StagePlan> {

@@ -74,6 +74,9 @@ pub struct GeneratorOptions {
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Prompt {
     parts: Vec<(String, Role)>,
+    /// The messages it was framed from, for an engine that frames them itself (a chat
+    /// completions server): the system message, if any, and the user's.
+    messages: Option<(Option<String>, String)>,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -85,6 +88,24 @@ enum Role {
 }
 
 impl Prompt {
+    /// A chat's messages, unframed: for an engine that frames them itself. Its text is the
+    /// messages', all data.
+    pub fn messages(system: Option<&str>, user: &str) -> Prompt {
+        let mut prompt = Prompt::default();
+        for text in system.into_iter().chain([user]) {
+            prompt.push_data(text);
+        }
+        prompt.messages = Some((system.map(String::from), user.to_string()));
+        prompt
+    }
+
+    /// The system and user messages of a prompt made by `messages`.
+    pub fn chat(&self) -> Option<(Option<&str>, &str)> {
+        self.messages
+            .as_ref()
+            .map(|(system, user)| (system.as_deref(), user.as_str()))
+    }
+
     pub fn push_control(&mut self, text: &str) {
         self.push(text, Role::Control);
     }
@@ -814,6 +835,7 @@ mod tests {
         let huge = Request {
             prompt: Prompt {
                 parts: vec![("word ".repeat(500), Role::Data)],
+                messages: None,
             },
             max_tokens: 5,
             ..Request::default()

@@ -4,4 +4,5 @@
 
 pub mod llama;
 pub mod onnx;
+pub mod openai;
 pub mod whisper;

@@ -29,7 +29,7 @@ pub mod views;
 pub const FILE: &str = "lai-ledger.sqlite";
 
 /// Bumped when the schema changes incompatibly; an older ledger is refused with a message.
-const VERSION: i64 = 1;
+const VERSION: i64 = 2;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS runs (
     items_read      INTEGER,
     items_done      INTEGER,
     items_failed    INTEGER,
-    items_skipped   INTEGER            -- already done (resume) or outside --retry-failed
+    items_skipped   INTEGER,           -- already done (resume) or outside --retry-failed
+    confinement     TEXT               -- JSON: what the kernel held the run to, or mode 'off'
 );
 CREATE TABLE IF NOT EXISTS items (
     item          INTEGER PRIMARY KEY,
@@ -241,7 +242,13 @@ impl Ledger {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .with_context(unusable)?;
-        if tables > 0 && version != VERSION {
+        // Version 1 lacked the runs' confinement; nothing else changed.
+        if tables > 0 && version == 1 {
+            conn.execute_batch(&format!(
+                "BEGIN; ALTER TABLE runs ADD COLUMN confinement TEXT; PRAGMA user_version = {VERSION}; COMMIT;"
+            ))
+            .with_context(unusable)?;
+        } else if tables > 0 && version != VERSION {
             bail!(
                 "{} was written by another version of lai (ledger version {version}, this lai uses {VERSION}); use a new output folder or move it away",
                 path.display()
@@ -443,6 +450,15 @@ impl Ledger {
         )?;
         self.run_id = run.run_id.to_string();
         self.name = run.name.to_string();
+        Ok(())
+    }
+
+    /// Records what the kernel holds the current run to (JSON).
+    pub fn record_confinement(&mut self, confinement: &str) -> anyhow::Result<()> {
+        self.conn.execute(
+            "UPDATE runs SET confinement = ?1 WHERE run_id = ?2",
+            params![confinement, self.run_id],
+        )?;
         Ok(())
     }
 

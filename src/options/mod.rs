@@ -352,6 +352,11 @@ impl Options {
         values.join(";")
     }
 
+    /// Whether the table sets `key` itself (rather than leaving it to its default).
+    pub fn given(&self, key: &str) -> bool {
+        self.entries.iter().any(|e| e.key == key)
+    }
+
     /// Span of the user's value for `key`, or of the component table.
     pub fn span_of(&self, key: &str) -> Range<usize> {
         self.entries

@@ -96,6 +96,8 @@ pub struct Pipeline {
     pub stages: Vec<StagePlan>,
     pub outputs: Vec<Box<dyn SinkSpec>>,
     pub dead_letter: String,
+    /// `confine = "required"`: no run without files and network confined.
+    pub confine_required: bool,
 }
 
 impl Pipeline {
@@ -124,6 +126,22 @@ impl Pipeline {
             (plan.stage.prepare()).map_err(|e| anyhow::anyhow!("{}: {e:#}", plan.label))?;
         }
         Ok(())
+    }
+
+    /// Where its stages send item text off the machine, by stage label.
+    pub fn egress(&self) -> Vec<(String, crate::component::Egress)> {
+        let stages = self.stages.iter();
+        stages
+            .filter_map(|s| s.stage.egress().map(|e| (s.label.clone(), e)))
+            .collect()
+    }
+
+    /// The addresses its stages connect to (resolved by `prepare`).
+    pub fn connects(&self) -> Vec<std::net::SocketAddr> {
+        self.stages
+            .iter()
+            .flat_map(|s| s.stage.connects())
+            .collect()
     }
 
     /// Path templates of the files its stages write beside the outputs (a redaction vault).

@@ -9,6 +9,7 @@ use serde::Serialize;
 
 use super::{Outcome, Pipeline};
 use crate::component::Per;
+use crate::confine::Confinement;
 use crate::item::timestamp;
 use crate::models::ResolvedModel;
 
@@ -40,6 +41,9 @@ pub struct RunReport {
     pub gpu: Option<super::gpu::GpuReport>,
     pub outputs: Vec<String>,
     pub dead_letter: Option<String>,
+    /// What the kernel held the run to after start-up (files, network) and what the probes
+    /// that tried to get past it were answered.
+    pub confinement: Confinement,
 }
 
 /// What the report says of a run besides its outcome.
@@ -58,6 +62,7 @@ pub struct RunFacts<'a> {
     pub inputs: &'a [PathBuf],
     /// Where each output wrote, and where the dead letters went.
     pub outputs: (Vec<String>, Option<String>),
+    pub confinement: Confinement,
 }
 
 impl RunReport {
@@ -93,6 +98,7 @@ impl RunReport {
             gpu: super::gpu::report(),
             outputs: facts.outputs.0,
             dead_letter: facts.outputs.1,
+            confinement: facts.confinement,
         }
     }
 }

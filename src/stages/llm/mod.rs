@@ -23,12 +23,13 @@ mod task;
 mod text;
 
 use std::collections::BTreeMap;
+use std::net::SocketAddr;
 use std::sync::Arc;
 
 use serde_json::{Map, Value, json};
 
 use super::common::{MAX_WAIT, Shared, TIMEOUT, batch_size, workers};
-use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
+use crate::component::{Egress, Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
 use crate::engines::llama::{Completion, GeneratorOptions, LlmModel, Prompt, Request};
 use crate::models::facts::{Facts, ModelFacts};
@@ -36,7 +37,8 @@ use crate::models::{self, ModelRef};
 use crate::item::{Item, json_type};
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
-use engine::{Engine, Llama};
+use crate::engines::openai::{Client, Endpoint};
+use engine::{Engine, Llama, Remote};
 use task::{Combine, Task};
 use text::{Piece, Template};
 
@@ -73,7 +75,7 @@ pub static CACHED_PROMPT_TOKENS: Unit = Unit {
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "llm",
-    doc: "A local LLM (llama.cpp, GGUF) over a text field: `task` cleanup, summarize, extract (JSON fields) or classify (one of `choices`), or your own `prompt`; many items decode together.",
+    doc: "An LLM over a text field, local (llama.cpp, GGUF) or on a model server (`endpoint`, OpenAI-compatible): `task` cleanup, summarize, extract (JSON fields) or classify (one of `choices`), or your own `prompt`; many items decode together.",
     options: OPTIONS,
     build,
 };
@@ -166,7 +168,7 @@ const OPTIONS: &[OptionSpec] = &[
         "parallel",
         Ty::Int { min: 0, max: 256 },
         Default::Value("0"),
-        "Sequences decoded together in one context; more uses the CPU or GPU better, up to a point. 0: 8 on the CPU, 64 on the GPU.",
+        "Sequences decoded together in one context; more uses the CPU or GPU better, up to a point. 0: 8 on the CPU, 64 on the GPU. With `endpoint`: requests in flight per worker (0: 8).",
     ).speed(),
     opt(
         "context",
@@ -249,6 +251,48 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("true"),
         "Decode the beginning that a batch's prompts share (chat frame, system message, instructions) once per context and copy its KV cache into each sequence, so an item pays only for its own tokens; false decodes every prompt whole. Outputs are the same either way.",
     ).speed(),
+    opt(
+        "endpoint",
+        Ty::Str,
+        Default::Unset,
+        "Send each piece to this OpenAI-compatible server (vLLM, TGI, llama.cpp's llama-server, ...) instead of loading `model`: its base URL, e.g. \"http://gpu-box:8000/v1\" (requests go to ENDPOINT/chat/completions). Needs `served_model`; the text sent must be redacted by a stage before this one, or `allow_unredacted` says why not.",
+    ),
+    opt(
+        "served_model",
+        Ty::Str,
+        Default::Unset,
+        "With `endpoint`: the model name the server serves (the request's `model`).",
+    ),
+    opt(
+        "api_key_env",
+        Ty::Str,
+        Default::Unset,
+        "With `endpoint`: the environment variable holding the API key (sent as a bearer token). The key itself never goes in the pipeline file.",
+    ),
+    opt(
+        "api_key_file",
+        Ty::Str,
+        Default::Unset,
+        "With `endpoint`: a file holding the API key (relative to the pipeline file).",
+    ),
+    opt(
+        "allow_unredacted",
+        Ty::Str,
+        Default::Unset,
+        "With `endpoint`: why this stage may send text that no redact stage before it covers (recorded with every run); without it `lai check` refuses such a pipeline.",
+    ),
+    opt(
+        "retries",
+        Ty::Int { min: 0, max: 20 },
+        Default::Value("4"),
+        "With `endpoint`: tries after the first for a request that failed in a way that can pass (no connection, timeout, HTTP 429 or 5xx), waiting 0.5 s, 1 s, 2 s, ... between them.",
+    ),
+    opt(
+        "request_timeout",
+        Ty::Duration,
+        Default::Value("\"300s\""),
+        "With `endpoint`: longest one request may take, connection to last byte.",
+    ),
     DEVICE,
     opt(
         "gpu_layers",
@@ -264,6 +308,8 @@ const OPTIONS: &[OptionSpec] = &[
 /// `parallel = 0`: sequences per context on each device.
 const PARALLEL_CPU: usize = 8;
 const PARALLEL_GPU: usize = 64;
+/// `parallel = 0` with an `endpoint`: requests in flight per worker.
+const PARALLEL_REMOTE: usize = 8;
 
 struct Llm {
     model_name: String,
@@ -293,6 +339,48 @@ struct Llm {
     device: Placement,
     gpu_layers: u32,
     model: Shared<LlmModel>,
+    /// Set when the stage sends its pieces to a chat completions server.
+    remote: Option<RemoteConfig>,
+}
+
+/// A chat completions server the stage sends its pieces to.
+struct RemoteConfig {
+    url: String,
+    served_model: String,
+    key: KeySource,
+    allow_unredacted: Option<String>,
+    retries: u32,
+    timeout: std::time::Duration,
+    /// Item fields the prompt sends.
+    fields: Vec<String>,
+    /// The addresses and key, found by `prepare` before the run is confined.
+    ready: std::sync::OnceLock<(Endpoint, Option<String>)>,
+}
+
+/// Where the API key comes from.
+enum KeySource {
+    None,
+    Env(String),
+    File(std::path::PathBuf),
+}
+
+impl RemoteConfig {
+    fn key(&self) -> anyhow::Result<Option<String>> {
+        let key = match &self.key {
+            KeySource::None => return Ok(None),
+            KeySource::Env(name) => std::env::var(name).map_err(|_| {
+                anyhow::anyhow!("`api_key_env`: the environment variable {name} is not set; export the server's API key in it")
+            })?,
+            KeySource::File(path) => std::fs::read_to_string(path).map_err(|e| {
+                anyhow::anyhow!("`api_key_file`: cannot read {}: {e}", path.display())
+            })?,
+        };
+        let key = key.trim().to_string();
+        if key.is_empty() || key.chars().any(char::is_control) {
+            anyhow::bail!("the API key for {} is empty or holds control characters", self.url);
+        }
+        Ok(Some(key))
+    }
 }
 
 /// JSON output: the schema's text, what `{{fields}}` says (the property names, else the
@@ -500,9 +588,10 @@ fn configure(
     let system = options
         .opt_str("system")
         .or_else(|| task.and_then(|t| t.system).map(String::from));
+    let remote = remote_config(options, diag, &template, &field, problems);
     let model = ModelRef::from_option(options, "model", &models::LLAMA, diag)?;
     Some(Llm {
-        model_name: model.name(),
+        model_name: remote.as_ref().map_or(model.name(), |r| r.served_model.clone()),
         model_ref: model,
         task,
         custom_prompt: custom_prompt.is_some(),
@@ -528,6 +617,68 @@ fn configure(
         device: Placement::from_options(options, diag)?,
         gpu_layers: u32::try_from(options.int("gpu_layers")).unwrap_or(u32::MAX),
         model: Shared::default(),
+        remote,
+    })
+}
+
+/// The `endpoint` options, checked; `None` for a local model.
+fn remote_config(
+    options: &Options,
+    diag: &mut Diagnostics,
+    template: &Template,
+    field: &str,
+    problems: &mut Vec<(&'static str, String)>,
+) -> Option<RemoteConfig> {
+    let ctx = &options.context;
+    let only_remote = ["served_model", "api_key_env", "api_key_file", "allow_unredacted"];
+    let Some(url) = options.opt_str("endpoint") else {
+        for key in only_remote.into_iter().filter(|k| options.opt_str(k).is_some()) {
+            problems.push((key, format!("`{key}` in {ctx} goes with `endpoint`, which is not set")));
+        }
+        return None;
+    };
+    if let Err(e) = crate::engines::openai::host_port(&url) {
+        problems.push(("endpoint", format!("`endpoint` in {ctx}: {e}")));
+    }
+    if options.given("model") {
+        problems.push((
+            "model",
+            format!("{ctx} has both `model` (a local GGUF) and `endpoint` (a server); keep one, and name the server's model with `served_model`"),
+        ));
+    }
+    let Some(served_model) = options.opt_str("served_model") else {
+        problems.push((
+            "endpoint",
+            format!("{ctx} has an `endpoint` and no `served_model`; name the model the server serves, e.g. `served_model = \"qwen2.5-7b-instruct\"`"),
+        ));
+        return None;
+    };
+    let key = match (options.opt_str("api_key_env"), options.opt_str("api_key_file")) {
+        (Some(_), Some(_)) => {
+            problems.push(("api_key_file", format!("{ctx} has both `api_key_env` and `api_key_file`; keep one")));
+            KeySource::None
+        }
+        (Some(name), None) => KeySource::Env(name),
+        (None, Some(file)) => KeySource::File(diag.path_in_file(&file)),
+        (None, None) => KeySource::None,
+    };
+    // What the prompt sends: the input field and every item field it names.
+    let builtins = ["text", "choices", "fields"];
+    let mut fields = vec![field.to_string()];
+    for var in template.vars().filter(|v| !builtins.contains(v)) {
+        if !fields.iter().any(|f| f == var) {
+            fields.push(var.to_string());
+        }
+    }
+    Some(RemoteConfig {
+        url: url.trim_end_matches('/').to_string(),
+        served_model,
+        key,
+        allow_unredacted: options.opt_str("allow_unredacted"),
+        retries: u32::try_from(options.int("retries")).unwrap_or(0),
+        timeout: options.duration("request_timeout"),
+        fields,
+        ready: std::sync::OnceLock::new(),
     })
 }
 
@@ -601,7 +752,33 @@ fn choices_grammar(choices: &[String]) -> String {
 
 impl Stage for Llm {
     fn models(&self) -> Vec<ModelRef> {
+        if self.remote.is_some() {
+            return Vec::new();
+        }
         vec![self.model_ref.clone()]
+    }
+
+    fn prepare(&self) -> anyhow::Result<()> {
+        let Some(remote) = &self.remote else {
+            return Ok(());
+        };
+        let key = remote.key()?;
+        let endpoint = Endpoint::resolve(&remote.url)?;
+        let _ = remote.ready.set((endpoint, key));
+        Ok(())
+    }
+
+    fn egress(&self) -> Option<Egress> {
+        self.remote.as_ref().map(|r| Egress {
+            endpoint: r.url.clone(),
+            fields: r.fields.clone(),
+            allow_unredacted: r.allow_unredacted.clone(),
+        })
+    }
+
+    fn connects(&self) -> Vec<SocketAddr> {
+        let ready = self.remote.as_ref().and_then(|r| r.ready.get());
+        ready.map_or(Vec::new(), |(endpoint, _)| endpoint.addrs.clone())
     }
 
     fn check_models(&self, facts: &ModelFacts) -> Vec<String> {
@@ -631,6 +808,35 @@ impl Stage for Llm {
     }
 
     fn start(&self, ctx: &StartContext) -> anyhow::Result<Box<dyn Worker + '_>> {
+        if let Some(remote) = &self.remote {
+            let (endpoint, key) = remote
+                .ready
+                .get()
+                .ok_or_else(|| anyhow::anyhow!("the endpoint was not prepared. This is a bug."))?;
+            let schema = match (&self.json, self.choices.is_empty()) {
+                (Some(json), _) => serde_json::from_str(&json.schema).ok(),
+                (None, false) => Some(json!({"type": "string", "enum": self.choices})),
+                (None, true) => None,
+            };
+            return Ok(Box::new(LlmWorker {
+                stage: self,
+                engine: Remote {
+                    client: Client::new(
+                        endpoint,
+                        &remote.served_model,
+                        key.clone(),
+                        remote.timeout,
+                        remote.retries,
+                    ),
+                    endpoint: remote.url.clone(),
+                    parallel: if self.parallel == 0 { PARALLEL_REMOTE } else { self.parallel },
+                    schema,
+                    deadline: ctx.deadline.clone(),
+                    served: None,
+                },
+                meter: ctx.meter.clone(),
+            }));
+        }
         let device = ctx.place(self.device)?;
         let model = self.model.get(|| {
             LlmModel::load(
@@ -966,6 +1172,9 @@ impl<E: Engine> LlmWorker<'_, E> {
         });
         if let Some(task) = stage.task {
             record["task"] = json!(task.name);
+        }
+        for (key, value) in self.engine.provenance() {
+            record[key.as_str()] = value;
         }
         if job.round > 0 {
             record["rounds"] = json!(job.round + 1);

@@ -43,6 +43,14 @@ impl Template {
         Ok(Template { parts })
     }
 
+    /// The variables it names, in order (repeats included).
+    pub fn vars(&self) -> impl Iterator<Item = &str> {
+        self.parts.iter().filter_map(|p| match p {
+            Part::Var(v) => Some(v.as_str()),
+            Part::Text(_) => None,
+        })
+    }
+
     pub fn uses(&self, name: &str) -> bool {
         self.parts
             .iter()

@@ -436,6 +436,10 @@ impl Stage for Redact {
         self.keys().map(drop)
     }
 
+    fn redacts(&self) -> Vec<String> {
+        self.fields.clone()
+    }
+
     fn writes(&self) -> Vec<String> {
         if self.uses(|op| matches!(op, Operator::Vault)) {
             vec![self.vault.clone()]
