@@ -798,7 +798,10 @@ fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::R
 
 fn stages(name: Option<&str>) -> anyhow::Result<ExitCode> {
     let sections: [(&str, Vec<KindDoc>); 3] = [
-        ("Stages ([[stage]] use = \"...\")", describe(STAGES)),
+        (
+            "Stages ([[stage]] use = \"...\"; any stage also takes `when = { field = \"NAME\", TEST = VALUE }`,\nTEST one of equals, matches, above, below, longer_than, shorter_than, missing: it\ntakes only the items that meet it, and the rest pass it by)",
+            describe(STAGES),
+        ),
         ("Inputs ([input] kind = \"...\")", describe(SOURCES)),
         ("Outputs ([[output]] kind = \"...\")", describe(SINKS)),
     ];

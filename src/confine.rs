@@ -320,30 +320,18 @@ fn seccomp(connect: &[u16]) -> anyhow::Result<()> {
         rules.insert(libc::SYS_socket, socket);
         // TCP Fast Open connects in sendto/sendmsg, past Landlock's connect check.
         let fast_open = libc::MSG_FASTOPEN;
-        rules.insert(
-            libc::SYS_sendto,
-            vec![SeccompRule::new(vec![cond(
-                3,
+        for (call, flags_arg) in [
+            (libc::SYS_sendto, 3),
+            (libc::SYS_sendmsg, 2),
+            (libc::SYS_sendmmsg, 3),
+        ] {
+            let flag = cond(
+                flags_arg,
                 SeccompCmpOp::MaskedEq(fast_open as u64),
                 fast_open,
-            )])?],
-        );
-        rules.insert(
-            libc::SYS_sendmsg,
-            vec![SeccompRule::new(vec![cond(
-                2,
-                SeccompCmpOp::MaskedEq(fast_open as u64),
-                fast_open,
-            )])?],
-        );
-        rules.insert(
-            libc::SYS_sendmmsg,
-            vec![SeccompRule::new(vec![cond(
-                3,
-                SeccompCmpOp::MaskedEq(fast_open as u64),
-                fast_open,
-            )])?],
-        );
+            );
+            rules.insert(call, vec![SeccompRule::new(vec![flag])?]);
+        }
         const TCP_FASTOPEN_CONNECT: i32 = 30;
         rules.insert(
             libc::SYS_setsockopt,

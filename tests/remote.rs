@@ -123,8 +123,20 @@ fn pipeline(dir: &Path, url: &str, redact: bool, extra: &str) -> PathBuf {
     path
 }
 
-fn report(path: &Path) -> Value {
-    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+/// Runs `pipeline` on the sample tickets into `dir/out`, quietly and without a problem; the
+/// labelled records and the run report.
+fn label_tickets(pipeline: &Path, dir: &Path) -> (Vec<Value>, Value) {
+    let out = dir.join("out");
+    let report = dir.join("report.json");
+    let args = ["-q", "--report", report.to_str().unwrap()];
+    lai_run(pipeline, &repo("samples/tickets.jsonl"), &out, &args)
+        .code(0)
+        .stderr("");
+    let text = std::fs::read_to_string(&report).unwrap();
+    (
+        jsonl(&out.join("labels.jsonl")),
+        serde_json::from_str(&text).unwrap(),
+    )
 }
 
 // Redacted tickets go to the server and come back labelled with one of the choices, each
@@ -136,17 +148,7 @@ fn labels_from_a_real_server_under_confinement() {
     let server = Server::start();
     let dir = tempfile::tempdir().unwrap();
     let pipeline = pipeline(dir.path(), &server.url(), true, "");
-    let out = dir.path().join("out");
-    let report_path = dir.path().join("report.json");
-    lai_run(
-        &pipeline,
-        &repo("samples/tickets.jsonl"),
-        &out,
-        &["-q", "--report", report_path.to_str().unwrap()],
-    )
-    .code(0)
-    .stderr("");
-    let records = jsonl(&out.join("labels.jsonl"));
+    let (records, report) = label_tickets(&pipeline, dir.path());
     assert_eq!(records.len(), 5);
     for record in &records {
         let label = record["label"].as_str().unwrap();
@@ -164,7 +166,7 @@ fn labels_from_a_real_server_under_confinement() {
         // Redacted before it left: no e-mail address reached the server.
         assert!(!record["text"].as_str().unwrap().contains("@example"));
     }
-    let confinement = &report(&report_path)["confinement"];
+    let confinement = &report["confinement"];
     if confinement["landlock_abi"].as_i64().unwrap_or(0) >= 4 {
         assert_eq!(
             confinement["network"],
@@ -183,6 +185,54 @@ fn labels_from_a_real_server_under_confinement() {
         confinement["egress"][0],
         format!("llm sends `text` to {}: redacted before", server.url())
     );
+}
+
+// Routing: long tickets go to the server, the others to the local model; the report counts
+// each route (items taken, items passed by) and each record's provenance names its route.
+#[test]
+fn long_items_to_the_server_the_rest_local() {
+    let _engines = engines();
+    let server = Server::start();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = dir.path().join("route.toml");
+    let choices = "task = \"classify\"\nchoices = [\"access\", \"billing\", \"hardware\"]";
+    std::fs::write(
+        &pipeline,
+        format!(
+            "[input]\nkind = \"jsonl\"\n\n[[stage]]\nuse = \"redact\"\n\n\
+             [[stage]]\nuse = \"llm\"\nendpoint = \"{}\"\nserved_model = \"smollm2\"\n{choices}\n\
+             when = {{ field = \"text\", longer_than = 50 }}\n\n\
+             [[stage]]\nuse = \"llm\"\n{choices}\nwhen = {{ field = \"label\", missing = true }}\n\n\
+             [[output]]\nkind = \"jsonl\"\npath = \"{{out}}/labels.jsonl\"\n",
+            server.url()
+        ),
+    )
+    .unwrap();
+    let (records, report) = label_tickets(&pipeline, dir.path());
+    let long = |r: &Value| r["text"].as_str().unwrap().chars().count() > 50;
+    let remote = records.iter().filter(|r| long(r)).count();
+    assert!(
+        remote > 0 && remote < records.len(),
+        "{remote} of {}",
+        records.len()
+    );
+    for record in &records {
+        let meta = &record["llm"]["label"];
+        assert!(record["label"].is_string(), "{record}");
+        if long(record) {
+            assert_eq!(meta["endpoint"], server.url(), "{record}");
+        } else {
+            assert!(meta.get("endpoint").is_none(), "{record}");
+            assert_eq!(meta["model"], "smollm2-135m-instruct", "{record}");
+        }
+    }
+    let stages = &report["stages"];
+    assert_eq!(stages[1]["stage"], "llm");
+    assert_eq!(stages[1]["items"], remote);
+    assert_eq!(stages[1]["passed_by"], records.len() - remote);
+    assert_eq!(stages[2]["stage"], "llm#2");
+    assert_eq!(stages[2]["items"], records.len() - remote);
+    assert_eq!(stages[2]["passed_by"], remote);
 }
 
 // A stage that would send text no redact stage covers is refused by `lai check`, naming the

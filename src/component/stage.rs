@@ -88,6 +88,8 @@ pub trait Worker {
 pub struct StageCounters {
     pub items: AtomicU64,
     pub failed: AtomicU64,
+    /// Items its `when` did not admit, which went on without it.
+    pub passed: AtomicU64,
     pub busy_ns: AtomicU64,
     /// The stage's own work, in the units it declared (`Unit`), in the order first counted.
     pub work: Mutex<Vec<(&'static Unit, f64)>>,

@@ -13,6 +13,7 @@ use crate::component::{SinkSpec, Stage};
 use crate::item::sha256_hex;
 use crate::options::tree::{self, Entry, Node, Value};
 use crate::options::{ComponentKind, Default, Diagnostics, OptionSpec, Options, Problem, Ty, opt};
+use crate::pipeline::route::When;
 use crate::pipeline::{Pipeline, StagePlan};
 use crate::sinks::SINKS;
 use crate::sources::SOURCES;
@@ -148,11 +149,12 @@ fn build(path: &Path, bytes: &[u8], doc: &Node, diag: &mut Diagnostics) -> Optio
             .filter_map(|(i, table)| stage_plan(table, i + 1, diag))
             .collect(),
     };
-    config.extend(
-        stages
-            .iter()
-            .map(|(kind, o, _)| format!("stage {kind} {}", o.effective())),
-    );
+    config.extend(stages.iter().map(|(kind, o, when, _)| {
+        let when = when
+            .as_ref()
+            .map_or(String::new(), |w| format!(" when {}", w.describe()));
+        format!("stage {kind} {}{when}", o.effective())
+    }));
     check_egress(&stages, diag);
     let stages = label_stages(stages);
 
@@ -237,27 +239,32 @@ fn component<T: ?Sized>(
     registry: &'static [ComponentKind<T>],
     diag: &mut Diagnostics,
 ) -> Option<(Box<T>, String)> {
-    let (kind, options) = kind_and_options(node.as_node(), context, selector, registry, diag)?;
+    let (kind, options) = kind_and_options(node.as_node(), context, &[selector], registry, diag)?;
     let built = (kind.build)(&options, diag)?;
     Some((built, format!("{} {}", kind.name, options.effective())))
 }
 
-fn stage_plan(
-    node: &Node,
-    index: usize,
-    diag: &mut Diagnostics,
-) -> Option<(&'static str, Options, Box<dyn Stage>)> {
+/// A stage as the file gives it: kind, options, `when`, and the stage built from them.
+type Built = (&'static str, Options, Option<When>, Box<dyn Stage>);
+
+fn stage_plan(node: &Node, index: usize, diag: &mut Diagnostics) -> Option<Built> {
     let context = format!("[[stage]] {index}");
-    let (kind, options) = kind_and_options(node, context, "use", STAGES, diag)?;
+    let when = match &node.value {
+        Value::Table(entries) => find(entries, "when"),
+        _ => None,
+    }
+    .map(|entry| When::parse(&entry.node, &context, diag));
+    let (kind, options) = kind_and_options(node, context, &["use", "when"], STAGES, diag)?;
     let stage = (kind.build)(&options, diag)?;
-    Some((kind.name, options, stage))
+    Some((kind.name, options, when.flatten(), stage))
 }
 
 /// Item text leaves the machine only redacted: a stage that sends fields to an endpoint needs
-/// a redact stage before it covering each of them, or `allow_unredacted = "reason"`.
-fn check_egress(stages: &[(&'static str, Options, Box<dyn Stage>)], diag: &mut Diagnostics) {
+/// a redact stage before it covering each of them for every item (no `when`), or
+/// `allow_unredacted = "reason"`.
+fn check_egress(stages: &[Built], diag: &mut Diagnostics) {
     let mut redacted: Vec<String> = Vec::new();
-    for (_, options, stage) in stages {
+    for (_, options, when, stage) in stages {
         if let Some(egress) = stage.egress() {
             let bare: Vec<&str> = egress
                 .fields
@@ -279,15 +286,18 @@ fn check_egress(stages: &[(&'static str, Options, Box<dyn Stage>)], diag: &mut D
                 );
             }
         }
-        redacted.extend(stage.redacts());
+        // A redact stage with a `when` leaves the items it does not take as they were.
+        if when.is_none() {
+            redacted.extend(stage.redacts());
+        }
     }
 }
 
-fn label_stages(stages: Vec<(&'static str, Options, Box<dyn Stage>)>) -> Vec<StagePlan> {
+fn label_stages(stages: Vec<Built>) -> Vec<StagePlan> {
     let mut seen: Vec<&str> = Vec::new();
     stages
         .into_iter()
-        .map(|(kind, options, stage)| {
+        .map(|(kind, options, when, stage)| {
             seen.push(kind);
             let n = seen.iter().filter(|k| **k == kind).count();
             StagePlan {
@@ -300,19 +310,23 @@ fn label_stages(stages: Vec<(&'static str, Options, Box<dyn Stage>)>) -> Vec<Sta
                 max_wait: options.duration("max_wait"),
                 workers: options.usize("workers"),
                 timeout: options.opt_duration("timeout"),
+                when,
                 stage: Arc::from(stage),
             }
         })
         .collect()
 }
 
+/// The component a table names by `keys[0]` (`use`, `kind`), and its options checked against the
+/// kind's schema; every key in `keys` is the caller's.
 fn kind_and_options<T: ?Sized>(
     node: &Node,
     context: String,
-    selector: &str,
+    keys: &[&str],
     registry: &'static [ComponentKind<T>],
     diag: &mut Diagnostics,
 ) -> Option<(&'static ComponentKind<T>, Options)> {
+    let selector = keys[0];
     let Value::Table(entries) = &node.value else {
         diag.error(&node.span, format!("{context} must be a table"));
         return None;
@@ -355,7 +369,7 @@ fn kind_and_options<T: ?Sized>(
         node.span.clone(),
         entries,
         kind.options,
-        &[selector],
+        keys,
         diag,
     );
     // Building from options that failed validation would only repeat those problems.

@@ -21,6 +21,7 @@ pub mod gpu;
 pub mod panics;
 pub mod progress;
 pub mod report;
+pub mod route;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -160,6 +161,8 @@ pub struct StagePlan {
     pub workers: usize,
     /// Longest one item may take in a call of the stage.
     pub timeout: Option<Duration>,
+    /// The items the stage takes; the rest pass it by unchanged.
+    pub when: Option<route::When>,
     pub stage: Arc<dyn Stage>,
 }
 
@@ -479,8 +482,13 @@ fn work(
         gpu::start_sampling();
     }
     while let Some(batch) = batcher.next_batch() {
-        let (mut healthy, passing): (Vec<Item>, Vec<Item>) =
-            batch.into_iter().partition(|i| i.failure.is_none());
+        let (mut healthy, passing): (Vec<Item>, Vec<Item>) = batch
+            .into_iter()
+            .partition(|i| i.failure.is_none() && plan.when.as_ref().is_none_or(|w| w.admits(i)));
+        let routed_past = passing.iter().filter(|i| i.failure.is_none()).count();
+        counters
+            .passed
+            .fetch_add(routed_past as u64, Ordering::Relaxed);
         if !healthy.is_empty() {
             let started = Instant::now();
             let busy = ctx.threads.busy();

@@ -130,6 +130,8 @@ pub struct StageReport {
     pub workers: usize,
     pub items: u64,
     pub failed: u64,
+    /// Items the stage's `when` did not admit: they went on without it.
+    pub passed_by: u64,
     pub busy_s: f64,
     /// Items per second of wall time.
     pub items_per_s: f64,
@@ -191,6 +193,7 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
                 workers: *workers,
                 items,
                 failed: c.failed.load(Ordering::Relaxed),
+                passed_by: c.passed.load(Ordering::Relaxed),
                 busy_s,
                 items_per_s: items as f64 / wall,
                 busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
@@ -231,6 +234,9 @@ impl RunReport {
                 s.items_per_s,
                 s.busy_pct
             );
+            if s.passed_by > 0 {
+                let _ = writeln!(out, "{:<14} {} items passed by (`when`)", "", s.passed_by);
+            }
             // The stage's own units of work, if it has any.
             for line in &s.work_lines {
                 let _ = writeln!(out, "{:<14} {line}", "");
