@@ -235,6 +235,58 @@ fn long_items_to_the_server_the_rest_local() {
     assert_eq!(stages[2]["passed_by"], remote);
 }
 
+// A server that points lai elsewhere (an HTTP redirect to another address) is not followed:
+// each item fails alone, saying so and naming the endpoint, and nothing reaches the other
+// address. The redirecting server is Python's own http.server.
+#[test]
+fn a_redirect_elsewhere_is_not_followed() {
+    let elsewhere = TcpListener::bind("127.0.0.1:0").unwrap();
+    elsewhere.set_nonblocking(true).unwrap();
+    let there = elsewhere.local_addr().unwrap().port();
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let script = format!(
+        "import http.server\n\
+         class H(http.server.BaseHTTPRequestHandler):\n\
+         \x20   def do_POST(self):\n\
+         \x20       self.send_response(307)\n\
+         \x20       self.send_header('Location', 'http://127.0.0.1:{there}/v1/chat/completions')\n\
+         \x20       self.send_header('Content-Length', '0')\n\
+         \x20       self.end_headers()\n\
+         \x20   def log_message(self, *args):\n\
+         \x20       pass\n\
+         http.server.HTTPServer(('127.0.0.1', {port}), H).serve_forever()\n"
+    );
+    let mut redirector = Command::new("python3")
+        .args(["-c", &script])
+        .spawn()
+        .unwrap();
+    let started = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(started.elapsed() < Duration::from_secs(20), "the redirecting server did not start");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!("http://127.0.0.1:{port}/v1");
+    let pipeline = pipeline(dir.path(), &url, true, "");
+    let out = dir.path().join("out");
+    let run = lai_run(&pipeline, &repo("samples/tickets.jsonl"), &out, &["-q"]).code(1);
+    let _ = redirector.kill();
+    let _ = redirector.wait();
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    let failed = jsonl(&out.join("errors.jsonl"));
+    assert_eq!(failed.len(), 5, "{stderr}");
+    for f in &failed {
+        let reason = f["error"].as_str().unwrap();
+        assert!(reason.contains(&url), "{reason}");
+        assert!(reason.contains("redirected elsewhere") || reason.contains("HTTP 307"), "{reason}");
+    }
+    assert!(elsewhere.accept().is_err(), "lai connected to where the server pointed it");
+}
+
 // A stage that would send text no redact stage covers is refused by `lai check`, naming the
 // field and the way out; with `allow_unredacted` the pipeline is valid and every run records
 // the reason. Options of a server without `endpoint`, or an endpoint with credentials in it,
