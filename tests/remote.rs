@@ -266,7 +266,10 @@ fn a_redirect_elsewhere_is_not_followed() {
         .unwrap();
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "the redirecting server did not start");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the redirecting server did not start"
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     let dir = tempfile::tempdir().unwrap();
@@ -282,9 +285,15 @@ fn a_redirect_elsewhere_is_not_followed() {
     for f in &failed {
         let reason = f["error"].as_str().unwrap();
         assert!(reason.contains(&url), "{reason}");
-        assert!(reason.contains("redirected elsewhere") || reason.contains("HTTP 307"), "{reason}");
+        assert!(
+            reason.contains("redirected elsewhere") || reason.contains("HTTP 307"),
+            "{reason}"
+        );
     }
-    assert!(elsewhere.accept().is_err(), "lai connected to where the server pointed it");
+    assert!(
+        elsewhere.accept().is_err(),
+        "lai connected to where the server pointed it"
+    );
 }
 
 // A stage that would send text no redact stage covers is refused by `lai check`, naming the
