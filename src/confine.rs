@@ -98,7 +98,7 @@ impl Confinement {
 
     /// One line for the summary on stderr.
     pub fn summary(&self) -> String {
-        if self.landlock_abi.is_none() && self.mode.starts_with("off") {
+        if self.mode.starts_with("off") {
             return "confinement off (--no-confine)".into();
         }
         format!("confined: files {}, network {}", self.files, self.network)

@@ -31,7 +31,9 @@ impl Endpoint {
         let (host, port) = host_port(url)?;
         let addrs: Vec<SocketAddr> = (host.as_str(), port)
             .to_socket_addrs()
-            .with_context(|| format!("cannot resolve the host of endpoint {url}"))?
+            .with_context(|| {
+                format!("cannot resolve the host of endpoint {url}; check the name, or give the server's address")
+            })?
             .collect();
         if addrs.is_empty() {
             bail!("endpoint {url}: its host resolves to no address");
