@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::SystemTime;
 
-use anyhow::{Context, bail};
+use anyhow::{Context, anyhow, bail};
 
 use crate::cli::{Cli, Command, Engine, ModelsCommand, Order, RunArgs, When};
 use crate::component::{Fence, Input, OpenContext, resolve};
@@ -21,6 +21,7 @@ use crate::ledger::shard::{self, Shard};
 use crate::ledger::{RunEnd, RunRow};
 use crate::models::{self, Catalog, FileState, ModelStore, ResolvedModel};
 use crate::options::{ComponentKind, Default, OptionSpec};
+use crate::pipeline::cost::{EnergyStart, Prices};
 use crate::pipeline::report::{RunFacts, RunReport};
 use crate::pipeline::{self, Pipeline, RunOptions, Stop};
 use crate::sinks::{Outputs, REPAIRS, SINKS};
@@ -86,8 +87,9 @@ pub fn main(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ledger {
             ref out,
             failed,
+            cost,
             ref ids,
-        } => ledger_command(out.as_deref(), failed, ids),
+        } => ledger_command(out.as_deref(), failed, cost, ids),
         Command::Merge { ref out } => merge(out),
         Command::Reveal {
             ref out,
@@ -166,9 +168,11 @@ fn check(paths: &[PathBuf], store: &ModelStore) -> ExitCode {
 /// `lai run`: the pipeline loaded and its models verified, the output folder opened, the
 /// run, then the ledger closed and the report written.
 fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
+    let energy = EnergyStart::now();
     let Some(pipeline) = load_or_report(&args.pipeline) else {
         return Ok(Exit::Fatal.into());
     };
+    let prices = prices(args)?;
     let mode = match (args.no_confine, pipeline.confine_required) {
         (true, true) => bail!(
             "{} requires confinement (`confine = \"required\"`); drop --no-confine, or set `confine = \"auto\"` in the pipeline",
@@ -291,14 +295,11 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
     let failed_before = folder.as_ref().map_or(0, Folder::failed_before);
     let exit = Exit::of(&outcome, failed_before);
     let finished_at = timestamp(SystemTime::now());
-    if let Some(folder) = folder {
-        close_folder(folder, exit, &outcome, &finished_at)?;
-    }
     let facts = RunFacts {
         run_id: &run_id,
         pipeline: &pipeline,
         started_at,
-        finished_at,
+        finished_at: finished_at.clone(),
         exit_code: exit as u8,
         jobs,
         ordered,
@@ -307,13 +308,35 @@ fn run(args: &RunArgs, store: ModelStore) -> anyhow::Result<ExitCode> {
         inputs: &args.inputs,
         outputs: targets,
         confinement,
+        prices: &prices,
+        energy: &energy,
     };
     let report = RunReport::new(facts, &outcome);
+    if let Some(folder) = folder {
+        let cost = serde_json::to_string(&report.cost)?;
+        close_folder(folder, exit, &outcome, &finished_at, cost)?;
+    }
     if let (Some(path), Some(file)) = (&args.report, report_file) {
         write_report(path, file, &report)?;
     }
     print_summary(args.quiet, &outcome, &report, failed_before);
     Ok(exit.into())
+}
+
+/// The site's prices: `[cost]` of the `--cost` file, then each `--price KEY=VALUE`.
+fn prices(args: &RunArgs) -> anyhow::Result<Prices> {
+    let mut prices = match &args.cost {
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the cost file {}", path.display()))?;
+            Prices::parse(&text).map_err(|e| anyhow!("{}: {e}", path.display()))?
+        }
+        None => Prices::default(),
+    };
+    for assignment in &args.price {
+        prices.set(assignment).map_err(|e| anyhow!(e))?;
+    }
+    Ok(prices)
 }
 
 /// `--shard K/N`, else the shard a Kubernetes indexed job or a Slurm array gives.
@@ -398,8 +421,10 @@ fn close_folder(
     exit: Exit,
     outcome: &pipeline::Outcome,
     finished_at: &str,
+    cost: String,
 ) -> anyhow::Result<()> {
     let duplicates = folder.finish(&RunEnd {
+        cost,
         finished_at: finished_at.to_string(),
         exit_code: i32::from(exit as u8),
         read: outcome.read,
@@ -777,7 +802,12 @@ fn reveal(
     .into())
 }
 
-fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::Result<ExitCode> {
+fn ledger_command(
+    out: Option<&Path>,
+    failed: bool,
+    cost: bool,
+    ids: &[String],
+) -> anyhow::Result<ExitCode> {
     let out = out.unwrap_or(Path::new(DEFAULT_OUT));
     if !out.join(crate::ledger::FILE).exists() {
         bail!(
@@ -787,6 +817,10 @@ fn ledger_command(out: Option<&Path>, failed: bool, ids: &[String]) -> anyhow::R
     }
     let text = if failed {
         crate::ledger::views::show_failed(out)?
+    } else if cost && ids.is_empty() {
+        crate::ledger::views::show_cost(out)?
+    } else if cost {
+        crate::ledger::views::show_item_cost(out, ids)?
     } else if ids.is_empty() {
         crate::ledger::views::show_runs(out)?
     } else {

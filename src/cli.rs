@@ -61,6 +61,7 @@ again later), 130 interrupted, 141 the reader of the records on stdout went away
   lai ledger                      every run into ./lai-out
   lai ledger -o out --failed      items whose latest result is a failure, with stage and error
   lai ledger -o out videos/a.mp4  which run, pipeline and models made this item's output, when
+  lai ledger -o out --cost        what each run cost, and the total
 
 The ledger is an SQLite file, OUT/lai-ledger.sqlite; its schema is in the README.")]
     Ledger {
@@ -70,6 +71,10 @@ The ledger is an SQLite file, OUT/lai-ledger.sqlite; its schema is in the README
         /// Only items whose latest result is a failure.
         #[arg(long)]
         failed: bool,
+        /// What each run cost (CPU and GPU seconds, energy, money, the cloud's price), with
+        /// the total; with item ids, what each of those items cost.
+        #[arg(long, conflicts_with = "failed")]
+        cost: bool,
         /// Item ids to show the history of.
         ids: Vec<String>,
     },
@@ -235,6 +240,14 @@ pub struct RunArgs {
     /// the report and the ledger.
     #[arg(long)]
     pub no_confine: bool,
+    /// Prices for the run's cost: a TOML file with a `[cost]` table (see README, "What a run
+    /// costs").
+    #[arg(long, value_name = "FILE", env = "LAI_COST")]
+    pub cost: Option<PathBuf>,
+    /// One price, over the --cost file: kwh, machine_per_hour, gpu_per_hour, currency,
+    /// cpu_watts, gpu_watts, cloud.UNIT (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub price: Vec<String>,
 }
 
 /// The native engine that loads a model.

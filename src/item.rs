@@ -27,9 +27,25 @@ pub struct Item {
     pub failure: Option<Failure>,
     /// Seconds each stage's call took for the batch holding this item, for the ledger.
     pub timings: Vec<(String, f64)>,
+    /// Compute charged to this item across its stages (its share of each batch's).
+    pub usage: Usage,
     /// Bytes this item holds of the runtime's byte budget (`budget.rs`), given back when it
     /// is written.
     pub weight: u64,
+}
+
+/// CPU and GPU seconds of work, as charged by the run's account (`component::threads`).
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+pub struct Usage {
+    pub cpu_s: f64,
+    pub gpu_s: f64,
+}
+
+impl std::ops::AddAssign for Usage {
+    fn add_assign(&mut self, other: Usage) {
+        self.cpu_s += other.cpu_s;
+        self.gpu_s += other.gpu_s;
+    }
 }
 
 /// Why an item failed, and in which stage ("input" for problems reading it).
@@ -60,6 +76,7 @@ impl Item {
             fields,
             failure: None,
             timings: Vec::new(),
+            usage: Usage::default(),
             weight: 0,
         }
     }

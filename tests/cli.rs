@@ -863,6 +863,14 @@ fn documents_are_items() {
     )
     .unwrap();
     std::fs::write(input.join("broken.docx"), b"PK\x03\x04canary-broken-zip").unwrap();
+    // A PDF whose objects the reader cannot make sense of; its error must quote none of them.
+    std::fs::write(
+        input.join("broken.pdf"),
+        b"%PDF-1.4\n1 0 obj\n<< /Type /canary-name /Pages (canary-string) >>\nendobj\n\
+          xref\n0 2\n0000000000 65535 f \n0000000009 00000 n \ncanary-junk\n\
+          trailer\n<< /Root 1 0 R /Size 2 >>\nstartxref\n64\n%%EOF\n",
+    )
+    .unwrap();
     std::fs::write(
         input.join("page.html"),
         "<html><head><title>Visit &amp; notes</title><style>.x { color: red }</style>\
@@ -994,14 +1002,50 @@ fn documents_are_items() {
         "{errors:?}"
     );
     assert!(
+        reason("broken.pdf").contains("not a readable PDF"),
+        "{errors:?}"
+    );
+    assert!(
         reason("mail.eml/3-photo.png").contains("cannot read"),
         "{errors:?}"
     );
-    assert_eq!(errors.len(), 3, "{errors:?}");
+    assert_eq!(errors.len(), 4, "{errors:?}");
     assert!(
         !std::fs::read_to_string(out.join("errors.jsonl"))
             .unwrap()
             .contains("canary")
     );
     assert!(!dir.path().join("outside.txt").exists());
+}
+
+// An input reader that panics ends the run as a fatal error saying so (exit 2), quoting no
+// item, rather than passing for the end of the inputs; the items read before are written.
+#[test]
+fn a_reader_that_panics_is_not_the_end_of_the_inputs() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\":\"a\",\"text\":\"first\"}\n{\"id\":\"b\",\"text\":\"canary-reader\"}\n{\"id\":\"c\",\"text\":\"third\"}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = lai()
+        .args(["run", "--progress", "never"])
+        .arg(repo("pipelines/redact.toml"))
+        .arg(&input)
+        .arg("-o")
+        .arg(&out)
+        .env("LAI_TEST_SOURCE_PANIC_ON", "canary-reader")
+        .assert()
+        .code(2);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(stderr.contains("the input reader panicked"), "{stderr}");
+    assert!(!stderr.contains("canary"), "{stderr}");
+    let ids: Vec<String> = jsonl(&out.join("redacted.jsonl"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["a"]);
 }

@@ -91,6 +91,10 @@ pub struct StageCounters {
     /// Items its `when` did not admit, which went on without it.
     pub passed: AtomicU64,
     pub busy_ns: AtomicU64,
+    /// CPU time charged to its batches (`threads`), and GPU time: the wall time of its batches
+    /// on the GPU.
+    pub cpu_ns: AtomicU64,
+    pub gpu_ns: AtomicU64,
     /// The stage's own work, in the units it declared (`Unit`), in the order first counted.
     pub work: Mutex<Vec<(&'static Unit, f64)>>,
     /// A worker of the stage runs its model on the GPU.

@@ -8,7 +8,15 @@
 //! share of the workers busy at that moment (one long file gets every thread; many clips get one
 //! each). Lenders are served first come, first served, so a stage that needs many threads is
 //! not starved by stages that take one at a time.
+//!
+//! The lender also keeps the run's CPU account. Engines run on thread pools of their own, so no
+//! thread's clock says what a stage cost; instead, whenever a worker starts or ends a batch or
+//! borrows or returns threads, the process's CPU time since the last such moment is shared among
+//! the workers busy in between, by the threads each held (one when it held none; none while it
+//! waited for a loan). CPU time while no worker was busy (start-up, reading, writing) is left
+//! to the run's own account: the process's CPU time less its batches'.
 
+use std::cell::Cell;
 use std::sync::{Condvar, Mutex, MutexGuard};
 
 pub struct Threads {
@@ -24,6 +32,59 @@ struct State {
     /// First come, first served: the next ticket to hand out and the one being served.
     next_ticket: u64,
     serving: u64,
+    /// The process's CPU seconds when the account was last settled.
+    settled_at: f64,
+    /// Busy workers' batches: the threads each holds now and the CPU seconds charged to it.
+    batches: Vec<Option<Charge>>,
+}
+
+#[derive(Clone, Copy)]
+struct Charge {
+    weight: usize,
+    cpu_s: f64,
+}
+
+thread_local! {
+    /// The batch this thread is busy with (an index into `State::batches`).
+    static BATCH: Cell<Option<usize>> = const { Cell::new(None) };
+}
+
+/// The process's CPU time (user and system, every thread, exited ones included), in seconds.
+pub fn process_cpu_s() -> f64 {
+    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
+        return 0.0;
+    }
+    // SAFETY: filled by the successful call above.
+    let usage = unsafe { usage.assume_init() };
+    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    s(usage.ru_utime) + s(usage.ru_stime)
+}
+
+impl State {
+    /// Charges the CPU time since the last settlement to the busy batches by weight.
+    fn settle(&mut self) {
+        let now = process_cpu_s();
+        let spent = (now - self.settled_at).max(0.0);
+        self.settled_at = now;
+        let weights: usize = self.batches.iter().flatten().map(|c| c.weight).sum();
+        if weights == 0 {
+            return;
+        }
+        for charge in self.batches.iter_mut().flatten() {
+            charge.cpu_s += spent * charge.weight as f64 / weights as f64;
+        }
+    }
+
+    fn weigh(&mut self, weight: usize) {
+        if let Some(i) = BATCH.get() {
+            self.settle();
+            if let Some(Some(charge)) = self.batches.get_mut(i) {
+                charge.weight = weight;
+            }
+        }
+    }
 }
 
 /// Threads on loan; returned when dropped.
@@ -32,8 +93,11 @@ pub struct Lease<'a> {
     pub count: usize,
 }
 
-/// Marks a worker busy (counted in fair shares) until dropped.
-pub struct Busy<'a>(&'a Threads);
+/// Marks a worker busy (counted in fair shares, charged CPU time) until dropped or finished.
+pub struct Busy<'a> {
+    threads: &'a Threads,
+    batch: usize,
+}
 
 impl Threads {
     pub fn new(total: usize) -> Threads {
@@ -45,6 +109,8 @@ impl Threads {
                 busy: 0,
                 next_ticket: 0,
                 serving: 0,
+                settled_at: process_cpu_s(),
+                batches: Vec::new(),
             }),
             changed: Condvar::new(),
         }
@@ -62,6 +128,7 @@ impl Threads {
     /// workers; waits until they are free and every earlier borrower has been served.
     pub fn borrow(&self, want: Option<usize>) -> Lease<'_> {
         let mut state = self.lock();
+        state.weigh(0);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         let count = loop {
@@ -78,6 +145,7 @@ impl Threads {
         };
         state.free -= count;
         state.serving += 1;
+        state.weigh(count);
         self.changed.notify_all();
         Lease {
             threads: self,
@@ -85,22 +153,65 @@ impl Threads {
         }
     }
 
+    /// Marks this thread's worker busy with a batch until the guard is finished or dropped.
     pub fn busy(&self) -> Busy<'_> {
-        self.lock().busy += 1;
-        Busy(self)
+        let mut state = self.lock();
+        state.busy += 1;
+        state.settle();
+        let charge = Some(Charge {
+            weight: 1,
+            cpu_s: 0.0,
+        });
+        let batch = match state.batches.iter().position(Option::is_none) {
+            Some(i) => {
+                state.batches[i] = charge;
+                i
+            }
+            None => {
+                state.batches.push(charge);
+                state.batches.len() - 1
+            }
+        };
+        BATCH.set(Some(batch));
+        Busy {
+            threads: self,
+            batch,
+        }
+    }
+}
+
+impl Busy<'_> {
+    /// Ends the batch; returns the CPU seconds charged to it.
+    pub fn finish(self) -> f64 {
+        let mut state = self.threads.lock();
+        state.settle();
+        state.busy -= 1;
+        BATCH.set(None);
+        let charge = state.batches[self.batch].take();
+        drop(state);
+        std::mem::forget(self);
+        charge.map_or(0.0, |c| c.cpu_s)
     }
 }
 
 impl Drop for Lease<'_> {
     fn drop(&mut self) {
-        self.threads.lock().free += self.count;
+        let mut state = self.threads.lock();
+        state.free += self.count;
+        state.weigh(1);
+        drop(state);
         self.threads.changed.notify_all();
     }
 }
 
 impl Drop for Busy<'_> {
     fn drop(&mut self) {
-        self.0.lock().busy -= 1;
+        let mut state = self.threads.lock();
+        state.settle();
+        state.busy -= 1;
+        // A batch given up (its worker ended on an error) leaves its CPU time to the run's own.
+        state.batches[self.batch] = None;
+        BATCH.set(None);
     }
 }
 
@@ -153,5 +264,49 @@ mod tests {
         }
         assert!(peak.load(Ordering::SeqCst) <= 3);
         assert_eq!(threads.lock().free, 3);
+    }
+
+    fn spin(cpu_s: f64) {
+        let until = process_cpu_s() + cpu_s;
+        let mut x = 0u64;
+        while process_cpu_s() < until {
+            x = std::hint::black_box(x.wrapping_mul(31).wrapping_add(7));
+        }
+    }
+
+    // CPU time is shared among the busy batches by the threads they hold; time with none busy
+    // is the run's own; together they are the process's CPU time since the account opened.
+    #[test]
+    fn cpu_time_is_charged_by_threads_held() {
+        let started = process_cpu_s();
+        let threads = Arc::new(Threads::new(3));
+        spin(0.05);
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        let other = {
+            let threads = Arc::clone(&threads);
+            std::thread::spawn(move || {
+                let busy = threads.busy();
+                ready.send(()).unwrap();
+                release.recv().unwrap();
+                busy.finish()
+            })
+        };
+        is_ready.recv().unwrap();
+        let busy = threads.busy();
+        let lease = threads.borrow(Some(2));
+        spin(0.3);
+        drop(lease);
+        // Back to one thread: equal shares from here.
+        spin(0.1);
+        let two = busy.finish();
+        hold.send(()).unwrap();
+        let one = other.join().unwrap();
+        let total = process_cpu_s() - started;
+        // The first 0.05 s, with no batch busy, is nobody's.
+        assert!(two + one <= total - 0.04, "{two} + {one} against {total}");
+        assert!(two + one >= 0.39, "{two} + {one}");
+        // 2:1 for the first 0.3 s, 1:1 for the next 0.1 s: about 0.25 against 0.15.
+        assert!(two > one * 1.3 && two < one * 2.0, "{two} vs {one}");
     }
 }

@@ -29,7 +29,7 @@ pub mod views;
 pub const FILE: &str = "lai-ledger.sqlite";
 
 /// Bumped when the schema changes incompatibly; an older ledger is refused with a message.
-const VERSION: i64 = 2;
+const VERSION: i64 = 3;
 
 pub const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS runs (
@@ -49,7 +49,8 @@ CREATE TABLE IF NOT EXISTS runs (
     items_done      INTEGER,
     items_failed    INTEGER,
     items_skipped   INTEGER,           -- already done (resume) or outside --retry-failed
-    confinement     TEXT               -- JSON: what the kernel held the run to, or mode 'off'
+    confinement     TEXT,              -- JSON: what the kernel held the run to, or mode 'off'
+    cost            TEXT               -- JSON: seconds, energy, money, rates (see the report)
 );
 CREATE TABLE IF NOT EXISTS items (
     item          INTEGER PRIMARY KEY,
@@ -64,7 +65,9 @@ CREATE TABLE IF NOT EXISTS items (
     error         TEXT,                -- failed: why
     same_as       TEXT,                -- done without processing: identical to this item id
     timings       TEXT,                -- JSON {stage: seconds in the stage call}
-    finished_at   TEXT NOT NULL
+    finished_at   TEXT NOT NULL,
+    cpu_s         REAL,                -- CPU seconds charged to the item, all stages
+    gpu_s         REAL                 -- GPU seconds charged to the item, all stages
 );
 CREATE INDEX IF NOT EXISTS items_by_id ON items (name, id, current);
 CREATE TABLE IF NOT EXISTS outputs (
@@ -111,6 +114,7 @@ struct Written {
     failure: Option<(String, String)>,
     same_as: Option<String>,
     timings: String,
+    usage: crate::item::Usage,
     places: Vec<Place>,
 }
 
@@ -213,6 +217,8 @@ pub struct RunRow<'a> {
 
 /// A run's counts, written when it ends.
 pub struct RunEnd {
+    /// JSON: the report's `cost`.
+    pub cost: String,
     pub finished_at: String,
     pub exit_code: i32,
     pub read: u64,
@@ -242,10 +248,17 @@ impl Ledger {
         let tables: i64 = conn
             .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
             .with_context(unusable)?;
-        // Version 1 lacked the runs' confinement; nothing else changed.
-        if tables > 0 && version == 1 {
+        // Version 1 lacked the runs' confinement, version 2 the costs; nothing else changed.
+        if tables > 0 && (version == 1 || version == 2) {
+            let confinement = if version == 1 {
+                "ALTER TABLE runs ADD COLUMN confinement TEXT;"
+            } else {
+                ""
+            };
             conn.execute_batch(&format!(
-                "BEGIN; ALTER TABLE runs ADD COLUMN confinement TEXT; PRAGMA user_version = {VERSION}; COMMIT;"
+                "BEGIN; {confinement} ALTER TABLE runs ADD COLUMN cost TEXT;
+                 ALTER TABLE items ADD COLUMN cpu_s REAL; ALTER TABLE items ADD COLUMN gpu_s REAL;
+                 PRAGMA user_version = {VERSION}; COMMIT;"
             ))
             .with_context(unusable)?;
         } else if tables > 0 && version != VERSION {
@@ -465,7 +478,7 @@ impl Ledger {
     pub fn end_run(&mut self, end: &RunEnd) -> anyhow::Result<()> {
         self.conn.execute(
             "UPDATE runs SET finished_at = ?2, exit_code = ?3, items_read = ?4, items_done = ?5,
-                             items_failed = ?6, items_skipped = ?7
+                             items_failed = ?6, items_skipped = ?7, cost = ?8
              WHERE run_id = ?1",
             params![
                 self.run_id,
@@ -474,7 +487,8 @@ impl Ledger {
                 end.read,
                 end.done,
                 end.failed,
-                end.skipped
+                end.skipped,
+                end.cost
             ],
         )?;
         Ok(())
@@ -497,6 +511,7 @@ impl Ledger {
                 .map(|f| (f.stage.clone(), f.reason.clone())),
             same_as: None,
             timings: serde_json::Value::Object(timings).to_string(),
+            usage: item.usage,
             places,
         });
     }
@@ -511,6 +526,7 @@ impl Ledger {
             failure: None,
             same_as: Some(done_id.to_string()),
             timings: "{}".into(),
+            usage: crate::item::Usage::default(),
             places: Vec::new(),
         });
     }
@@ -528,8 +544,8 @@ impl Ledger {
             let mut doom = tx.prepare_cached("INSERT OR IGNORE INTO doomed (item) VALUES (?1)")?;
             let mut insert = tx.prepare_cached(
                 "INSERT INTO items (name, id, run_id, origin, input_sha256, status, current,
-                                    stage, error, same_as, timings, finished_at)
-                 VALUES (?11, ?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10)",
+                                    stage, error, same_as, timings, finished_at, cpu_s, gpu_s)
+                 VALUES (?11, ?1, ?2, ?3, ?4, ?5, 1, ?6, ?7, ?8, ?9, ?10, ?12, ?13)",
             )?;
             let mut output = tx.prepare_cached(
                 "INSERT INTO outputs (item, path, offset, length) VALUES (?1, ?2, ?3, ?4)",
@@ -560,7 +576,9 @@ impl Ledger {
                     w.same_as,
                     w.timings,
                     now,
-                    self.name
+                    self.name,
+                    w.usage.cpu_s,
+                    w.usage.gpu_s
                 ])?;
                 let item = tx.last_insert_rowid();
                 for place in &w.places {
@@ -799,5 +817,49 @@ mod tests {
         );
         assert_eq!(ledger.resume().unwrap()[&path].len, 2);
         assert_eq!(ledger.compact().unwrap(), 0);
+    }
+
+    // A ledger of an earlier version (1: no confinement, 2: no costs) gains the new columns
+    // and keeps its rows; one of an unknown version is refused.
+    #[test]
+    fn earlier_ledgers_are_migrated() {
+        for version in [1, 2] {
+            let dir = tempfile::tempdir().unwrap();
+            std::mem::drop(Ledger::open(dir.path(), &[]).unwrap());
+            let conn = Connection::open(dir.path().join(FILE)).unwrap();
+            let mut old = String::from(
+                "ALTER TABLE items DROP COLUMN cpu_s; ALTER TABLE items DROP COLUMN gpu_s;
+                 ALTER TABLE runs DROP COLUMN cost;",
+            );
+            if version == 1 {
+                old.push_str("ALTER TABLE runs DROP COLUMN confinement;");
+            }
+            conn.execute_batch(&format!(
+                "{old} INSERT INTO runs (run_id, name, pipeline, pipeline_sha256, config_sha256,
+                        lai_version, models, host, started_at)
+                 VALUES ('r', 'n', 'p', 's', 'c', 'v', '{{}}', 'h', 't');
+                 PRAGMA user_version = {version};"
+            ))
+            .unwrap();
+            std::mem::drop(conn);
+            let ledger = Ledger::open(dir.path(), &[]).unwrap();
+            let (runs, cost): (i64, Option<String>) = ledger
+                .conn
+                .query_row("SELECT count(*), max(cost) FROM runs", [], |r| {
+                    Ok((r.get(0)?, r.get(1)?))
+                })
+                .unwrap();
+            assert_eq!((runs, cost), (1, None));
+            ledger
+                .conn
+                .execute_batch("SELECT confinement FROM runs; SELECT cpu_s, gpu_s FROM items;")
+                .unwrap();
+            std::mem::drop(ledger);
+            let conn = Connection::open(dir.path().join(FILE)).unwrap();
+            conn.execute_batch("PRAGMA user_version = 9;").unwrap();
+            std::mem::drop(conn);
+            let refused = Ledger::open(dir.path(), &[]).err().unwrap();
+            assert!(format!("{refused:#}").contains("ledger version 9"));
+        }
     }
 }

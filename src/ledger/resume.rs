@@ -31,9 +31,19 @@ pub fn key(config: &str, models: &[ResolvedModel]) -> String {
     let files: Vec<String> = models
         .iter()
         .flat_map(|m| {
+            // How an encoder's output is read (window, pooling, normalization) changes its
+            // results as much as its weights do, wherever it was found: catalog or hint files.
+            let encoder = m.encoder.as_ref().map(|e| {
+                format!(
+                    "model {} encoder {}",
+                    m.name,
+                    serde_json::to_string(e).unwrap_or_default()
+                )
+            });
             m.files
                 .iter()
                 .map(move |f| format!("model {} {}", m.name, f.sha256))
+                .chain(encoder)
         })
         .collect();
     sha256_hex(format!("{config}\n{}", files.join("\n")).as_bytes())
@@ -180,5 +190,36 @@ impl Policy {
                 Admit::Process
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::models::{EncoderConfig, ResolvedFile};
+
+    // The same files with another window, pooling or normalization give another key, so the
+    // items are processed again.
+    #[test]
+    fn encoder_settings_are_in_the_key() {
+        let model = |pooling: &str, normalize: bool| ResolvedModel {
+            name: "e5".into(),
+            engine: "onnx".into(),
+            files: vec![ResolvedFile {
+                role: "model".into(),
+                path: "m.onnx".into(),
+                sha256: "abc".into(),
+            }],
+            encoder: Some(EncoderConfig {
+                max_tokens: 512,
+                pooling: Some(pooling.into()),
+                normalize,
+            }),
+            verified: true,
+        };
+        let base = key("c", &[model("mean", true)]);
+        assert_eq!(base, key("c", &[model("mean", true)]));
+        assert_ne!(base, key("c", &[model("cls", true)]));
+        assert_ne!(base, key("c", &[model("mean", false)]));
     }
 }

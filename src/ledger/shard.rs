@@ -164,7 +164,8 @@ pub fn merge(out: &Path, repairs: &'static [Repair]) -> anyhow::Result<Merged> {
             tx.query_row("SELECT coalesce(max(item), 0) FROM items", [], |r| r.get(0))?;
         tx.execute(
             "INSERT INTO items SELECT item + ?1, name, id, run_id, origin, input_sha256,
-                    status, current, stage, error, same_as, timings, finished_at FROM shard.items",
+                    status, current, stage, error, same_as, timings, finished_at, cpu_s, gpu_s
+                    FROM shard.items",
             [base],
         )?;
         let (done, failed): (u64, u64) = tx.query_row(

@@ -115,3 +115,84 @@ pub fn show_failed(out_dir: &Path) -> anyhow::Result<String> {
         &["id", "origin", "stage", "error", "run"],
     )
 }
+
+/// What each run cost, oldest first, and the total over them. `items CPU-s` adds up the
+/// item rows of the run: with lai's own CPU-seconds it makes the run's.
+pub fn show_cost(out_dir: &Path) -> anyhow::Result<String> {
+    let conn = read_only(out_dir)?;
+    let j = |path: &str| format!("json_extract(r.cost, '$.{path}')");
+    let columns = format!(
+        "round({cpu}, 3), round({own}, 3), round((SELECT sum(i.cpu_s) FROM items i WHERE i.run_id = r.run_id), 3),
+         round({gpu}, 3), round({energy} / 3.6e6, 6), round({money}, 6), round({cloud}, 6)",
+        cpu = j("total.cpu_s"),
+        own = j("lai_own.cpu_s"),
+        gpu = j("total.gpu_s"),
+        energy = j("total.energy_j"),
+        money = j("total.money"),
+        cloud = j("total.cloud"),
+    );
+    let sums = format!(
+        "round(sum({cpu}), 3), round(sum({own}), 3), round((SELECT sum(cpu_s) FROM items), 3),
+         round(sum({gpu}), 3), round(sum({energy}) / 3.6e6, 6), round(sum({money}), 6), round(sum({cloud}), 6)",
+        cpu = j("total.cpu_s"),
+        own = j("lai_own.cpu_s"),
+        gpu = j("total.gpu_s"),
+        energy = j("total.energy_j"),
+        money = j("total.money"),
+        cloud = j("total.cloud"),
+    );
+    table(
+        &conn,
+        &format!(
+            "SELECT * FROM (
+               SELECT r.run_id, r.started_at, coalesce(r.items_read - r.items_skipped, 0), {columns},
+                      {currency}, {method}
+               FROM runs r ORDER BY r.rowid)
+             UNION ALL
+             SELECT 'total', count(*) || ' runs', sum(coalesce(r.items_read - r.items_skipped, 0)), {sums},
+                    CASE WHEN count(DISTINCT {currency}) > 1 THEN 'mixed' ELSE max({currency}) END, ''
+             FROM runs r",
+            currency = j("currency"),
+            method = j("energy_method"),
+        ),
+        &[],
+        &[
+            "run",
+            "started",
+            "items",
+            "CPU-s",
+            "lai own CPU-s",
+            "items CPU-s",
+            "GPU-s",
+            "kWh",
+            "money",
+            "cloud",
+            "currency",
+            "energy",
+        ],
+    )
+}
+
+/// What each row of the given item ids cost: its seconds at its run's rates.
+pub fn show_item_cost(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
+    let conn = read_only(out_dir)?;
+    let mut text = String::new();
+    for id in ids {
+        text.push_str(&table(
+            &conn,
+            "SELECT i.id, i.run_id, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
+                    round(i.cpu_s, 4), round(i.gpu_s, 4),
+                    round(i.cpu_s * json_extract(r.cost, '$.joules_per_cpu_s')
+                          + i.gpu_s * json_extract(r.cost, '$.joules_per_gpu_s'), 3),
+                    round(i.cpu_s * json_extract(r.cost, '$.money_per_cpu_s')
+                          + i.gpu_s * json_extract(r.cost, '$.money_per_gpu_s'), 8),
+                    json_extract(r.cost, '$.currency')
+             FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
+            &[id],
+            &[
+                "id", "run", "result", "CPU-s", "GPU-s", "energy J", "money", "currency",
+            ],
+        )?);
+    }
+    Ok(text)
+}

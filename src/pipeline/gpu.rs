@@ -29,6 +29,8 @@ struct State {
     memory_total: u64,
     samples: Vec<Sample>,
     error: Option<String>,
+    /// The GPU's energy counter (mJ) at the first sample and the latest, where NVML has it.
+    energy_mj: Option<(u64, u64)>,
 }
 
 /// What the run report says of the GPU.
@@ -95,6 +97,11 @@ fn sample(state: &Mutex<State>) {
         s.memory_total = device.memory_info().map_or(0, |m| m.total);
     }
     loop {
+        if let Ok(mj) = device.total_energy_consumption() {
+            let mut s = lock(state);
+            let first = s.energy_mj.map_or(mj, |(first, _)| first);
+            s.energy_mj = Some((first, mj));
+        }
         if let (Ok(u), Ok(m)) = (device.utilization_rates(), device.memory_info()) {
             lock(state).samples.push(Sample {
                 at_s: started.elapsed().as_secs_f64(),
@@ -104,6 +111,13 @@ fn sample(state: &Mutex<State>) {
         }
         thread::sleep(EVERY);
     }
+}
+
+/// Joules the GPU used since sampling started, where NVML reads its energy counter.
+pub fn energy_joules() -> Option<f64> {
+    let state = lock(STATE.get()?);
+    let (first, last) = state.energy_mj?;
+    Some(last.saturating_sub(first) as f64 / 1e3)
 }
 
 /// The summary of what was sampled so far; `None` when no stage ran on the GPU.

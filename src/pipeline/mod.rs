@@ -17,6 +17,7 @@
 
 pub mod batcher;
 pub mod budget;
+pub mod cost;
 pub mod gpu;
 pub mod panics;
 pub mod progress;
@@ -37,7 +38,7 @@ use crate::component::threads::Threads;
 use crate::component::{
     Deadline, Input, Meter, Place, Sink, SinkSpec, Source, Stage, StageCounters, StartContext,
 };
-use crate::item::Item;
+use crate::item::{Item, Usage};
 use crate::ledger::Ledger;
 use crate::ledger::resume::Admit;
 use crate::ledger::shard::Shard;
@@ -195,6 +196,8 @@ pub struct Outcome {
     /// The reader of the records on stdout went away (`lai run ... - | head`).
     pub reader_gone: bool,
     pub elapsed: Duration,
+    /// The process's CPU seconds when the run ended, start-up included.
+    pub process_cpu_s: f64,
     pub stages: Vec<(String, usize, Arc<StageCounters>)>,
     /// A fatal error that ended the run early (a stage could not start, an output failed).
     pub fatal: Option<anyhow::Error>,
@@ -361,6 +364,7 @@ pub fn run(run: Run) -> Outcome {
         interrupted: interrupted && fatal.is_none() && !reader_gone,
         reader_gone,
         elapsed: started.elapsed(),
+        process_cpu_s: crate::component::threads::process_cpu_s(),
         stages: labels
             .into_iter()
             .zip(workers)
@@ -411,10 +415,23 @@ fn start_source(
     let budget = Arc::clone(budget);
     thread::spawn(move || {
         let wanted = |id: &str| shard.is_none_or(|s| s.owns(id));
-        let result = source.read(&inputs, &wanted, &mut |mut item| {
-            item.weight = item.size();
-            budget.take(item.weight);
-            raw_tx.send(item).is_ok()
+        // A reader that panics must not pass for one that reached the end of the inputs.
+        let result = panics::guard(|| {
+            source.read(&inputs, &wanted, &mut |mut item| {
+                #[cfg(debug_assertions)]
+                test_hooks::panic_on_marked_source(&item);
+                item.weight = item.size();
+                budget.take(item.weight);
+                raw_tx.send(item).is_ok()
+            })
+        })
+        .unwrap_or_else(|caught| {
+            let at = caught
+                .location
+                .map_or_else(String::new, |l| format!(" at {l}"));
+            Err(anyhow!(
+                "reading the inputs stopped: the input reader panicked{at} (a bug in lai; please report it, with no item content); the items read before were processed, run again to resume the rest"
+            ))
         });
         let _ = done_tx.send(result);
     });
@@ -525,14 +542,31 @@ fn work(
                     results
                 }
             };
-            drop(busy);
+            let cpu_s = busy.finish();
             let took = started.elapsed();
+            let gpu_s = if counters.on_gpu.load(Ordering::Relaxed) {
+                took.as_secs_f64()
+            } else {
+                0.0
+            };
             counters
                 .busy_ns
                 .fetch_add(took.as_nanos() as u64, Ordering::Relaxed);
+            counters
+                .cpu_ns
+                .fetch_add((cpu_s * 1e9) as u64, Ordering::Relaxed);
+            counters
+                .gpu_ns
+                .fetch_add((gpu_s * 1e9) as u64, Ordering::Relaxed);
+            // The batch's compute is shared equally by its items.
+            let share = Usage {
+                cpu_s: cpu_s / healthy.len() as f64,
+                gpu_s: gpu_s / healthy.len() as f64,
+            };
             let mut failures = 0;
             for (item, result) in healthy.iter_mut().zip(results) {
                 item.timings.push((plan.label.clone(), took.as_secs_f64()));
+                item.usage += share;
                 if let Err(reason) = result {
                     item.fail(&plan.label, reason);
                     failures += 1;
@@ -634,6 +668,21 @@ mod test_hooks {
             if fields.contains(mark.as_str()) {
                 panic!("LAI_TEST_PANIC_ON matched an item with these fields: {fields}");
             }
+        }
+    }
+
+    /// `LAI_TEST_SOURCE_PANIC_ON=<text>`: the same, in the input reader as it reads the item.
+    pub fn panic_on_marked_source(item: &Item) {
+        static MARK: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+        let mark = MARK.get_or_init(|| {
+            std::env::var("LAI_TEST_SOURCE_PANIC_ON")
+                .ok()
+                .filter(|m| !m.is_empty())
+        });
+        let Some(mark) = mark else { return };
+        let fields = serde_json::Value::Object(item.fields.clone()).to_string();
+        if fields.contains(mark.as_str()) {
+            panic!("LAI_TEST_SOURCE_PANIC_ON matched an item with these fields: {fields}");
         }
     }
 }

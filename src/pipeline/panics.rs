@@ -28,9 +28,10 @@ pub struct Caught {
 pub fn guard<R>(call: impl FnOnce() -> R) -> Result<R, Caught> {
     record_guarded_panics();
     LOCATION.take();
-    GUARDED.set(true);
+    // Guards nest (a document reader's inside the input reader's): the outer one stays armed.
+    let outer = GUARDED.replace(true);
     let result = panic::catch_unwind(AssertUnwindSafe(call));
-    GUARDED.set(false);
+    GUARDED.set(outer);
     result.map_err(|_payload| Caught {
         location: LOCATION.take(),
     })

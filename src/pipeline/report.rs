@@ -7,10 +7,11 @@ use std::time::SystemTime;
 
 use serde::Serialize;
 
+use super::cost::{CostReport, EnergyStart, Prices, Share, StageWork, Work, account};
 use super::{Outcome, Pipeline};
 use crate::component::Per;
 use crate::confine::Confinement;
-use crate::item::timestamp;
+use crate::item::{Usage, timestamp};
 use crate::models::ResolvedModel;
 
 #[derive(Serialize)]
@@ -44,6 +45,9 @@ pub struct RunReport {
     /// What the kernel held the run to after start-up (files, network) and what the probes
     /// that tried to get past it were answered.
     pub confinement: Confinement,
+    /// CPU and GPU seconds, energy, money and the cloud's price: the run's, lai's own and the
+    /// mean per item (each stage's is in its entry).
+    pub cost: CostReport,
 }
 
 /// What the report says of a run besides its outcome.
@@ -63,11 +67,45 @@ pub struct RunFacts<'a> {
     /// Where each output wrote, and where the dead letters went.
     pub outputs: (Vec<String>, Option<String>),
     pub confinement: Confinement,
+    pub prices: &'a Prices,
+    /// The energy counters as they were when the run started.
+    pub energy: &'a EnergyStart,
 }
 
 impl RunReport {
     pub fn new(facts: RunFacts, outcome: &Outcome) -> RunReport {
         let pipeline = facts.pipeline;
+        let mut stages = stage_reports(outcome);
+        let cost = account(
+            facts.prices,
+            facts.energy,
+            &Work {
+                process_cpu_s: outcome.process_cpu_s,
+                cores: facts.jobs,
+                items: outcome.read - outcome.skipped,
+                stages: outcome
+                    .stages
+                    .iter()
+                    .map(|(_, _, c)| {
+                        let s = |ns: &std::sync::atomic::AtomicU64| {
+                            ns.load(Ordering::Relaxed) as f64 / 1e9
+                        };
+                        let usage = Usage {
+                            cpu_s: s(&c.cpu_ns),
+                            gpu_s: s(&c.gpu_ns),
+                        };
+                        StageWork {
+                            usage,
+                            units: c.work(),
+                        }
+                    })
+                    .collect(),
+                gpu_joules: super::gpu::energy_joules(),
+            },
+        );
+        for (stage, share) in stages.iter_mut().zip(&cost.stages) {
+            stage.cost = share.clone();
+        }
         RunReport {
             lai_version: env!("CARGO_PKG_VERSION"),
             run_id: facts.run_id.to_string(),
@@ -94,11 +132,12 @@ impl RunReport {
                 .map(|p| p.display().to_string())
                 .collect(),
             items: ItemCounts::from(outcome),
-            stages: stage_reports(outcome),
+            stages,
             gpu: super::gpu::report(),
             outputs: facts.outputs.0,
             dead_letter: facts.outputs.1,
             confinement: facts.confinement,
+            cost,
         }
     }
 }
@@ -145,6 +184,8 @@ pub struct StageReport {
     /// The same, as lines for the summary table.
     #[serde(skip)]
     pub work_lines: Vec<String>,
+    /// The CPU and GPU seconds charged to its batches, their energy, money and cloud price.
+    pub cost: Share,
 }
 
 impl ItemCounts {
@@ -199,6 +240,7 @@ pub fn stage_reports(outcome: &Outcome) -> Vec<StageReport> {
                 busy_pct: (100.0 * busy_s / (wall * *workers as f64)).min(100.0),
                 work,
                 work_lines,
+                cost: Share::default(),
             }
         })
         .collect()
@@ -254,6 +296,7 @@ impl RunReport {
         if let Some(gpu) = &self.gpu {
             let _ = writeln!(out, "{}", gpu.summary());
         }
+        let _ = writeln!(out, "{}", self.cost.summary());
         let _ = write!(
             out,
             "{} items in {:.2}s: {} written, {} failed, {} skipped{}",

@@ -151,15 +151,16 @@ pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
 }
 
 fn pdf(bytes: &[u8]) -> Result<Document, String> {
+    // The reader's messages may quote the document (a name, a string, bytes of a stream):
+    // only what kind of problem it is is said.
     let pages = pdf_extract::extract_text_from_mem_by_pages(bytes).map_err(|e| {
-        let e = e.to_string();
-        if e.to_ascii_lowercase().contains("decrypt") || e.to_ascii_lowercase().contains("encrypt")
-        {
+        let e = e.to_string().to_ascii_lowercase();
+        if e.contains("decrypt") || e.contains("encrypt") {
             "the PDF is encrypted with a password; decrypt it first (e.g. `qpdf --decrypt`)"
-                .to_string()
         } else {
-            format!("not a readable PDF: {e}")
+            "not a readable PDF: its structure is damaged, or uses something lai's PDF reader does not read; check that it opens in a PDF viewer, or rewrite it (e.g. `qpdf in.pdf out.pdf`)"
         }
+        .to_string()
     })?;
     let mut text = String::new();
     let mut page_starts = Vec::with_capacity(pages.len());

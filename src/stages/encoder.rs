@@ -18,8 +18,8 @@ use std::sync::Arc;
 use anyhow::anyhow;
 
 use super::common::Shared;
-use crate::component::StartContext;
 use crate::component::threads::Threads;
+use crate::component::{Meter, Per, StartContext, Unit};
 use crate::device::Placement;
 use crate::engines::onnx::{Encoder, TextModel, Tokens, load_runtime};
 use crate::item::Item;
@@ -83,6 +83,16 @@ pub fn runtime() -> &'static str {
     }
 }
 
+/// Tokens the encoder read, [CLS] and [SEP] of each window included (what embedding
+/// services charge by).
+pub static ENCODED_TOKENS: Unit = Unit {
+    total: "encoded_tokens",
+    rate: "encoded_tokens_per_busy_s",
+    per: Per::BusySecond,
+    whole: true,
+    describe: |tokens, _| format!("{tokens} tokens encoded"),
+};
+
 /// A worker's ONNX session and how it is driven on its device.
 pub struct Session {
     pub encoder: Encoder,
@@ -90,6 +100,15 @@ pub struct Session {
     pub threads: usize,
     /// Most tokens (padding included) per model call.
     pub token_budget: usize,
+    meter: Meter,
+}
+
+impl Session {
+    /// Counts the tokens of windows about to be encoded.
+    pub fn count(&self, windows: &[&[u32]]) {
+        let tokens: usize = windows.iter().map(|w| w.len() + 2).sum();
+        self.meter.add(&ENCODED_TOKENS, tokens as f64);
+    }
 }
 
 /// A worker's session of the ONNX model `name` on its device. `threads` 0 is all of `--jobs` on
@@ -110,6 +129,7 @@ pub fn session(
         encoder: Encoder::load(env, model, threads, device)?,
         threads,
         token_budget: device.pick(token_budget, BUDGET_CPU, BUDGET_GPU),
+        meter: ctx.meter.clone(),
     })
 }
 
@@ -172,6 +192,7 @@ impl TextEncoder for OnnxEncoder<'_> {
         each: &mut dyn FnMut(usize, &[f32], usize),
     ) -> anyhow::Result<()> {
         let (threads, n) = (&self.threads, self.session.threads);
+        self.session.count(windows);
         self.session.encoder.run(
             self.text,
             windows,

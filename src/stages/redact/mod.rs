@@ -25,13 +25,21 @@ use vault::{KeySource, Keys, Vault};
 
 use super::encoder::{TOKEN_BUDGET, session, text_model};
 use super::common::{MAX_WAIT, Shared, TIMEOUT, WORKERS, batch_size};
-use crate::component::StartContext;
-use crate::component::{Stage, Worker};
+use crate::component::{Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Placement};
 use crate::models::{self, ModelRef};
 use crate::item::Item;
 use crate::options::ComponentKind;
 use crate::options::{Default, Diagnostics, OptionSpec, Options, Ty, opt};
+
+/// Characters of the fields the stage read (what PII-detection services charge by).
+pub static CHARS: Unit = Unit {
+    total: "chars",
+    rate: "chars_per_busy_s",
+    per: Per::BusySecond,
+    whole: true,
+    describe: |chars, _| format!("{chars} characters read"),
+};
 
 pub const KIND: ComponentKind<dyn Stage> = ComponentKind {
     name: "redact",
@@ -480,6 +488,7 @@ impl Stage for Redact {
         };
         Ok(Box::new(RedactWorker {
             stage: self,
+            meter: ctx.meter.clone(),
             found: Vec::new(),
             ner,
             keys,
@@ -491,6 +500,7 @@ impl Stage for Redact {
 
 struct RedactWorker<'a> {
     stage: &'a Redact,
+    meter: Meter,
     /// Reused between items to avoid an allocation per text.
     found: Vec<Found>,
     ner: Option<ner::NerWorker<'a>>,
@@ -505,6 +515,12 @@ impl Worker for RedactWorker<'_> {
         // The model sees every text of the batch at once; rules run per text. `model[i][f]`:
         // the model's spans in item i's field f.
         let fields = &self.stage.fields;
+        let chars: usize = batch
+            .iter()
+            .flat_map(|item| fields.iter().filter_map(|f| item.fields.get(f)?.as_str()))
+            .map(|text| text.chars().count())
+            .sum();
+        self.meter.add(&CHARS, chars as f64);
         let mut model: Vec<Vec<Vec<Found>>> = vec![vec![Vec::new(); fields.len()]; batch.len()];
         // An item whose text the model could not read fails rather than pass unchecked.
         let mut unreadable: Vec<Option<String>> = vec![None; batch.len()];
@@ -734,6 +750,7 @@ mod tests {
         stage.names.push("person".into()); // the model's entity, after the recognizers'.
         let mut worker = RedactWorker {
             stage: &stage,
+            meter: StartContext::detached(&[]).meter,
             found: Vec::new(),
             ner: None,
             keys: None,

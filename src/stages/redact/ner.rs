@@ -193,6 +193,7 @@ impl NerWorker<'_> {
         let mut votes: Vec<Vec<Option<Vote>>> =
             tokens.iter().map(|t| vec![None; t.ids.len()]).collect();
         let (threads, n) = (&self.threads, self.session.threads);
+        self.session.count(&windows);
         self.session.encoder.run(
             &model.text,
             &windows,
