@@ -212,6 +212,11 @@ impl Serialize for Record<'_> {
             map.serialize_entry("id", &item.id)?;
         }
         for (key, value) in &item.fields {
+            // A record lai wrote before (an output read back in) has its `_lai`: this run's
+            // replaces it, so no record holds the key twice.
+            if key == "_lai" {
+                continue;
+            }
             if key == "id" || self.only.is_empty() || self.only.iter().any(|f| f == key) {
                 map.serialize_entry(key, value)?;
             }
@@ -327,6 +332,13 @@ mod tests {
             record.to_string(),
             r#"{"id":"doc-1","text":"hi","extra":1,"_lai":{"origin":"stdin:1","lai_version":"0.1.0","pipeline_sha256":"p","models":{"m":"h"}}}"#
         );
+        // A record read back in: its old `_lai` gives way to this run's.
+        let mut old = item.fields.clone();
+        old.insert("_lai".into(), json!({"origin": "old"}));
+        let again = Item::new("doc-1".into(), "stdin:1".into(), b"{}", old);
+        let text = serde_json::to_string(&again.record(&[], &run)).unwrap();
+        assert_eq!(text.matches("_lai").count(), 1, "{text}");
+        assert!(text.contains("stdin:1") && !text.contains("old"), "{text}");
         let only = ["text".to_string()];
         let record = serde_json::to_value(item.record(&only, &run)).unwrap();
         assert!(record.get("extra").is_none());

@@ -315,3 +315,59 @@ fn ner_finds_names_and_addresses() {
     assert_eq!(got[2]["text"], "The meeting moved to Tuesday afternoon.");
     assert_eq!(got[2]["redactions"]["count"], 0);
 }
+
+// The shipped CSV pipeline: every ticket of samples/tickets.csv labelled right, once in the
+// Parquet table and once in the SQLite table; a rerun after a ticket changed replaces its rows.
+#[test]
+fn tickets_from_csv_into_parquet_and_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let input = dir.path().join("tickets.csv");
+    std::fs::copy(repo("samples/tickets.csv"), &input).unwrap();
+    let out = dir.path().join("out");
+    let pipeline = repo("pipelines/classify-tickets.toml");
+    type Labels = Vec<(String, String)>;
+    let labels = || -> (Labels, Labels) {
+        let mut parquet: Vec<(String, String)> = common::parquet_rows(&out.join("tickets.parquet"))
+            .iter()
+            .map(|r| {
+                (
+                    r["id"].as_str().unwrap().into(),
+                    r["label"].as_str().unwrap().into(),
+                )
+            })
+            .collect();
+        parquet.sort();
+        let db = rusqlite::Connection::open(out.join("tickets.sqlite")).unwrap();
+        let sqlite = db
+            .prepare("SELECT id, label FROM tickets ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        (parquet, sqlite)
+    };
+    assert_eq!(run(&pipeline, &input, &out), 0);
+    let want: Vec<(String, String)> = [
+        ("T-2001", "billing"),
+        ("T-2002", "technical"),
+        ("T-2003", "account"),
+        ("T-2004", "shipping"),
+        ("T-2005", "billing"),
+        ("T-2006", "account"),
+        ("T-2007", "shipping"),
+        ("T-2008", "technical"),
+    ]
+    .map(|(a, b)| (a.to_string(), b.to_string()))
+    .to_vec();
+    assert_eq!(labels(), (want.clone(), want.clone()));
+    let csv = std::fs::read_to_string(&input).unwrap().replace(
+        "Could you send me a copy of last month's invoice for my records?",
+        "My parcel went to the wrong address and the courier will not redeliver.",
+    );
+    std::fs::write(&input, csv).unwrap();
+    assert_eq!(run(&pipeline, &input, &out), 0);
+    let mut changed = want;
+    changed[4].1 = "shipping".into();
+    assert_eq!(labels(), (changed.clone(), changed));
+}

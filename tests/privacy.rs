@@ -17,6 +17,7 @@ use common::{engines, jsonl, lai, repo};
 const SHIPPED: &[&str] = &[
     "calls",
     "classify",
+    "classify-tickets",
     "embed",
     "extract",
     "redact",
@@ -99,6 +100,14 @@ fn declared_outputs(pipeline: &Path, out: &Path) -> Vec<PathBuf> {
         .iter()
         .filter_map(|o| o.get("path").or_else(|| o.get("dir"))?.as_str())
         .map(|p| PathBuf::from(p.replace("{out}", &out.to_string_lossy())))
+        // A Parquet table's record log, an SQLite table's journal: the same records.
+        .flat_map(|p| {
+            ["", ".rows.jsonl", "-wal", "-shm", "-journal"].map(|suffix| {
+                let mut name = p.clone().into_os_string();
+                name.push(suffix);
+                PathBuf::from(name)
+            })
+        })
         .collect()
 }
 
@@ -445,6 +454,55 @@ fn classify_logs_no_content() {
     let (run, ok) = text_pipeline(&dir, &repo("pipelines/classify.toml"), "classify");
     assert_eq!(ok.len(), 3, "{:?}", dead_letters(&run));
     assert_eq!(jsonl(&run.out.join("labels.jsonl")).len(), 3);
+}
+
+// classify-tickets: the same, with labels going to Parquet and SQLite tables.
+#[test]
+fn classify_tickets_logs_no_content() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let pipeline = repo("pipelines/classify-tickets.toml");
+    let c = Canaries::new();
+    let input = dir.path().join("tickets.csv");
+    let content = [
+        c.mark("subject"),
+        c.mark("body"),
+        c.mark("short-row"),
+        c.mark("panic"),
+    ];
+    std::fs::write(
+        &input,
+        format!(
+            "id,priority,subject,body\n\
+             t1,high,{},\"charged twice, {}\"\n\
+             t2,low,{}\n\
+             t3,normal,Login,{} {}\n\
+             t4,normal,Parcel,never arrived\n",
+            content[0],
+            content[1],
+            content[2],
+            content[3],
+            c.panic_trigger()
+        ),
+    )
+    .unwrap();
+    let run = run(dir.path(), "classify-tickets", &pipeline, &[input], &c);
+    assert_eq!(run.code, Some(1), "some rows fail:\n{}", run.stderr);
+    assert_no_content_in_logs(&run, &pipeline, &content);
+    assert_panicked_alone(&run, "t3", "classify");
+    let dead = dead_letters(&run);
+    assert!(
+        dead.iter()
+            .any(|(id, stage, e)| id.ends_with("tickets.csv:3")
+                && stage == "input"
+                && e.contains("line 3")),
+        "{dead:?}"
+    );
+    let ids: Vec<String> = common::parquet_rows(&run.out.join("tickets.parquet"))
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(ids, ["t1", "t4"]);
 }
 
 // summarize: neither item text nor the model's summaries reach the logs.

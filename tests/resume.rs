@@ -134,6 +134,10 @@ fn assert_ledger_matches(out: &Path) {
 fn sigkill_then_resume_equals_uninterrupted() {
     let dir = tempfile::tempdir().unwrap();
     let p = pipeline(dir.path(), "\"email\", \"phone\"", true);
+    let mut text = std::fs::read_to_string(&p).unwrap();
+    text += "[[output]]\nkind = \"sqlite\"\npath = \"{out}/records.sqlite\"\ncolumns = [\"text\"]\n\
+             [[output]]\nkind = \"parquet\"\npath = \"{out}/records.parquet\"\ncolumns = [\"text\"]\n";
+    std::fs::write(&p, text).unwrap();
     let input = dir.path().join("docs.jsonl");
     corpus(&input, 30_000, "");
     let reference = dir.path().join("reference");
@@ -198,6 +202,44 @@ fn sigkill_then_resume_equals_uninterrupted() {
     let unique: BTreeSet<&String> = ids.iter().collect();
     assert_eq!(unique.len(), ids.len(), "no item twice");
     assert_eq!(ids.len(), 30_000 - 309);
+    // The SQLite table: a row per item written, the same text as its JSONL record.
+    let db = rusqlite::Connection::open(out.join("records.sqlite")).unwrap();
+    let mut rows: Vec<(String, String)> = db
+        .prepare("SELECT id, text FROM records")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    rows.sort();
+    let mut records: Vec<(String, String)> = jsonl(&out.join("redacted.jsonl"))
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    records.sort();
+    assert!(
+        rows == records,
+        "the SQLite rows are the JSONL records, once each"
+    );
+    let mut rows: Vec<(String, String)> = common::parquet_rows(&out.join("records.parquet"))
+        .iter()
+        .map(|r| {
+            (
+                r["id"].as_str().unwrap().into(),
+                r["text"].as_str().unwrap().into(),
+            )
+        })
+        .collect();
+    rows.sort();
+    assert!(
+        rows == records,
+        "the Parquet rows are the JSONL records, once each"
+    );
     assert!(
         !std::fs::read_dir(out.join("text")).unwrap().any(|e| e
             .unwrap()

@@ -325,3 +325,127 @@ fn missing_per_item_files_are_made_again() {
     assert_eq!(ids(&out.join("redacted.jsonl")).len(), 3);
     assert_eq!(csv_rows(&out.join("table.csv")).len(), 4);
 }
+
+// The SQLite output keeps one row per item, keyed by id: a changed input replaces its row, an
+// item that fails on reprocessing loses it (as its record leaves the JSONL output), and
+// provenance is JSON. A table that has no `id` key is refused, naming it.
+#[test]
+fn sqlite_rows_follow_their_items() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "name = \"redact\"\n[input]\nkind = \"files\"\n[[stage]]\nuse = \"redact\"\nentities = [\"email\"]\n\
+         [[output]]\nkind = \"jsonl\"\npath = \"{out}/redacted.jsonl\"\n\
+         [[output]]\nkind = \"sqlite\"\npath = \"{out}/db/results.sqlite\"\ntable = \"notes\"\n",
+    )
+    .unwrap();
+    let input = docs(
+        dir.path(),
+        &[("a.txt", "mail a@example.com"), ("b.txt", "hello")],
+    );
+    let out = dir.path().join("out");
+    let rows = || -> Vec<(String, String)> {
+        let db = rusqlite::Connection::open(out.join("db/results.sqlite")).unwrap();
+        let mut stmt = db
+            .prepare("SELECT id, text, json_extract(_lai, '$.origin') FROM notes ORDER BY id")
+            .unwrap();
+        stmt.query_map([], |r| {
+            let (id, origin): (String, String) = (r.get(0)?, r.get(2)?);
+            assert!(origin.ends_with(&id), "{origin}");
+            Ok((id, r.get(1)?))
+        })
+        .unwrap()
+        .map(Result::unwrap)
+        .collect()
+    };
+    let row = |id: &str, text: &str| (id.to_string(), text.to_string());
+    lai_run(&p, &input, &out, &["-q"]).code(0);
+    assert_eq!(
+        rows(),
+        [row("a.txt", "mail [EMAIL]"), row("b.txt", "hello")]
+    );
+    std::fs::write(input.join("a.txt"), "write to b@example.org now").unwrap();
+    lai_run(&p, &input, &out, &["-q"]).code(0);
+    assert_eq!(
+        rows(),
+        [row("a.txt", "write to [EMAIL] now"), row("b.txt", "hello")]
+    );
+    std::fs::write(input.join("b.txt"), b"\xff\xfe not text").unwrap();
+    lai_run(&p, &input, &out, &["-q"]).code(1);
+    assert_eq!(rows(), [row("a.txt", "write to [EMAIL] now")]);
+    assert_eq!(ids(&out.join("redacted.jsonl")), ["a.txt"]);
+
+    let other = dir.path().join("other");
+    std::fs::create_dir_all(other.join("db")).unwrap();
+    rusqlite::Connection::open(other.join("db/results.sqlite"))
+        .unwrap()
+        .execute_batch("CREATE TABLE notes (name TEXT)")
+        .unwrap();
+    lai_run(&p, &input, &other, &[]).code(2).stderr(
+        predicate::str::contains("table `notes`").and(predicate::str::contains("primary key")),
+    );
+}
+
+// Records written to Parquet read back as the same items: ids, text and other fields, through
+// a pipeline whose input is the Parquet file (rows known by their id, or by row number). A
+// damaged Parquet file fails as one item and quotes nothing of it.
+#[test]
+fn parquet_out_and_back_in() {
+    let dir = tempfile::tempdir().unwrap();
+    let rows = dir.path().join("rows.jsonl");
+    std::fs::write(
+        &rows,
+        "{\"id\":\"r1\",\"text\":\"mail a@example.com\",\"n\":3}\n\
+         {\"id\":\"r2\",\"text\":\"plain\",\"n\":4.5,\"tags\":[\"x\",\"y\"]}\n",
+    )
+    .unwrap();
+    let p = |name: &str, output: &str| {
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(
+            &path,
+            format!(
+                "name = \"{name}\"\n[input]\nkind = \"files\"\n[[stage]]\nuse = \"redact\"\nentities = [\"email\"]\n{output}"
+            ),
+        )
+        .unwrap();
+        path
+    };
+    let out = dir.path().join("out");
+    let to_parquet = p(
+        "to",
+        "[[output]]\nkind = \"parquet\"\npath = \"{out}/t.parquet\"\n",
+    );
+    lai_run(&to_parquet, &rows, &out, &["-q"]).code(0);
+    let table = common::parquet_rows(&out.join("t.parquet"));
+    assert_eq!(table.len(), 2);
+    assert_eq!(table[0]["text"], "mail [EMAIL]");
+    assert_eq!(table[1]["tags"], serde_json::json!(["x", "y"]));
+
+    let back = dir.path().join("back");
+    let from_parquet = p(
+        "from",
+        "[[output]]\nkind = \"jsonl\"\npath = \"{out}/back.jsonl\"\n",
+    );
+    lai_run(&from_parquet, &out.join("t.parquet"), &back, &["-q"]).code(0);
+    let records = jsonl(&back.join("back.jsonl"));
+    let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
+    assert_eq!(ids, ["r1", "r2"]);
+    assert_eq!(records[0]["text"], "mail [EMAIL]");
+    // A column holding 3 and 4.5 is a float column.
+    assert_eq!(records[0]["n"], 3.0);
+    assert_eq!(records[1]["n"], 4.5);
+    assert!(
+        records[0]["_lai"]["origin"]
+            .as_str()
+            .unwrap()
+            .ends_with("t.parquet:row 1")
+    );
+
+    let broken = dir.path().join("broken.parquet");
+    std::fs::write(&broken, b"PAR1 canary-parquet-bytes PAR1").unwrap();
+    let run = lai_run(&from_parquet, &broken, &dir.path().join("b"), &[]).code(1);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(stderr.contains("not a readable Parquet file"), "{stderr}");
+    assert!(!stderr.contains("canary"), "{stderr}");
+}

@@ -78,8 +78,18 @@ pub trait Sink: Send {
     /// Takes back the last item written, because a later output failed for it: no output may
     /// hold a record of a failed item.
     fn undo(&mut self) -> io::Result<()>;
+    /// An item failed: an output that keeps one row per id (and so cannot wait for the ledger
+    /// to drop an earlier result) removes the item's earlier row.
+    fn failed(&mut self, _item: &Item) -> io::Result<()> {
+        Ok(())
+    }
     /// Writes everything buffered and puts it on disk: the ledger commits the items next.
     fn flush(&mut self) -> io::Result<()>;
+    /// The run wrote its last item and the ledger committed it: a format written whole (a
+    /// Parquet table) is written now.
+    fn finish(&mut self) -> io::Result<()> {
+        Ok(())
+    }
     /// Where it writes, for the run report: a path or "stdout".
     fn target(&self) -> String;
     /// The files it appends to, with their length and header length so far.

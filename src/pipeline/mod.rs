@@ -308,7 +308,7 @@ pub fn run(run: Run) -> Outcome {
             let result = writer.run(&writer_rx, options.ordered);
             // Flush what was written even when a later write failed.
             let flushed = writer.flush();
-            let result = result.and(flushed);
+            let result = result.and(flushed).and_then(|()| writer.finish());
             if result.is_err() {
                 // Nothing more can be written (`| head` closed the pipe, a full disk): intake
                 // must stop waiting for permits this writer will never return.
@@ -748,6 +748,9 @@ impl Writer<'_> {
                 self.counts.input_failed += 1;
             }
             (self.on_failure)(&item);
+            for sink in &mut self.sinks {
+                sink.failed(&item)?;
+            }
             if let Some(dead) = self.dead_letters.as_mut() {
                 dead.write(&item, &mut places)?;
             }
@@ -786,6 +789,11 @@ impl Writer<'_> {
 
     /// Flushes every sink (its bytes reach the disk), then commits the flushed items to the
     /// ledger: a record is in the ledger only once its bytes are on disk.
+    /// Every item is written and committed: outputs written whole are written now.
+    fn finish(&mut self) -> std::io::Result<()> {
+        self.sinks.iter_mut().try_for_each(|s| s.finish())
+    }
+
     fn flush(&mut self) -> std::io::Result<()> {
         self.sinks
             .iter_mut()

@@ -8,6 +8,8 @@ mod append;
 pub mod csv;
 pub mod jsonl;
 pub mod npy;
+pub mod parquet;
+pub mod sqlite;
 pub mod subtitles;
 pub mod text;
 
@@ -23,13 +25,15 @@ pub static SINKS: &[ComponentKind<dyn SinkSpec>] = &[
     jsonl::KIND,
     csv::KIND,
     npy::KIND,
+    sqlite::KIND,
+    parquet::KIND,
     text::KIND,
     subtitles::SRT,
     subtitles::VTT,
 ];
 
 /// The output formats that repair their own files after the ledger cut or joined records.
-pub static REPAIRS: &[Repair] = &[npy::repair];
+pub static REPAIRS: &[Repair] = &[npy::repair, parquet::repair];
 
 /// A run's outputs, opened: the pipeline's sinks and the dead letters of failed items.
 pub struct Outputs {

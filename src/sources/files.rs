@@ -71,7 +71,7 @@ const OPTIONS: &[OptionSpec] = &[
         "text_columns",
         Ty::StrList,
         Default::Value("[]"),
-        "For .csv/.tsv files: columns moved, joined one per line, into the text field (e.g. [\"subject\", \"body\"]), so that `redact` covers them; every other column is a field of the row's item as it is.",
+        "For .csv/.tsv/.parquet files: columns moved, joined one per line, into the text field (e.g. [\"subject\", \"body\"]), so that `redact` covers them; every other column is a field of the row's item as it is.",
     ),
     ID_FIELD,
     MAX_LINE_BYTES,
@@ -377,6 +377,14 @@ impl Files {
                 return emit(unique.admit(self.text_item(found), place));
             }
             let lines = unique.place(Place::Lines(found.origin.clone()));
+            if rows::is_parquet(&found.path) {
+                return self.rows.read_parquet(
+                    &found.path,
+                    (&found.id, &found.origin),
+                    wanted,
+                    &mut |item| emit(unique.admit(item, lines)),
+                );
+            }
             if let Some(delimiter) = rows::delimiter(&found.path) {
                 return self.rows.read_file(
                     &found.path,
@@ -607,9 +615,9 @@ fn is_jsonl(path: &Path) -> bool {
     )
 }
 
-/// Files that hold many records (one item each): JSONL, CSV, TSV.
+/// Files that hold many records (one item each): JSONL, CSV, TSV, Parquet.
 fn holds_records(path: &Path) -> bool {
-    is_jsonl(path) || rows::delimiter(path).is_some()
+    is_jsonl(path) || rows::delimiter(path).is_some() || rows::is_parquet(path)
 }
 
 fn is_hidden(name: &std::ffi::OsStr) -> bool {

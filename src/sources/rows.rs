@@ -1,4 +1,5 @@
-//! CSV and TSV files as records: one item per row, its fields named by the header row.
+//! CSV, TSV and Parquet files as records: one item per row, its fields named by the header row
+//! (the schema's columns for Parquet).
 //!
 //! Every column becomes a string field of the item, except the `text_columns`, which are joined
 //! (one per line) into the text field instead, so that a stage such as `redact` covers them. Rows are read one at a time through the `csv` crate, so memory is bounded
@@ -30,6 +31,17 @@ pub struct RowReader {
     pub text_columns: Vec<String>,
     pub max_row_bytes: usize,
 }
+
+/// Whether a file is a Parquet table.
+pub fn is_parquet(path: &Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .is_some_and(|e| e.eq_ignore_ascii_case("parquet"))
+}
+
+/// Rows per batch read from a Parquet file: memory holds one batch, and one row group of the
+/// file's pages at most.
+const PARQUET_BATCH: usize = 256;
 
 /// Whether a file is read as rows, and its field delimiter.
 pub fn delimiter(path: &Path) -> Option<u8> {
@@ -224,6 +236,12 @@ impl RowReader {
                 }
             }
         }
+        self.item(fields, fallback_id, origin)
+    }
+
+    /// A row's fields as an item: the text columns joined into the text field, the id from the
+    /// id column, else `fallback_id`.
+    fn item(&self, mut fields: Map<String, Value>, fallback_id: String, origin: String) -> Item {
         if !self.text_columns.is_empty() {
             // Moved, not copied: a stage that works on the text field (`redact`) then covers
             // every word of these columns, and no unredacted copy rides along in the record.
@@ -231,18 +249,102 @@ impl RowReader {
                 .text_columns
                 .iter()
                 .filter_map(|c| fields.shift_remove(c))
-                .filter_map(|v| v.as_str().map(str::to_string))
+                .filter_map(|v| match v {
+                    Value::String(s) => Some(s),
+                    Value::Null => None,
+                    other => Some(other.to_string()),
+                })
                 .filter(|t| !t.trim().is_empty())
                 .collect::<Vec<_>>()
                 .join("\n");
             fields.insert(self.text_field.clone(), Value::String(text));
         }
-        let row_id = match fields.get(&self.id_field).and_then(Value::as_str) {
-            Some(s) if !s.trim().is_empty() => s.to_string(),
+        let row_id = match fields.get(&self.id_field) {
+            Some(Value::String(s)) if !s.trim().is_empty() => s.to_string(),
+            Some(Value::Number(n)) => n.to_string(),
             _ => fallback_id,
         };
         let bytes = serde_json::to_vec(&fields).unwrap_or_default();
         Item::new(row_id, origin, &bytes, fields)
+    }
+
+    /// Emits one item per row of the Parquet file at `path`, read a batch at a time; rows
+    /// without an id are known as `ID:ROW` (rows count from 1), origins are `ORIGIN:row ROW`.
+    /// Returns false if `emit` asked to stop.
+    pub fn read_parquet(
+        &self,
+        path: &Path,
+        (id, origin): (&str, &str),
+        wanted: Wanted,
+        emit: &mut dyn FnMut(Item) -> bool,
+    ) -> bool {
+        use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+        // The reader's own messages may quote values of the file: only where it stopped is said.
+        let unreadable = |row: u64| {
+            format!(
+                "not a readable Parquet file from row {row} on (damaged, or a column type lai cannot turn into JSON); check it with another Parquet reader, or export it again; the rows after that point were not read"
+            )
+        };
+        let fail = |reason: String, emit: &mut dyn FnMut(Item) -> bool| {
+            !wanted(id) || emit(Item::failed(id.into(), origin.into(), b"", reason))
+        };
+        let file = match File::open(path) {
+            Ok(f) => f,
+            Err(e) => return fail(format!("cannot open file: {e}"), emit),
+        };
+        let builder = match ParquetRecordBatchReaderBuilder::try_new(file) {
+            Ok(b) => b.with_batch_size(PARQUET_BATCH),
+            Err(_) => return fail(unreadable(1), emit),
+        };
+        let columns: Vec<String> = builder
+            .schema()
+            .fields()
+            .iter()
+            .map(|f| f.name().clone())
+            .collect();
+        if let Some(missing) = self.text_columns.iter().find(|c| !columns.contains(c)) {
+            return fail(
+                format!(
+                    "no column `{missing}` (in `text_columns`) among the file's {} columns",
+                    columns.len()
+                ),
+                emit,
+            );
+        }
+        let batches = match builder.build() {
+            Ok(b) => b,
+            Err(_) => return fail(unreadable(1), emit),
+        };
+        let mut row = 0u64;
+        for batch in batches {
+            let mut json = Vec::new();
+            let written = batch.map_err(|_| ()).and_then(|batch| {
+                let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
+                writer.write(&batch).map_err(|_| ())?;
+                writer.finish().map_err(|_| ())
+            });
+            if written.is_err() {
+                let item = Item::failed(
+                    format!("{id}:{}", row + 1),
+                    format!("{origin}:row {}", row + 1),
+                    b"",
+                    unreadable(row + 1),
+                );
+                return !wanted(&item.id) || emit(item);
+            }
+            for line in json.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+                row += 1;
+                let fields = match serde_json::from_slice(line) {
+                    Ok(Value::Object(fields)) => fields,
+                    _ => Map::new(),
+                };
+                let item = self.item(fields, format!("{id}:{row}"), format!("{origin}:row {row}"));
+                if wanted(&item.id) && !emit(item) {
+                    return false;
+                }
+            }
+        }
+        true
     }
 }
 

@@ -188,3 +188,24 @@ pub fn base64(bytes: &[u8]) -> String {
         .collect::<Vec<_>>()
         .join("\r\n")
 }
+
+/// Every row of a Parquet file as a JSON object.
+pub fn parquet_rows(path: &Path) -> Vec<Value> {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let batches = parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder::try_new(file)
+        .unwrap()
+        .build()
+        .unwrap();
+    let mut json = Vec::new();
+    {
+        let mut writer = arrow_json::LineDelimitedWriter::new(&mut json);
+        for batch in batches {
+            writer.write(&batch.unwrap()).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    json.split(|b| *b == b'\n')
+        .filter(|l| !l.is_empty())
+        .map(|l| serde_json::from_slice(l).unwrap())
+        .collect()
+}
