@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
-# Input readers: documents (PDF pages, DOCX, HTML, e-mails with attachments) and CSV rows read
-# per second, with peak memory, by the release build.
+# Input readers: documents (PDF pages, DOCX, HTML, e-mails with attachments), CSV rows and
+# Parquet rows read per second, with peak memory, by the release build.
 #
 #   bench/readers.sh [COPIES] [ROWS] [ROUNDS]     default: 500 document sets, 200,000 rows, 3 rounds
 #
 # The documents are scripts/make-documents.py's samples, COPIES times with their numbers varied:
 # per set a 2-page PDF letter, a DOCX, an HTML page and an e-mail with a 1-page PDF and a text
 # attachment (5 files, 6 items, 3 PDF pages). The CSV has ROWS tickets (id, subject, body,
-# priority; bodies of 60-400 characters). Each run reads and passes every item through `redact`
+# priority; bodies of 60-400 characters); the Parquet file holds the same rows (written by lai's
+# parquet output from the CSV, untimed). Each run reads and passes every item through `redact`
 # with the e-mail rule alone (the cheapest stage there is), writes JSONL and the ledger, --fresh,
 # one thread; the table shows the median wall time of ROUNDS whole processes.
 set -euo pipefail
@@ -33,10 +34,29 @@ with open(sys.argv[1], "w", newline="") as f:
         w.writerow([f"T-{i}", random.choice(words).title(), body + f", mail user{i}@example.com", random.choice(["low", "high"])])
 PY
 
-for kind in docs csv; do
+# The same rows as Parquet: the CSV through lai's parquet output, the text columns kept apart.
+cat >"$work/to-parquet.toml" <<'TOML'
+name = "to-parquet"
+[input]
+kind = "files"
+[[stage]]
+use = "redact"
+fields = ["subject"]
+entities = ["email"]
+[[output]]
+kind = "parquet"
+path = "{out}/tickets.parquet"
+columns = ["subject", "body", "priority"]
+TOML
+rm -rf "$work/out-to-parquet"
+"$lai" run "$work/to-parquet.toml" "$work/tickets.csv" -o "$work/out-to-parquet" -q >/dev/null
+cp "$work/out-to-parquet/tickets.parquet" "$work/tickets.parquet"
+
+for kind in docs csv parquet; do
   case $kind in
     docs) glob='["**/*.pdf", "**/*.docx", "**/*.html", "**/*.eml"]'; input=$work/docs ;;
     csv) glob='["**/*.csv"]'; input=$work/tickets.csv ;;
+    parquet) glob='["**/*.parquet"]'; input=$work/tickets.parquet ;;
   esac
   cat >"$work/$kind.toml" <<TOML
 name = "readers-$kind"
@@ -67,7 +87,7 @@ work, copies, rows, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sy
 print(f"input readers, release build, 1 thread, median of {rounds} whole processes\n")
 print("| input | items | unit | per second | wall s | peak memory |")
 print("|---|---|---|---|---|---|")
-for kind, units, unit in [("docs", 3 * copies, "PDF pages"), ("csv", rows, "rows")]:
+for kind, units, unit in [("docs", 3 * copies, "PDF pages"), ("csv", rows, "rows"), ("parquet", rows, "rows")]:
     report = json.load(open(f"{work}/{kind}.json"))
     wall = statistics.median(float(t) for t in open(f"{work}/{kind}.times"))
     items = report["items"]["read"]

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Installs what building lai needs on a fresh Debian machine and is missing: cmake and libclang
-# (bindgen, for whisper.cpp and llama.cpp), clippy and rustfmt, and the ggml sources whisper.cpp
-# is built with (scripts/whisper-ggml.cmake). Needs root for apt-get; without it, fails at once
+# Installs what building and running lai needs on a fresh Debian machine and is missing: cmake
+# and libclang (bindgen, for whisper.cpp and llama.cpp), Tesseract with its English data and
+# poppler's pdftoppm (OCR of scanned pages), clippy and rustfmt, and the ggml sources
+# whisper.cpp is built with (scripts/whisper-ggml.cmake). Needs root for apt-get; without it, fails at once
 # with the exact command to run. Installs nothing that is already there.
 set -euo pipefail
 if ! command -v cargo >/dev/null; then
@@ -14,6 +15,9 @@ command -v c++ >/dev/null || missing+=(g++)
 ls /usr/lib/x86_64-linux-gnu/libclang-14.so* /usr/lib/*/libclang-1[4-9].so* >/dev/null 2>&1 \
   || missing+=(libclang1-14)
 ls -d /usr/lib/llvm-1[4-9]/lib/clang >/dev/null 2>&1 || missing+=(libclang-common-14-dev)
+command -v tesseract >/dev/null || missing+=(tesseract-ocr)
+ls /usr/share/tesseract-ocr/*/tessdata/eng.traineddata >/dev/null 2>&1 || missing+=(tesseract-ocr-eng)
+command -v pdftoppm >/dev/null || missing+=(poppler-utils)
 if [ ${#missing[@]} -gt 0 ]; then
   cmd="apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq ${missing[*]}"
   if [ "$(id -u)" = 0 ]; then

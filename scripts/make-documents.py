@@ -1,12 +1,13 @@
 #!/usr/bin/env python3
 """Writes sample documents with Python's standard library: a PDF letter with a text layer (two
-pages), a scanned fax (a PDF page with no text layer), a DOCX referral, an HTML visit summary and
-an e-mail with a PDF and a text attachment.
+pages), a scanned fax (a PDF page that is only an image, for OCR), a faxed note as a PNG image,
+a DOCX referral, an HTML visit summary and an e-mail with a PDF and a text attachment. The scans
+are pages of text rendered to gray pixels by poppler's pdftoppm (scripts/deps.sh installs it).
 
     make-documents.py OUT              # the samples (scripts/make-samples.sh: samples/documents)
     make-documents.py OUT --copies N   # N of each but the fax, numbers varied (bench/readers.sh)
 """
-import argparse, io, os, zipfile
+import argparse, io, os, struct, subprocess, tempfile, zipfile, zlib
 from email.message import EmailMessage
 from email.utils import format_datetime
 from datetime import datetime, timezone
@@ -34,6 +35,47 @@ def pdf(pages):
     return bytes(data)
 
 
+def render(pages_pdf, dpi=200):
+    """The first page of a PDF as 8-bit gray pixels, by pdftoppm: (width, height, bytes)."""
+    with tempfile.TemporaryDirectory() as d:
+        src = os.path.join(d, "in.pdf")
+        open(src, "wb").write(pages_pdf)
+        subprocess.run(["pdftoppm", "-r", str(dpi), "-gray", "-singlefile", src, os.path.join(d, "page")], check=True)
+        data = open(os.path.join(d, "page.pgm"), "rb").read()
+    magic, width, height, top, pixels = data.split(maxsplit=4)
+    assert magic == b"P5" and top == b"255"
+    return int(width), int(height), pixels
+
+
+def scanned_pdf(width, height, pixels):
+    """A PDF whose one page is an image and nothing else: no text layer."""
+    image = zlib.compress(pixels, 9)
+    objects = [b"<< /Type /Catalog /Pages 2 0 R >>",
+               b"<< /Type /Pages /Kids [3 0 R] /Count 1 >>",
+               b"<< /Type /Page /Parent 2 0 R /MediaBox [0 0 612 792] /Resources << /XObject << /Im1 4 0 R >> >> /Contents 5 0 R >>",
+               b"<< /Type /XObject /Subtype /Image /Width %d /Height %d /ColorSpace /DeviceGray /BitsPerComponent 8 /Filter /FlateDecode /Length %d >>\nstream\n" % (width, height, len(image)) + image + b"\nendstream"]
+    content = b"q 612 0 0 792 0 0 cm /Im1 Do Q"
+    objects.append(b"<< /Length %d >>\nstream\n" % len(content) + content + b"\nendstream")
+    data, offsets = bytearray(b"%PDF-1.4\n"), []
+    for i, o in enumerate(objects):
+        offsets.append(len(data))
+        data += b"%d 0 obj\n" % (i + 1) + o + b"\nendobj\n"
+    xref = len(data)
+    data += b"xref\n0 %d\n0000000000 65535 f \n" % (len(objects) + 1)
+    data += b"".join(b"%010d 00000 n \n" % o for o in offsets)
+    data += b"trailer\n<< /Size %d /Root 1 0 R >>\nstartxref\n%d\n%%%%EOF\n" % (len(objects) + 1, xref)
+    return bytes(data)
+
+
+def png(width, height, pixels):
+    """8-bit gray pixels as a PNG file."""
+    def chunk(kind, body):
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+    rows = b"".join(b"\0" + pixels[y * width:(y + 1) * width] for y in range(height))
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
+
+
 def write_set(out, n, name):
     """One set of documents; `n` varies the numbers, `name(base)` names each file."""
     def at(base):
@@ -42,7 +84,10 @@ def write_set(out, n, name):
                   "Questions? Call 555-203-%04d" % (4417 + n) + " or write to claims@northwind.example.com.\nPolicy holder SSN on file: 078-05-1120."])
     open(at("claim-letter.pdf"), "wb").write(letter)
     if n == 0:
-        open(at("scanned-fax.pdf"), "wb").write(pdf([""]))
+        fax = render(pdf(["FAX - Springfield Cardiology\nReferral for patient Maria Gonzalez\nPlease call her back on 555-301-7788 before Friday."]))
+        open(at("scanned-fax.pdf"), "wb").write(scanned_pdf(*fax))
+        note = render(pdf(["Faxed note from Dr. Helen Brooks\nThe patient Thomas Reed is cleared for surgery.\nContact: 555-412-9930"]))
+        open(at("faxed-note.png"), "wb").write(png(*note))
 
     def docx(title, paragraphs):
         esc = lambda s: s.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")

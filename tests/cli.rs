@@ -994,7 +994,7 @@ fn documents_are_items() {
         e.to_string()
     };
     assert!(
-        reason("scan.pdf").contains("no text layer (1 page"),
+        reason("scan.pdf").contains("OCR found no text on its 1 page"),
         "{errors:?}"
     );
     assert!(
@@ -1048,4 +1048,78 @@ fn a_reader_that_panics_is_not_the_end_of_the_inputs() {
         .map(|r| r["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["a"]);
+}
+
+// The shipped document pipeline on the samples: the scanned fax (a PDF page that is only an
+// image) and the faxed note (a PNG) are read by OCR, redacted like any text, and say which
+// engine read them and how sure it was; with `ocr = "off"` each fails alone, saying so.
+#[test]
+fn scans_are_read_by_ocr() {
+    let _engines = engines();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("out");
+    let pipeline = repo("pipelines/redact-documents.toml");
+    lai_run(&pipeline, &repo("samples/documents"), &out, &["-q"]).code(0);
+    let records = jsonl(&out.join("redacted.jsonl"));
+    let record = |id: &str| {
+        records
+            .iter()
+            .find(|r| r["id"] == id)
+            .unwrap_or_else(|| panic!("no {id} in {records:?}"))
+            .clone()
+    };
+    for (id, words, mime) in [
+        (
+            "scanned-fax.pdf",
+            "Springfield Cardiology",
+            "application/pdf",
+        ),
+        ("faxed-note.png", "cleared for surgery", "image/png"),
+    ] {
+        let r = record(id);
+        let text = r["text"].as_str().unwrap();
+        assert!(
+            text.contains(words) && text.contains("[PHONE]"),
+            "{id}: {text}"
+        );
+        assert!(!text.contains("555-"), "{id}: {text}");
+        assert_eq!(r["mime"], mime);
+        assert!(
+            r["ocr"]["engine"]
+                .as_str()
+                .unwrap()
+                .starts_with("tesseract "),
+            "{r}"
+        );
+        assert_eq!(r["ocr"]["language"], "eng");
+        assert!(
+            r["ocr"]["pages"][0]["confidence"].as_f64().unwrap() > 80.0,
+            "{r}"
+        );
+    }
+    // The letter has a text layer: no OCR.
+    assert!(record("claim-letter.pdf").get("ocr").is_none());
+
+    let off = dir.path().join("off.toml");
+    std::fs::write(
+        &off,
+        std::fs::read_to_string(&pipeline)
+            .unwrap()
+            .replace("[input]\n", "[input]\nocr = \"off\"\n")
+            .replace("../samples", &repo("samples").to_string_lossy()),
+    )
+    .unwrap();
+    let run = lai_run(
+        &off,
+        &repo("samples/documents"),
+        &dir.path().join("off"),
+        &[],
+    )
+    .code(1);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(
+        stderr.contains("scanned-fax.pdf") && stderr.contains("OCR is off"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("faxed-note.png"), "{stderr}");
 }

@@ -343,6 +343,25 @@ fn redact_documents_logs_no_content() {
         "broken.docx",
         format!("PK\x03\x04{}", mark("brokendocx")).into_bytes(),
     );
+    // A scan: a page of text rendered to pixels (poppler's pdftoppm), read back by OCR; and an
+    // image no OCR can read, with a canary in its bytes.
+    let page = dir.path().join("page.pdf");
+    std::fs::write(
+        &page,
+        common::pdf(&[&format!("Scanned {} call 555-601-4455", mark("scan"))]),
+    )
+    .unwrap();
+    let rendered = std::process::Command::new("pdftoppm")
+        .args(["-png", "-r", "150", "-singlefile"])
+        .arg(&page)
+        .arg(input.join("scan"))
+        .status()
+        .expect("pdftoppm (poppler-utils) is installed: scripts/deps.sh");
+    assert!(rendered.success());
+    write(
+        "broken.png",
+        format!("\u{89}PNG\r\n\u{1a}\n{}", mark("brokenpng")).into_bytes(),
+    );
     let content: Vec<String> = [
         "pdf",
         "docx",
@@ -353,6 +372,8 @@ fn redact_documents_logs_no_content() {
         "attachment",
         "brokenpdf",
         "brokendocx",
+        "scan",
+        "brokenpng",
     ]
     .iter()
     .map(|t| mark(t))
@@ -362,7 +383,7 @@ fn redact_documents_logs_no_content() {
     assert_eq!(run.code, Some(1), "the broken files fail:\n{}", run.stderr);
     assert_no_content_in_logs(&run, &pipeline, &content);
     let dead = dead_letters(&run);
-    assert_eq!(dead.len(), 2, "{dead:?}");
+    assert_eq!(dead.len(), 3, "{dead:?}");
     let records = jsonl(&run.out.join("redacted.jsonl"));
     let ids: Vec<&str> = records.iter().map(|r| r["id"].as_str().unwrap()).collect();
     assert_eq!(
@@ -372,7 +393,8 @@ fn redact_documents_logs_no_content() {
             "mail.eml",
             "mail.eml/1-n.txt",
             "memo.docx",
-            "page.html"
+            "page.html",
+            "scan.png"
         ]
     );
     let written: String = files_under(&run.out.join("redacted"))

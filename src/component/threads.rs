@@ -49,17 +49,22 @@ thread_local! {
     static BATCH: Cell<Option<usize>> = const { Cell::new(None) };
 }
 
-/// The process's CPU time (user and system, every thread, exited ones included), in seconds.
+/// The process's CPU time (user and system, every thread, exited ones included, and the
+/// programs it ran and waited for, such as OCR's), in seconds.
 pub fn process_cpu_s() -> f64 {
-    let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
-    // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF is always valid.
-    if unsafe { libc::getrusage(libc::RUSAGE_SELF, usage.as_mut_ptr()) } != 0 {
-        return 0.0;
-    }
-    // SAFETY: filled by the successful call above.
-    let usage = unsafe { usage.assume_init() };
-    let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
-    s(usage.ru_utime) + s(usage.ru_stime)
+    let of = |who: libc::c_int| {
+        let mut usage = std::mem::MaybeUninit::<libc::rusage>::zeroed();
+        // SAFETY: getrusage fills the struct it is given; RUSAGE_SELF and RUSAGE_CHILDREN are
+        // always valid.
+        if unsafe { libc::getrusage(who, usage.as_mut_ptr()) } != 0 {
+            return 0.0;
+        }
+        // SAFETY: filled by the successful call above.
+        let usage = unsafe { usage.assume_init() };
+        let s = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+        s(usage.ru_utime) + s(usage.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 impl State {

@@ -12,10 +12,17 @@ use quick_xml::events::Event;
 use regex::Regex;
 use serde_json::{Map, Value};
 
+use super::ocr::Ocr;
 use crate::pipeline::panics;
 
 /// Extensions of the files read here.
-pub const EXTENSIONS: &[&str] = &["pdf", "docx", "html", "htm", "xhtml", "eml", "mbox"];
+pub const EXTENSIONS: &[&str] = &[
+    "pdf", "docx", "html", "htm", "xhtml", "eml", "mbox", "png", "jpg", "jpeg", "tif", "tiff",
+    "bmp",
+];
+
+/// Extensions of the images read by OCR.
+const IMAGES: &[&str] = &["png", "jpg", "jpeg", "tif", "tiff", "bmp"];
 
 /// The most bytes of XML a DOCX may unpack to (a zip bomb is an error, not an exhausted machine).
 const MAX_XML_BYTES: u64 = 256 << 20;
@@ -29,6 +36,8 @@ pub struct Document {
     /// Where each page starts in `text`, in characters (PDF); empty when the format has no pages.
     pub page_starts: Vec<usize>,
     pub attachments: Vec<Attachment>,
+    /// Pages read by OCR, and by what.
+    pub ocr: Option<super::ocr::Provenance>,
 }
 
 /// A file attached to an e-mail.
@@ -49,6 +58,9 @@ impl Attachment {
             "text/html" => "html",
             "message/rfc822" => "eml",
             "text/plain" => "txt",
+            "image/png" => "png",
+            "image/jpeg" => "jpg",
+            "image/tiff" => "tif",
             _ => return self.name.clone(),
         };
         match extension(Path::new(&self.name)) {
@@ -75,7 +87,87 @@ impl Document {
             fields.insert("pages".into(), self.page_starts.len().into());
             fields.insert("page_starts".into(), self.page_starts.clone().into());
         }
+        if let Some(engine) = self.ocr.take() {
+            let pages: Vec<Value> = engine
+                .pages
+                .into_iter()
+                .map(|(page, confidence)| serde_json::json!({"page": page, "confidence": confidence}))
+                .collect();
+            fields.insert(
+                "ocr".into(),
+                serde_json::json!({"engine": engine.engine, "language": engine.language, "pages": pages}),
+            );
+        }
         fields
+    }
+}
+
+fn image_mime(extension: &str) -> &'static str {
+    match extension {
+        "png" => "image/png",
+        "jpg" | "jpeg" => "image/jpeg",
+        "tif" | "tiff" => "image/tiff",
+        _ => "image/bmp",
+    }
+}
+
+impl Document {
+    /// The pages (from 1) whose text layer is empty.
+    fn pages_without_text(&self) -> Vec<usize> {
+        let chars: Vec<char> = self.text.chars().collect();
+        (0..self.page_starts.len())
+            .filter(|&i| {
+                let end = self
+                    .page_starts
+                    .get(i + 1)
+                    .map_or(chars.len(), |e| e.saturating_sub(2));
+                chars[self.page_starts[i].min(end)..end]
+                    .iter()
+                    .all(|c| c.is_whitespace())
+            })
+            .map(|i| i + 1)
+            .collect()
+    }
+
+    /// Puts OCR's text in place of the given pages (from 1; pages past the end are added) and
+    /// rebuilds the text and page starts.
+    fn set_pages(
+        &mut self,
+        read: impl Iterator<Item = (usize, super::ocr::Page)>,
+        ocr: &Ocr,
+    ) -> Result<(), String> {
+        let chars: Vec<char> = self.text.chars().collect();
+        let mut pages: Vec<String> = (0..self.page_starts.len())
+            .map(|i| {
+                let end = self
+                    .page_starts
+                    .get(i + 1)
+                    .map_or(chars.len(), |e| e.saturating_sub(2));
+                chars[self.page_starts[i].min(end)..end].iter().collect()
+            })
+            .collect();
+        let mut confidences = Vec::new();
+        for (page, read) in read {
+            if pages.len() < page {
+                pages.resize(page, String::new());
+            }
+            pages[page - 1] = read.text;
+            confidences.push((page, read.confidence));
+        }
+        self.text.clear();
+        self.page_starts.clear();
+        let mut at = 0;
+        for page in pages {
+            if !self.text.is_empty() {
+                self.text.push_str("\n\n");
+                at += 2;
+            }
+            self.page_starts.push(at);
+            at += page.chars().count();
+            self.text.push_str(&page);
+        }
+        self.ocr = Some(ocr.provenance(confidences)?);
+        Ok(())
     }
 }
 
@@ -118,8 +210,9 @@ fn extension(path: &Path) -> Option<String> {
     Some(path.extension()?.to_str()?.to_ascii_lowercase())
 }
 
-/// Reads the document `name` (its extension says the format) from its bytes.
-pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
+/// Reads the document `name` (its extension says the format) from its bytes; scanned pages and
+/// images through `ocr` (none: OCR is off).
+pub fn read(name: &Path, bytes: &[u8], ocr: Option<&Ocr>) -> Result<Document, String> {
     let extension = extension(name).unwrap_or_default();
     // A reader that panics on a malformed file fails that file alone (the message, which may
     // quote the file, is dropped).
@@ -128,21 +221,35 @@ pub fn read(name: &Path, bytes: &[u8]) -> Result<Document, String> {
         "docx" => docx(bytes),
         "html" | "htm" | "xhtml" => html(bytes),
         "eml" => eml(bytes),
+        e if IMAGES.contains(&e) => Ok(Document {
+            mime: image_mime(e),
+            ..Document::default()
+        }),
         other => Err(format!("`.{other}` is not a document format lai reads")),
     });
-    let document = read.map_err(|_| {
+    let mut document = read.map_err(|_| {
         format!("the .{extension} file could not be read (its content is malformed)")
     })??;
+    if IMAGES.contains(&extension.as_str()) {
+        let ocr = ocr.ok_or("an image, and OCR is off (`ocr = \"off\"` in [input])")?;
+        let pages = ocr.image(bytes, &extension)?;
+        document.set_pages(pages.into_iter().enumerate().map(|(i, p)| (i + 1, p)), ocr)?;
+    } else if document.mime == "application/pdf" {
+        let scanned: Vec<usize> = document.pages_without_text();
+        if let (false, Some(ocr)) = (scanned.is_empty(), ocr) {
+            let pages = ocr.pdf_pages(bytes, &scanned)?;
+            document.set_pages(scanned.into_iter().zip(pages), ocr)?;
+        }
+    }
     if document.text.trim().is_empty() && document.attachments.is_empty() {
-        return Err(match document.mime {
-            "application/pdf" => format!(
-                "the PDF has no text layer ({} page{}; scanned images?), and lai does not OCR yet; run it through OCR first (e.g. `ocrmypdf`)",
-                document.page_starts.len(),
-                if document.page_starts.len() == 1 {
-                    ""
-                } else {
-                    "s"
-                }
+        let pages = document.page_starts.len();
+        let s = if pages == 1 { "" } else { "s" };
+        return Err(match (document.mime, ocr, &document.ocr) {
+            ("application/pdf", None, _) => format!(
+                "the PDF has no text layer ({pages} page{s}; scanned images?) and OCR is off (`ocr` in [input]); turn it on, or run the file through OCR first"
+            ),
+            (_, _, Some(_)) => format!(
+                "OCR found no text on its {pages} page{s}: a blank scan, or a language other than `ocr_language`"
             ),
             _ => "the document holds no text".into(),
         });

@@ -21,6 +21,7 @@ use serde_json::{Map, Value};
 
 use super::documents::{self, Document, decode_text};
 use super::jsonl::{ID_FIELD, MAX_LINE_BYTES, RecordReader, read_file, read_stdin};
+use super::ocr::Ocr;
 use super::rows::{self, RowReader};
 use super::unique::{Place, Unique, display};
 use crate::component::fence::{self, Fence};
@@ -73,6 +74,18 @@ const OPTIONS: &[OptionSpec] = &[
         Default::Value("[]"),
         "For .csv/.tsv/.parquet files: columns moved, joined one per line, into the text field (e.g. [\"subject\", \"body\"]), so that `redact` covers them; every other column is a field of the row's item as it is.",
     ),
+    opt(
+        "ocr",
+        Ty::Choice(&["auto", "off"]),
+        Default::Value("\"auto\""),
+        "Read scanned PDF pages and image files (.png .jpg .tif .bmp) by OCR (Tesseract; scripts/deps.sh installs it): \"auto\" where a page has no text layer, \"off\" to fail them instead.",
+    ),
+    opt(
+        "ocr_language",
+        Ty::Str,
+        Default::Value("\"eng\""),
+        "Tesseract's language(s) for OCR: `eng`, `deu`, `deu+eng` (each needs tesseract-ocr-LANG installed).",
+    ),
     ID_FIELD,
     MAX_LINE_BYTES,
 ];
@@ -91,6 +104,8 @@ struct Files {
     path_field: String,
     records: RecordReader,
     rows: RowReader,
+    /// Scanned pages and images are read by OCR; `None`: OCR is off.
+    ocr: Option<Ocr>,
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
@@ -109,6 +124,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Source>> {
             text_columns: options.str_list("text_columns"),
             max_row_bytes: options.usize("max_line_bytes"),
         },
+        ocr: (options.str("ocr") == "auto").then(|| Ocr::new(options.str("ocr_language"))),
     }))
 }
 
@@ -498,7 +514,7 @@ impl Files {
         emit: &mut dyn FnMut(Item) -> bool,
     ) -> bool {
         let read = if documents::is_document(name) {
-            documents::read(name, bytes)
+            documents::read(name, bytes, self.ocr.as_ref())
         } else if is_text_name(name) {
             // Mail carries text with CRLF line ends; the text is the same with LF.
             decode_text(bytes).map(|text| Document {
@@ -507,7 +523,10 @@ impl Files {
                 ..Document::default()
             })
         } else {
-            Err("an attachment lai cannot read (not text, PDF, DOCX, HTML or e-mail)".to_string())
+            Err(
+                "an attachment lai cannot read (not text, PDF, DOCX, HTML, e-mail or an image)"
+                    .to_string(),
+            )
         };
         let mut document = match read {
             Ok(d) => d,

@@ -6,6 +6,7 @@
 mod documents;
 pub mod files;
 pub mod jsonl;
+mod ocr;
 mod rows;
 mod unique;
 
