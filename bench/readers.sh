@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Input readers: documents (PDF pages, DOCX, HTML, e-mails with attachments), CSV rows and
-# Parquet rows read per second, with peak memory, by the release build.
+# Input readers: documents (PDF pages, DOCX, HTML, e-mails with attachments), scans read by OCR,
+# CSV rows and Parquet rows read per second, with peak memory, by the release build.
 #
-#   bench/readers.sh [COPIES] [ROWS] [ROUNDS]     default: 500 document sets, 200,000 rows, 3 rounds
+#   bench/readers.sh [COPIES] [ROWS] [ROUNDS] [SCANS]
+#       default: 500 document sets, 200,000 rows, 3 rounds, 10 copies of each sample scan
 #
 # The documents are scripts/make-documents.py's samples, COPIES times with their numbers varied:
 # per set a 2-page PDF letter, a DOCX, an HTML page and an e-mail with a 1-page PDF and a text
@@ -16,6 +17,7 @@ cd "$(dirname "$0")/.."
 copies=${1:-500}
 rows=${2:-200000}
 rounds=${3:-3}
+scans=${4:-10}
 work=target/bench/readers
 mkdir -p "$work"
 cargo build --release --quiet
@@ -33,6 +35,13 @@ with open(sys.argv[1], "w", newline="") as f:
         body = " ".join(random.choice(words) for _ in range(random.randint(10, 60)))
         w.writerow([f"T-{i}", random.choice(words).title(), body + f", mail user{i}@example.com", random.choice(["low", "high"])])
 PY
+
+# Scans: the sample scanned fax (a PDF page that is an image) and faxed note (PNG), SCANS each.
+rm -rf "$work/scans" && mkdir -p "$work/scans"
+for i in $(seq "$scans"); do
+  cp samples/documents/scanned-fax.pdf "$work/scans/fax-$i.pdf"
+  cp samples/documents/faxed-note.png "$work/scans/note-$i.png"
+done
 
 # The same rows as Parquet: the CSV through lai's parquet output, the text columns kept apart.
 cat >"$work/to-parquet.toml" <<'TOML'
@@ -52,9 +61,10 @@ rm -rf "$work/out-to-parquet"
 "$lai" run "$work/to-parquet.toml" "$work/tickets.csv" -o "$work/out-to-parquet" -q >/dev/null
 cp "$work/out-to-parquet/tickets.parquet" "$work/tickets.parquet"
 
-for kind in docs csv parquet; do
+for kind in docs scans csv parquet; do
   case $kind in
     docs) glob='["**/*.pdf", "**/*.docx", "**/*.html", "**/*.eml"]'; input=$work/docs ;;
+    scans) glob='["**/*.pdf", "**/*.png"]'; input=$work/scans ;;
     csv) glob='["**/*.csv"]'; input=$work/tickets.csv ;;
     parquet) glob='["**/*.parquet"]'; input=$work/tickets.parquet ;;
   esac
@@ -81,17 +91,20 @@ TOML
   done
 done
 
-python3 - "$work" "$copies" "$rows" "$rounds" <<'PY'
+python3 - "$work" "$copies" "$rows" "$rounds" "$scans" <<'PY'
 import json, statistics, sys
-work, copies, rows, rounds = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4]
+work, copies, rows, rounds, scans = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), sys.argv[4], int(sys.argv[5])
 print(f"input readers, release build, 1 thread, median of {rounds} whole processes\n")
 print("| input | items | unit | per second | wall s | peak memory |")
 print("|---|---|---|---|---|---|")
-for kind, units, unit in [("docs", 3 * copies, "PDF pages"), ("csv", rows, "rows"), ("parquet", rows, "rows")]:
+for kind, units, unit in [("docs", 3 * copies, "PDF pages"), ("scans", 2 * scans, "OCR pages"),
+                          ("csv", rows, "rows"), ("parquet", rows, "rows")]:
     report = json.load(open(f"{work}/{kind}.json"))
     wall = statistics.median(float(t) for t in open(f"{work}/{kind}.times"))
     items = report["items"]["read"]
     extra = f"; {items / wall:.0f} items/s" if kind == "docs" else ""
-    print(f"| {kind} | {items} | {units} {unit} | {units / wall:.0f}{extra} | {wall:.2f} | "
+    rate = units / wall
+    rate = f"{rate:.0f}" if rate >= 10 else f"{rate:.2f}"
+    print(f"| {kind} | {items} | {units} {unit} | {rate}{extra} | {wall:.2f} | "
           f"{report['peak_rss_bytes'] / 2**20:.0f} MiB |")
 PY
