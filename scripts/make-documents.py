@@ -76,14 +76,15 @@ def png(width, height, pixels):
             + chunk(b"IDAT", zlib.compress(rows, 9)) + chunk(b"IEND", b""))
 
 
-def write_set(out, n, name):
-    """One set of documents; `n` varies the numbers, `name(base)` names each file."""
+def write_set(out, n, name, scans):
+    """One set of documents; `n` varies the numbers, `name(base)` names each file; `scans` adds
+    the scanned fax and the faxed note."""
     def at(base):
         return os.path.join(out, name(base))
     letter = pdf(["Northwind Insurance - Claims Department\nDear Ms. Laura Jennings,\nYour claim CLM-2024-%04d" % (117 + n) + " for water damage at 42 Elm Street,\nSpringfield was approved on 14 March 2024.",
                   "Questions? Call 555-203-%04d" % (4417 + n) + " or write to claims@northwind.example.com.\nPolicy holder SSN on file: 078-05-1120."])
     open(at("claim-letter.pdf"), "wb").write(letter)
-    if n == 0:
+    if scans:
         fax = render(pdf(["FAX - Springfield Cardiology\nReferral for patient Maria Gonzalez\nPlease call her back on 555-301-7788 before Friday."]))
         open(at("scanned-fax.pdf"), "wb").write(scanned_pdf(*fax))
         note = render(pdf(["Faxed note from Dr. Helen Brooks\nThe patient Thomas Reed is cleared for surgery.\nContact: 555-412-9930"]))
@@ -137,6 +138,6 @@ if __name__ == "__main__":
     args = parser.parse_args()
     os.makedirs(args.out, exist_ok=True)
     if args.copies == 0:
-        write_set(args.out, 0, lambda base: base)
+        write_set(args.out, 0, lambda base: base, True)
     for n in range(args.copies):
-        write_set(args.out, n, lambda base: "%05d-%s" % (n, base))
+        write_set(args.out, n, lambda base: "%05d-%s" % (n, base), False)

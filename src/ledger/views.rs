@@ -74,34 +74,39 @@ pub fn show_runs(out_dir: &Path) -> anyhow::Result<String> {
     )
 }
 
-/// Every row of the given item ids, oldest first, with the run's pipeline and models and where
-/// the output went.
-pub fn show_items(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
+/// A table per item id: `sql`'s rows for it (`?1` is the id).
+fn per_item(out_dir: &Path, ids: &[String], sql: &str, headers: &[&str]) -> anyhow::Result<String> {
     let conn = read_only(out_dir)?;
     let mut text = String::new();
     for id in ids {
-        text.push_str(&table(
-            &conn,
-            "SELECT i.id, i.status, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
-                    i.finished_at, i.run_id, r.pipeline, r.models, coalesce(i.error, i.same_as),
-                    (SELECT group_concat(o.path || coalesce('@' || o.offset, ''), ' ')
-                     FROM outputs o WHERE o.item = i.item)
-             FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
-            &[id],
-            &[
-                "id",
-                "status",
-                "result",
-                "finished",
-                "run",
-                "pipeline",
-                "models",
-                "error/same as",
-                "outputs",
-            ],
-        )?);
+        text.push_str(&table(&conn, sql, &[id], headers)?);
     }
     Ok(text)
+}
+
+/// Every row of the given item ids, oldest first, with the run's pipeline and models and where
+/// the output went.
+pub fn show_items(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
+    per_item(
+        out_dir,
+        ids,
+        "SELECT i.id, i.status, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
+                i.finished_at, i.run_id, r.pipeline, r.models, coalesce(i.error, i.same_as),
+                (SELECT group_concat(o.path || coalesce('@' || o.offset, ''), ' ')
+                 FROM outputs o WHERE o.item = i.item)
+         FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
+        &[
+            "id",
+            "status",
+            "result",
+            "finished",
+            "run",
+            "pipeline",
+            "models",
+            "error/same as",
+            "outputs",
+        ],
+    )
 }
 
 /// Items whose latest result is a failure.
@@ -175,24 +180,19 @@ pub fn show_cost(out_dir: &Path) -> anyhow::Result<String> {
 
 /// What each row of the given item ids cost: its seconds at its run's rates.
 pub fn show_item_cost(out_dir: &Path, ids: &[String]) -> anyhow::Result<String> {
-    let conn = read_only(out_dir)?;
-    let mut text = String::new();
-    for id in ids {
-        text.push_str(&table(
-            &conn,
-            "SELECT i.id, i.run_id, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
-                    round(i.cpu_s, 4), round(i.gpu_s, 4),
-                    round(i.cpu_s * json_extract(r.cost, '$.joules_per_cpu_s')
-                          + i.gpu_s * json_extract(r.cost, '$.joules_per_gpu_s'), 3),
-                    round(i.cpu_s * json_extract(r.cost, '$.money_per_cpu_s')
-                          + i.gpu_s * json_extract(r.cost, '$.money_per_gpu_s'), 8),
-                    json_extract(r.cost, '$.currency')
-             FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
-            &[id],
-            &[
-                "id", "run", "result", "CPU-s", "GPU-s", "energy J", "money", "currency",
-            ],
-        )?);
-    }
-    Ok(text)
+    per_item(
+        out_dir,
+        ids,
+        "SELECT i.id, i.run_id, CASE i.current WHEN 1 THEN 'current' ELSE 'replaced' END,
+                round(i.cpu_s, 4), round(i.gpu_s, 4),
+                round(i.cpu_s * json_extract(r.cost, '$.joules_per_cpu_s')
+                      + i.gpu_s * json_extract(r.cost, '$.joules_per_gpu_s'), 3),
+                round(i.cpu_s * json_extract(r.cost, '$.money_per_cpu_s')
+                      + i.gpu_s * json_extract(r.cost, '$.money_per_gpu_s'), 8),
+                json_extract(r.cost, '$.currency')
+         FROM items i JOIN runs r ON r.run_id = i.run_id WHERE i.id = ?1 ORDER BY i.item",
+        &[
+            "id", "run", "result", "CPU-s", "GPU-s", "energy J", "money", "currency",
+        ],
+    )
 }
