@@ -449,3 +449,45 @@ fn parquet_out_and_back_in() {
     assert!(stderr.contains("not a readable Parquet file"), "{stderr}");
     assert!(!stderr.contains("canary"), "{stderr}");
 }
+
+// SQLite's column names ignore case: a field `Note` lands in the column `note`, `ID` beside
+// `id` is no second key, and a record with both `Tag` and `tag` fails alone, naming why; the
+// other rows are written and keyed by the items' ids.
+#[test]
+fn sqlite_columns_ignore_case() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("p.toml");
+    std::fs::write(
+        &p,
+        "name = \"s\"\n[input]\nkind = \"files\"\n[[stage]]\nuse = \"redact\"\nentities = [\"email\"]\n\
+         [[output]]\nkind = \"sqlite\"\npath = \"{out}/t.sqlite\"\n",
+    )
+    .unwrap();
+    let input = dir.path().join("in.jsonl");
+    std::fs::write(
+        &input,
+        "{\"id\":\"a\",\"text\":\"x\",\"note\":\"n1\"}\n\
+         {\"id\":\"b\",\"ID\":\"B\",\"text\":\"y\",\"Note\":\"n2\"}\n\
+         {\"id\":\"c\",\"text\":\"z\",\"Tag\":1,\"tag\":2}\n",
+    )
+    .unwrap();
+    let out = dir.path().join("out");
+    let run = lai_run(&p, &input, &out, &[]).code(1);
+    let stderr = String::from_utf8_lossy(&run.get_output().stderr).to_string();
+    assert!(stderr.contains("but for case"), "{stderr}");
+    let db = rusqlite::Connection::open(out.join("t.sqlite")).unwrap();
+    let rows: Vec<(String, String)> = db
+        .prepare("SELECT id, note FROM records ORDER BY id")
+        .unwrap()
+        .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(
+        rows,
+        [
+            ("a".to_string(), "n1".to_string()),
+            ("b".into(), "n2".into())
+        ]
+    );
+}

@@ -14,7 +14,9 @@
 //! borrows or returns threads, the process's CPU time since the last such moment is shared among
 //! the workers busy in between, by the threads each held (one when it held none; none while it
 //! waited for a loan). CPU time while no worker was busy (start-up, reading, writing) is left
-//! to the run's own account: the process's CPU time less its batches'.
+//! to the run's own account: the process's CPU time less its batches'. The account is by
+//! interval, not by thread: what the reader and writer threads (and the OCR programs, counted
+//! when they end) spend while batches are busy is charged to those batches.
 
 use std::cell::Cell;
 use std::sync::{Condvar, Mutex, MutexGuard};

@@ -81,7 +81,8 @@ impl RunReport {
             facts.energy,
             &Work {
                 process_cpu_s: outcome.process_cpu_s,
-                cores: facts.jobs,
+                // The machine's price is shared by all its cores, whatever --jobs was.
+                cores: std::thread::available_parallelism().map_or(facts.jobs, usize::from),
                 items: outcome.read - outcome.skipped,
                 stages: outcome
                     .stages

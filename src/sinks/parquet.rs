@@ -62,7 +62,15 @@ struct ParquetSpec {
     columns: Vec<String>,
 }
 
-fn build(options: &Options, _diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>> {
+fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>> {
+    // The ledger knows the record log by the name `.parquet.rows.jsonl` when it repairs it.
+    if !options.str("path").ends_with(".parquet") {
+        diag.error(
+            &options.span_of("path"),
+            format!("`path` in {} must end in `.parquet`", options.context),
+        );
+        return None;
+    }
     Some(Box::new(ParquetSpec {
         path: options.str("path"),
         columns: options.str_list("columns"),

@@ -8,7 +8,7 @@
 //! again. Columns are the chosen fields, or every field the records have (a new field adds a
 //! column); text and numbers are stored as they are, lists and objects (a vector) as JSON text.
 
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::io;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -75,11 +75,11 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn SinkSpec>>
     }))
 }
 
-/// The columns of `table` (quoted).
-fn columns(conn: &Connection, table: &str) -> rusqlite::Result<HashSet<String>> {
+/// The columns of `table` (quoted), by their name in lower case (SQLite's names ignore case).
+fn columns(conn: &Connection, table: &str) -> rusqlite::Result<HashMap<String, String>> {
     let mut stmt = conn.prepare(&format!("PRAGMA table_info({table})"))?;
     let names = stmt.query_map([], |r| r.get::<_, String>(1))?;
-    names.collect()
+    names.map(|n| n.map(|n| (n.to_lowercase(), n))).collect()
 }
 
 /// A name quoted for SQL: `"a ""b"""`.
@@ -148,8 +148,8 @@ struct SqliteSink {
     table: String,
     /// The fields chosen; empty: all.
     columns: Vec<String>,
-    /// The table's columns.
-    known: HashSet<String>,
+    /// The table's columns, by their name in lower case.
+    known: HashMap<String, String>,
     provenance: Arc<Provenance>,
     /// A transaction is open (rows written since the last flush).
     open: bool,
@@ -161,18 +161,35 @@ fn sql_error(e: rusqlite::Error) -> io::Error {
     io::Error::other(e)
 }
 
+/// An error writing one item's row: the item's, unless the database itself failed (a full
+/// disk, an I/O error, a file that cannot be written), which ends the run.
+fn row_error(e: rusqlite::Error, path: &std::path::Path) -> io::Error {
+    use rusqlite::ErrorCode::*;
+    match e.sqlite_error_code() {
+        Some(
+            DiskFull | SystemIoFailure | CannotOpen | ReadOnly | DatabaseCorrupt | NotADatabase,
+        ) => sql_error(e),
+        // SQLite's message names columns or constraints, never values.
+        _ => crate::component::item_error(format!(
+            "the row cannot be written to {}: {e}",
+            path.display()
+        )),
+    }
+}
+
 impl SqliteSink {
-    fn add_column(&mut self, name: &str) -> rusqlite::Result<()> {
-        if self.known.contains(name) {
-            return Ok(());
+    /// The table's column for field `name`, added if the table has none.
+    fn add_column(&mut self, name: &str) -> rusqlite::Result<String> {
+        if let Some(column) = self.known.get(&name.to_lowercase()) {
+            return Ok(column.clone());
         }
         self.conn.execute_batch(&format!(
             "ALTER TABLE {} ADD COLUMN {}",
             self.table,
             quoted(name)
         ))?;
-        self.known.insert(name.to_string());
-        Ok(())
+        self.known.insert(name.to_lowercase(), name.to_string());
+        Ok(name.to_string())
     }
 
     fn begin(&mut self) -> rusqlite::Result<()> {
@@ -193,10 +210,26 @@ impl SqliteSink {
         let Value::Object(record) = record else {
             unreachable!("a record is a JSON object")
         };
-        let mut names = Vec::with_capacity(record.len());
+        let mut names: Vec<String> = Vec::with_capacity(record.len());
         let mut values = Vec::with_capacity(record.len());
         for (name, value) in record {
-            self.add_column(&name)?;
+            let column = quoted(&self.add_column(&name)?);
+            let key = column == "\"id\"";
+            if key && names.contains(&column) {
+                // `ID` beside `id`: the key is the item's id either way.
+                continue;
+            }
+            if names.contains(&column) {
+                return Err(rusqlite::Error::InvalidColumnName(format!(
+                    "two fields named `{name}` but for case (SQLite's column names ignore case); rename one, or choose `columns`"
+                )));
+            }
+            // The row's key is the item's id, whichever field the input named it by.
+            let value = if key {
+                Value::String(item.id.clone())
+            } else {
+                value
+            };
             values.push(match value {
                 Value::Null => Sql::Null,
                 Value::Bool(b) => Sql::Integer(i64::from(b)),
@@ -207,13 +240,13 @@ impl SqliteSink {
                 Value::String(s) => Sql::Text(s),
                 other => Sql::Text(other.to_string()),
             });
-            names.push(quoted(&name));
+            names.push(column);
         }
         let marks = vec!["?"; names.len()].join(", ");
         // Columns this record lacks are emptied, so a replaced row keeps nothing of the old one.
         let mut sets: Vec<String> = self
             .known
-            .iter()
+            .values()
             .filter(|c| c.as_str() != "id")
             .map(|c| {
                 let q = quoted(c);
@@ -245,7 +278,7 @@ impl Sink for SqliteSink {
             .execute_batch("SAVEPOINT item")
             .map_err(sql_error)?;
         self.item_pending = true;
-        self.upsert(item).map_err(sql_error)
+        self.upsert(item).map_err(|e| row_error(e, &self.path))
     }
 
     fn undo(&mut self) -> io::Result<()> {

@@ -237,8 +237,12 @@ pub fn read(name: &Path, bytes: &[u8], ocr: Option<&Ocr>) -> Result<Document, St
     } else if document.mime == "application/pdf" {
         let scanned: Vec<usize> = document.pages_without_text();
         if let (false, Some(ocr)) = (scanned.is_empty(), ocr) {
-            let pages = ocr.pdf_pages(bytes, &scanned)?;
-            document.set_pages(scanned.into_iter().zip(pages), ocr)?;
+            // A PDF with text beside a page OCR cannot read keeps its text rather than fail.
+            match ocr.pdf_pages(bytes, &scanned) {
+                Ok(pages) => document.set_pages(scanned.into_iter().zip(pages), ocr)?,
+                Err(why) if document.text.trim().is_empty() => return Err(why),
+                Err(_) => {}
+            }
         }
     }
     if document.text.trim().is_empty() && document.attachments.is_empty() {

@@ -3,19 +3,20 @@
 //! first rendered by poppler's `pdftoppm`. `scripts/deps.sh` installs both.
 //!
 //! Each page's words come back with Tesseract's confidence (0-100); the item records the
-//! engine and its version, the language and each page's mean word confidence. The programs run
-//! with one thread each (lai's jobs are the parallelism), with no input but the page, their
-//! messages discarded (they may quote the file's name or bytes), and a time limit per page.
-//! Their files go to a folder of their own in the temp folder, removed afterwards.
+//! engine and its version, the language and each page's mean word confidence. OCR runs on the
+//! input reader's thread, a page at a time, each program with one thread (so it never competes
+//! with the engines for more than one core), no input but the page, its messages discarded
+//! (they may quote the file's name or bytes), and a time limit per call (a page; a whole
+//! multi-page TIFF). Their files go to a folder of their own in the temp folder (made
+//! exclusively, readable by this user only), removed afterwards.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::OnceLock;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-/// The longest one page may take to render or read.
+/// The longest one call may take (rendering a page, reading an image file).
 const PAGE_LIMIT: Duration = Duration::from_secs(120);
 /// Resolution scanned PDF pages are rendered at for Tesseract.
 const DPI: &str = "300";
@@ -77,7 +78,7 @@ impl Ocr {
     pub fn image(&self, bytes: &[u8], extension: &str) -> Result<Vec<Page>, String> {
         let programs = self.programs()?;
         let dir = Scratch::new()?;
-        let path = dir.0.join(format!("image.{extension}"));
+        let path = dir.path().join(format!("image.{extension}"));
         std::fs::write(&path, bytes).map_err(|e| format!("OCR: cannot write a temp file: {e}"))?;
         self.read(programs, &path)
     }
@@ -89,12 +90,12 @@ impl Ocr {
             "scanned PDF pages need poppler's `pdftoppm` to be rendered for OCR; install poppler-utils (scripts/deps.sh does)",
         )?;
         let dir = Scratch::new()?;
-        let pdf = dir.0.join("scan.pdf");
+        let pdf = dir.path().join("scan.pdf");
         std::fs::write(&pdf, bytes).map_err(|e| format!("OCR: cannot write a temp file: {e}"))?;
         let mut out = Vec::with_capacity(pages.len());
         for page in pages {
             let n = page.to_string();
-            let prefix = dir.0.join(format!("page-{n}"));
+            let prefix = dir.path().join(format!("page-{n}"));
             run(Command::new(pdftoppm)
                 .args([
                     "-r",
@@ -258,25 +259,19 @@ fn pages(tsv: &str) -> Vec<Page> {
 
 /// A folder of the OCR's own in the temp folder (the run's private one under confinement),
 /// removed when dropped.
-struct Scratch(PathBuf);
+struct Scratch(tempfile::TempDir);
 
 impl Scratch {
     fn new() -> Result<Scratch, String> {
-        static NEXT: AtomicU64 = AtomicU64::new(0);
-        let dir = std::env::temp_dir().join(format!(
-            "lai-ocr-{}-{}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        std::fs::create_dir_all(&dir)
-            .map_err(|e| format!("OCR: cannot make a temp folder {}: {e}", dir.display()))?;
-        Ok(Scratch(dir))
+        tempfile::Builder::new()
+            .prefix("lai-ocr-")
+            .tempdir()
+            .map(Scratch)
+            .map_err(|e| format!("OCR: cannot make a temp folder: {e}"))
     }
-}
 
-impl Drop for Scratch {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+    fn path(&self) -> &Path {
+        self.0.path()
     }
 }
 
