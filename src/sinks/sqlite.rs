@@ -169,10 +169,19 @@ fn row_error(e: rusqlite::Error, path: &std::path::Path) -> io::Error {
         Some(
             DiskFull | SystemIoFailure | CannotOpen | ReadOnly | DatabaseCorrupt | NotADatabase,
         ) => sql_error(e),
-        // SQLite's message names columns or constraints, never values.
-        _ => crate::component::item_error(format!(
-            "the row cannot be written to {}: {e}",
+        // Neither SQLite's message nor the field's name is quoted: columns are named by the
+        // item's fields, and a CSV without a header row names them by its first row's values.
+        Some(code) => crate::component::item_error(format!(
+            "the row cannot be written to {}: SQLite refused it ({code:?})",
             path.display()
+        )),
+        None => crate::component::item_error(format!(
+            "the row cannot be written to {}: {}",
+            path.display(),
+            match e {
+                rusqlite::Error::InvalidColumnName(why) => why,
+                _ => "a value SQLite cannot store".into(),
+            }
         )),
     }
 }
@@ -220,9 +229,9 @@ impl SqliteSink {
                 continue;
             }
             if names.contains(&column) {
-                return Err(rusqlite::Error::InvalidColumnName(format!(
-                    "two fields named `{name}` but for case (SQLite's column names ignore case); rename one, or choose `columns`"
-                )));
+                return Err(rusqlite::Error::InvalidColumnName(
+                    "two of its fields have the same name but for case (SQLite's column names ignore case); rename one, or choose `columns`".into(),
+                ));
             }
             // The row's key is the item's id, whichever field the input named it by.
             let value = if key {
