@@ -42,8 +42,23 @@ struct State {
 
 #[derive(Clone, Copy)]
 struct Charge {
-    weight: usize,
+    /// Threads the batch's leases hold now (a batch may hold several leases, one per helper
+    /// thread).
+    held: usize,
+    /// Borrowers of the batch waiting for a loan.
+    waiting: usize,
     cpu_s: f64,
+}
+
+impl Charge {
+    /// The batch's share of the CPU: the threads it holds; one while it holds none and waits
+    /// for none (it works on its own thread); none while it only waits.
+    fn weight(&self) -> usize {
+        match (self.held, self.waiting) {
+            (0, 0) => 1,
+            (held, _) => held,
+        }
+    }
 }
 
 thread_local! {
@@ -75,20 +90,21 @@ impl State {
         let now = process_cpu_s();
         let spent = (now - self.settled_at).max(0.0);
         self.settled_at = now;
-        let weights: usize = self.batches.iter().flatten().map(|c| c.weight).sum();
+        let weights: usize = self.batches.iter().flatten().map(Charge::weight).sum();
         if weights == 0 {
             return;
         }
         for charge in self.batches.iter_mut().flatten() {
-            charge.cpu_s += spent * charge.weight as f64 / weights as f64;
+            charge.cpu_s += spent * charge.weight() as f64 / weights as f64;
         }
     }
 
-    fn weigh(&mut self, weight: usize) {
-        if let Some(i) = BATCH.get() {
+    /// Settles the account, then changes the loans of `batch` (if it is busy) by `change`.
+    fn weigh(&mut self, batch: Option<usize>, change: impl FnOnce(&mut Charge)) {
+        if let Some(i) = batch {
             self.settle();
             if let Some(Some(charge)) = self.batches.get_mut(i) {
-                charge.weight = weight;
+                change(charge);
             }
         }
     }
@@ -98,6 +114,25 @@ impl State {
 pub struct Lease<'a> {
     threads: &'a Threads,
     pub count: usize,
+    /// The batch charged for the loan.
+    batch: Option<usize>,
+}
+
+/// The batch a thread works for, carried into the helper threads a worker starts (their loans
+/// and CPU time are that batch's).
+#[derive(Clone, Copy)]
+pub struct BatchOf(Option<usize>);
+
+impl BatchOf {
+    /// The batch the calling thread works for.
+    pub fn this_thread() -> BatchOf {
+        BatchOf(BATCH.get())
+    }
+
+    /// Makes the calling (helper) thread work for this batch.
+    pub fn enter(self) {
+        BATCH.set(self.0);
+    }
 }
 
 /// Marks a worker busy (counted in fair shares, charged CPU time) until dropped or finished.
@@ -131,11 +166,19 @@ impl Threads {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// The fair share of the threads among the workers busy now (what `borrow(None)` gets when
+    /// they are free).
+    pub fn share(&self) -> usize {
+        let state = self.lock();
+        (state.total / state.busy.max(1)).max(1)
+    }
+
     /// Borrows `want` threads (capped at the total), or with `None` the fair share of the busy
     /// workers; waits until they are free and every earlier borrower has been served.
     pub fn borrow(&self, want: Option<usize>) -> Lease<'_> {
         let mut state = self.lock();
-        state.weigh(0);
+        let batch = BATCH.get();
+        state.weigh(batch, |c| c.waiting += 1);
         let ticket = state.next_ticket;
         state.next_ticket += 1;
         let count = loop {
@@ -152,11 +195,15 @@ impl Threads {
         };
         state.free -= count;
         state.serving += 1;
-        state.weigh(count);
+        state.weigh(batch, |c| {
+            c.waiting -= 1;
+            c.held += count;
+        });
         self.changed.notify_all();
         Lease {
             threads: self,
             count,
+            batch,
         }
     }
 
@@ -166,7 +213,8 @@ impl Threads {
         state.busy += 1;
         state.settle();
         let charge = Some(Charge {
-            weight: 1,
+            held: 0,
+            waiting: 0,
             cpu_s: 0.0,
         });
         let batch = match state.batches.iter().position(Option::is_none) {
@@ -205,7 +253,8 @@ impl Drop for Lease<'_> {
     fn drop(&mut self) {
         let mut state = self.threads.lock();
         state.free += self.count;
-        state.weigh(1);
+        let count = self.count;
+        state.weigh(self.batch, |c| c.held -= count);
         drop(state);
         self.threads.changed.notify_all();
     }
@@ -315,5 +364,49 @@ mod tests {
         assert!(two + one >= 0.39, "{two} + {one}");
         // 2:1 for the first 0.3 s, 1:1 for the next 0.1 s: about 0.25 against 0.15.
         assert!(two > one * 1.3 && two < one * 2.0, "{two} vs {one}");
+    }
+
+    // A helper thread that enters its worker's batch borrows for that batch: a batch holding
+    // two one-thread leases (the worker's and its helper's) is charged twice what a batch
+    // holding none is.
+    #[test]
+    fn a_helper_borrows_for_its_workers_batch() {
+        let threads = Arc::new(Threads::new(3));
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        let other = {
+            let (threads, ready) = (Arc::clone(&threads), ready.clone());
+            std::thread::spawn(move || {
+                let busy = threads.busy();
+                ready.send(()).unwrap();
+                release.recv().unwrap();
+                busy.finish()
+            })
+        };
+        is_ready.recv().unwrap();
+        let busy = threads.busy();
+        let lease = threads.borrow(Some(1));
+        let (done, is_done) = std::sync::mpsc::channel::<()>();
+        let helper = {
+            let (threads, batch) = (Arc::clone(&threads), BatchOf::this_thread());
+            std::thread::spawn(move || {
+                batch.enter();
+                let lease = threads.borrow(Some(1));
+                ready.send(()).unwrap();
+                is_done.recv().unwrap();
+                drop(lease);
+            })
+        };
+        is_ready.recv().unwrap();
+        assert_eq!(threads.lock().free, 1);
+        spin(0.3);
+        done.send(()).unwrap();
+        helper.join().unwrap();
+        drop(lease);
+        let two = busy.finish();
+        hold.send(()).unwrap();
+        let one = other.join().unwrap();
+        assert!(two > one * 1.6 && two < one * 2.5, "{two} vs {one}");
+        assert_eq!(threads.lock().free, 3);
     }
 }

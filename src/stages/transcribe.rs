@@ -6,23 +6,33 @@
 //! heard on its own and the segments are merged by time, each with its `speaker`.
 //!
 //! Items name a file in a path field (the `files` source sets it for audio/video files). The
-//! model is loaded once per run and shared; each worker owns a whisper state. A worker takes a
-//! batch of files: a decoder thread decodes and resamples them one file ahead of Whisper, and
-//! short clips (after VAD) are packed several to a 30-second window (see
-//! `engines::whisper::pack`), each file still getting only its own segments on its own
-//! timeline. Files longer than a window are streamed instead: decoded one chunk ahead, so
-//! memory is bounded by two chunks whatever the file's length, cut at quiet moments (see
-//! `audio`) and their segments shifted back onto the file's timeline.
+//! model is loaded once per run and shared; whisper states (a model's per-call buffers) are
+//! kept in a stage-wide pool, and a busy worker takes one for its batch. A worker takes a batch
+//! of files: a decoder thread decodes and resamples them one file ahead of Whisper, and short
+//! clips (after VAD) are packed several to a 30-second window (see `engines::whisper::pack`),
+//! each file still getting only its own segments on its own timeline. Files longer than a
+//! window are streamed instead: decoded a chunk ahead, so memory is bounded by a few chunks
+//! whatever the file's length, cut at quiet moments (see `audio`) and their segments shifted
+//! back onto the file's timeline.
+//!
+//! ggml's threads wait for each other at every step of Whisper's decoder, so a worker whose
+//! fair share of `--jobs` is more than one thread (one long file, or the last batch of a run
+//! once the other workers are idle) hears several chunks or packed windows at once, each on
+//! its own state with one thread, rather than one at a time with all its threads: about 10 %
+//! less time on one long file.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crossbeam_channel::{Receiver, Sender};
 
 use serde_json::{Map, Value, json};
 
 use super::common::{Shared, TIMEOUT, WORKERS, batch_size, max_wait};
 use crate::audio::{self, AudioInfo, TARGET_RATE};
-use crate::component::threads::Threads;
+use crate::component::threads::{BatchOf, Threads};
 use crate::component::{Deadline, Meter, Per, Stage, StartContext, Unit, Worker};
 use crate::device::{DEVICE, Device, Placement};
 use crate::engines::whisper::pack::{Heard, MAX_CLIP_S, Packer};
@@ -183,6 +193,26 @@ struct Transcribe {
     device: Placement,
     /// Loaded by the first worker to start, then shared by all.
     model: Shared<WhisperModel>,
+    /// Whisper states no worker is using: a worker takes one for each batch, and more while
+    /// it may use more threads than one (`Helpers`, `TranscribeWorker::hear`), so that the
+    /// states of idle workers serve busy ones.
+    spare_states: Mutex<Vec<Transcriber>>,
+}
+
+impl Transcribe {
+    /// A spare whisper state, or a new one.
+    fn take_state(&self, model: &WhisperModel) -> Result<Transcriber, String> {
+        let spare = self.spare_states.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        match spare {
+            Some(state) => Ok(state),
+            None => model.transcriber().map_err(|e| format!("{e:#}")),
+        }
+    }
+
+    fn give_back(&self, states: impl IntoIterator<Item = Transcriber>) {
+        let mut spares = self.spare_states.lock().unwrap_or_else(|p| p.into_inner());
+        spares.extend(states);
+    }
 }
 
 fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
@@ -246,6 +276,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
         path_field: options.str("path_field"),
         device: Placement::from_options(options, diag)?,
         model: Shared::default(),
+        spare_states: Mutex::default(),
     }))
 }
 
@@ -293,7 +324,7 @@ impl Stage for Transcribe {
         })?;
         Ok(Box::new(TranscribeWorker {
             stage: self,
-            transcriber: model.transcriber()?,
+            transcriber: None,
             options,
             // On the GPU whisper.cpp's CPU work is small: one thread, the rest to other stages.
             want: match (self.threads, device) {
@@ -304,23 +335,41 @@ impl Stage for Transcribe {
             threads: Arc::clone(&ctx.threads),
             meter: ctx.meter.clone(),
             deadline: ctx.deadline.clone(),
+            model,
+            on_gpu: device == Device::Gpu,
         }))
     }
 }
 
 struct TranscribeWorker<'a> {
     stage: &'a Transcribe,
-    transcriber: Transcriber,
+    /// The worker's whisper state while it is busy with a batch (a spare one otherwise).
+    transcriber: Option<Transcriber>,
     options: whisper::Options,
     /// Threads per call: `None` shares `--jobs` among the busy workers.
     want: Option<usize>,
     threads: Arc<Threads>,
     meter: Meter,
     deadline: Deadline,
+    model: &'a WhisperModel,
+    on_gpu: bool,
 }
 
 impl Worker for TranscribeWorker<'_> {
     fn process(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
+        match self.stage.take_state(self.model) {
+            Ok(state) => self.transcriber = Some(state),
+            Err(e) => return vec![Err(e); batch.len()],
+        }
+        let results = self.process_with_state(batch);
+        self.stage.give_back(self.transcriber.take());
+        results
+    }
+}
+
+impl TranscribeWorker<'_> {
+    /// `process`, with a whisper state taken for the batch.
+    fn process_with_state(&mut self, batch: &mut [Item]) -> Vec<Result<(), String>> {
         let mut results: Vec<Result<(), String>> = vec![Ok(()); batch.len()];
         let mut paths = Vec::with_capacity(batch.len());
         for (i, item) in batch.iter().enumerate() {
@@ -348,6 +397,7 @@ impl Worker for TranscribeWorker<'_> {
                     }
                 }
             });
+            let mut helpers = Helpers::new(scope);
             let mut packer = Packer::default();
             for (i, decoded) in rx {
                 match decoded {
@@ -360,12 +410,19 @@ impl Worker for TranscribeWorker<'_> {
                     }
                 }
                 while let Some(window) = packer.window(false) {
-                    self.transcribe_window(window, &mut packer, batch, &mut results);
+                    self.hear_window(window, &mut helpers, &mut packer, batch, &mut results);
                 }
             }
-            while let Some(window) = packer.window(true) {
-                self.transcribe_window(window, &mut packer, batch, &mut results);
+            loop {
+                while let Some(window) = packer.window(true) {
+                    self.hear_window(window, &mut helpers, &mut packer, batch, &mut results);
+                }
+                let Some((window, heard)) = helpers.wait() else {
+                    break;
+                };
+                self.settle_window(window, heard, &mut packer, batch, &mut results);
             }
+            self.stage.give_back(helpers.finish());
         });
         for i in long {
             results[i] = self.transcribe_streaming(&mut batch[i]);
@@ -377,6 +434,121 @@ impl Worker for TranscribeWorker<'_> {
 /// A clip waiting in the packer: its batch index, what the decoder learned of its file, and
 /// how many packed windows already failed to hear it.
 type Waiting = (usize, AudioInfo, u8);
+
+/// A packed window: its clips, in the order they are laid out.
+type Window = Vec<(Waiting, Speech<'static>)>;
+
+/// Whisper states beside a worker's own, each on a thread of its own, that hear packed windows
+/// while the run's fair share of threads gives the worker more than it uses (at the end of a
+/// run, when the other workers have finished): ggml's threads wait for each other at every
+/// step of the decoder, so two one-thread states hear two windows faster than one two-thread
+/// state hears them in turn.
+struct Helpers<'scope, 'env> {
+    scope: &'scope std::thread::Scope<'scope, 'env>,
+    jobs: (Sender<Window>, Receiver<Window>),
+    done: (Sender<HeardWindow>, Receiver<HeardWindow>),
+    /// Each helper's thread; it ends with its state, unless a panic left the state unfit.
+    running: Vec<std::thread::ScopedJoinHandle<'scope, Option<Transcriber>>>,
+    /// Windows sent and not yet received back.
+    in_flight: usize,
+}
+
+/// A window a helper heard, and what it heard of each clip.
+type HeardWindow = (Window, Vec<anyhow::Result<Heard>>);
+
+impl<'scope, 'env> Helpers<'scope, 'env> {
+    fn new(scope: &'scope std::thread::Scope<'scope, 'env>) -> Self {
+        Helpers {
+            scope,
+            jobs: crossbeam_channel::unbounded(),
+            done: crossbeam_channel::unbounded(),
+            running: Vec::new(),
+            in_flight: 0,
+        }
+    }
+
+    /// Gives `window` to a helper if the worker's fair share of threads leaves one for it
+    /// (starting a helper if none is idle); hands it back otherwise.
+    fn offer(&mut self, window: Window, worker: &TranscribeWorker<'_>) -> Option<Window> {
+        if worker.threads.share() <= 1 + self.in_flight {
+            return Some(window);
+        }
+        if self.running.len() <= self.in_flight {
+            // Without memory for another state, the worker hears the window itself.
+            let Ok(state) = worker.stage.take_state(worker.model) else {
+                return Some(window);
+            };
+            self.start(state, worker);
+        }
+        self.in_flight += 1;
+        self.jobs.0.send(window).ok();
+        None
+    }
+
+    fn start(&mut self, state: Transcriber, worker: &TranscribeWorker<'_>) {
+        let (jobs, done) = (self.jobs.1.clone(), self.done.0.clone());
+        let (threads, options, deadline) = (
+            Arc::clone(&worker.threads),
+            worker.options.clone(),
+            worker.deadline.clone(),
+        );
+        let batch = BatchOf::this_thread();
+        self.running.push(self.scope.spawn(move || {
+            batch.enter();
+            let mut state = Some(state);
+            // Every window taken is answered, so the worker never waits for one in vain.
+            for window in jobs {
+                let clips: Vec<&Speech> = window.iter().map(|(_, s)| s).collect();
+                let heard = state.as_mut().and_then(|state| {
+                    let mut options = options.clone();
+                    let lease = threads.borrow(Some(1));
+                    options.threads = lease.count;
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                        state.transcribe_packed(&clips, &options, &|| deadline.passed())
+                    }))
+                    .ok()
+                });
+                let heard = heard.unwrap_or_else(|| {
+                    state = None;
+                    clips
+                        .iter()
+                        .map(|_| Err(anyhow::anyhow!("the transcriber crashed. This is a bug.")))
+                        .collect()
+                });
+                if done.send((window, heard)).is_err() {
+                    break;
+                }
+            }
+            state
+        }));
+    }
+
+    /// A window a helper has finished, if any.
+    fn finished(&mut self) -> Option<HeardWindow> {
+        let heard = self.done.1.try_recv().ok()?;
+        self.in_flight -= 1;
+        Some(heard)
+    }
+
+    /// Waits for the next window a helper finishes; `None` when none is being heard.
+    fn wait(&mut self) -> Option<HeardWindow> {
+        if self.in_flight == 0 {
+            return None;
+        }
+        let heard = self.done.1.recv().ok()?;
+        self.in_flight -= 1;
+        Some(heard)
+    }
+
+    /// Stops the helpers; their states, to be spares again.
+    fn finish(self) -> Vec<Transcriber> {
+        drop(self.jobs);
+        self.running
+            .into_iter()
+            .filter_map(|h| h.join().ok().flatten())
+            .collect()
+    }
+}
 
 /// Packed windows a clip may be heard in before it is transcribed alone.
 const PACKED_TRIES: u8 = 2;
@@ -406,19 +578,19 @@ impl TranscribeWorker<'_> {
             &AUDIO_SECONDS,
             samples.len() as f64 / f64::from(TARGET_RATE),
         );
-        let speech = self
+        let state = self
             .transcriber
+            .as_mut()
+            .expect("a worker has a whisper state while busy. This is a bug.");
+        let speech = state
             .speech(Cow::Owned(samples), &self.options)
             .map_err(|e| format!("{e:#}"))?;
         let Some(speech) = speech else {
-            let silence = self.transcriber.silence(&self.options);
+            let silence = state.silence(&self.options);
             write(&mut batch[i], silence, &info, self.options.word_timestamps);
             return Ok(());
         };
-        if self.stage.pack
-            && speech.duration_s() <= MAX_CLIP_S
-            && self.transcriber.can_pack(&self.options)
-        {
+        if self.stage.pack && speech.duration_s() <= MAX_CLIP_S && state.can_pack(&self.options) {
             packer.push((i, info, 0), speech.into_owned());
             return Ok(());
         }
@@ -433,20 +605,49 @@ impl TranscribeWorker<'_> {
         Ok(())
     }
 
-    /// Transcribes one packed window and writes each clip's transcript to its own item. A clip
-    /// Whisper did not hear, or whose share of the window was unclear, goes back to the packer
-    /// to be heard with other neighbours, and is transcribed alone after `PACKED_TRIES`.
-    fn transcribe_window(
+    /// Hears one packed window: on an idle helper state while the run's fair share gives this
+    /// worker threads to spare, else here; writes what finished windows heard (`settle_window`).
+    fn hear_window<'scope>(
         &mut self,
-        window: Vec<(Waiting, Speech<'static>)>,
+        window: Window,
+        helpers: &mut Helpers<'scope, '_>,
         packer: &mut Packer<Waiting>,
         batch: &mut [Item],
         results: &mut [Result<(), String>],
     ) {
+        while let Some((done, heard)) = helpers.finished() {
+            self.settle_window(done, heard, packer, batch, results);
+        }
+        let window = if self.want.is_none() && !self.on_gpu {
+            match helpers.offer(window, self) {
+                Some(window) => window,
+                None => return,
+            }
+        } else {
+            window
+        };
+        // Beside a helper, one thread (else this call could take the helper's before it borrows).
+        let want = if helpers.in_flight > 0 { Some(1) } else { self.want };
         let clips: Vec<&Speech> = window.iter().map(|(_, s)| s).collect();
         let heard = self
-            .with_threads(|t, options, give_up| Ok(t.transcribe_packed(&clips, options, give_up)))
+            .with_threads_of(want, |t, options, give_up| {
+                Ok(t.transcribe_packed(&clips, options, give_up))
+            })
             .expect("packed transcription reports per clip. This is a bug.");
+        self.settle_window(window, heard, packer, batch, results);
+    }
+
+    /// Writes each clip's transcript of a heard window to its own item. A clip Whisper did not
+    /// hear, or whose share of the window was unclear, goes back to the packer to be heard with
+    /// other neighbours, and is transcribed alone after `PACKED_TRIES`.
+    fn settle_window(
+        &mut self,
+        window: Window,
+        heard: Vec<anyhow::Result<Heard>>,
+        packer: &mut Packer<Waiting>,
+        batch: &mut [Item],
+        results: &mut [Result<(), String>],
+    ) {
         for (((i, info, tries), speech), heard) in window.into_iter().zip(heard) {
             let transcript = match heard {
                 Ok(Heard::Own(t)) => Ok(t),
@@ -475,11 +676,24 @@ impl TranscribeWorker<'_> {
         &mut self,
         f: impl FnOnce(&mut Transcriber, &whisper::Options, &dyn Fn() -> bool) -> anyhow::Result<T>,
     ) -> Result<T, String> {
+        self.with_threads_of(self.want, f)
+    }
+
+    /// `with_threads`, borrowing `want` threads (`None`: the fair share).
+    fn with_threads_of<T>(
+        &mut self,
+        want: Option<usize>,
+        f: impl FnOnce(&mut Transcriber, &whisper::Options, &dyn Fn() -> bool) -> anyhow::Result<T>,
+    ) -> Result<T, String> {
         let mut options = self.options.clone();
-        let lease = self.threads.borrow(self.want);
+        let lease = self.threads.borrow(want);
         options.threads = lease.count;
         let deadline = &self.deadline;
-        f(&mut self.transcriber, &options, &|| deadline.passed()).map_err(|e| format!("{e:#}"))
+        let state = self
+            .transcriber
+            .as_mut()
+            .expect("a worker has a whisper state while busy. This is a bug.");
+        f(state, &options, &|| deadline.passed()).map_err(|e| format!("{e:#}"))
     }
 
     /// Transcribes a file longer than a window, decoding it one chunk ahead.
@@ -535,66 +749,91 @@ impl TranscribeWorker<'_> {
         Ok(())
     }
 
-    /// Hears one channel of a file (`None`: all channels mixed), decoding it one chunk ahead:
+    /// Hears one channel of a file (`None`: all channels mixed), decoding it ahead of Whisper:
     /// its segments on the file's timeline, their text, and the language of the first chunk
-    /// with speech.
+    /// with speech. Chunks are cut at quiet moments and heard without each other's text, so on
+    /// the CPU several are heard at once, one whisper state and one thread each, as many as the
+    /// threads a call would get now: ggml's threads wait for each other at every step of the
+    /// decoder, so two one-thread states hear a long file faster than one two-thread state.
     fn hear(&mut self, path: &Path, channel: Option<usize>) -> Result<Hearing, String> {
+        let wanted = match (self.want, self.on_gpu) {
+            (None, false) => self.threads.share(),
+            _ => 1,
+        };
+        // Spare states (an idle worker's), or new ones while there is memory for them.
+        let mut extra: Vec<Transcriber> = (1..wanted)
+            .map_while(|_| self.stage.take_state(self.model).ok())
+            .collect();
+        let states = 1 + extra.len();
+        // One thread per state when there are several; else the share of the moment, per chunk.
+        let want = if states > 1 { Some(1) } else { self.want };
+        let (tx, rx) = crossbeam_channel::bounded::<(usize, audio::Chunk)>(0);
+        let chunk_s = self.stage.chunk_s;
+        let deadline = &self.deadline;
+        let (threads, options) = (&self.threads, &self.options);
+        let failed = AtomicBool::new(false);
+        let heard = Mutex::new(Vec::new());
+        let batch = BatchOf::this_thread();
+        let transcribers = self.transcriber.iter_mut().chain(extra.iter_mut());
+        let decoded = std::thread::scope(|scope| {
+            for transcriber in transcribers.take(states) {
+                let (rx, failed, heard) = (rx.clone(), &failed, &heard);
+                scope.spawn(move || {
+                    batch.enter();
+                    for (k, chunk) in rx {
+                        if failed.load(Ordering::Relaxed) {
+                            break;
+                        }
+                        let mut options = options.clone();
+                        let lease = threads.borrow(want);
+                        options.threads = lease.count;
+                        let transcript = transcriber
+                            .transcribe(&chunk.samples, &options, &|| deadline.passed())
+                            .map_err(|e| format!("{e:#}"));
+                        drop(lease);
+                        failed.fetch_or(transcript.is_err(), Ordering::Relaxed);
+                        let audio_s = chunk.samples.len() as f64 / f64::from(TARGET_RATE);
+                        let mut heard = heard.lock().unwrap_or_else(|p| p.into_inner());
+                        heard.push((k, chunk.start_s, audio_s, transcript));
+                    }
+                });
+            }
+            drop(rx);
+            // Decoding runs on this thread, handing each chunk to the first state free (one
+            // chunk decoded ahead: memory is the states' chunks and one more); the states stop
+            // when `tx` is dropped at the end.
+            let tx = tx;
+            let mut k = 0;
+            audio::decode(path, chunk_s, channel, &|| deadline.passed(), &mut |c| {
+                k += 1;
+                !failed.load(Ordering::Relaxed) && tx.send((k, c)).is_ok()
+            })
+        });
+        self.stage.give_back(extra);
+        let mut heard = heard.into_inner().unwrap_or_else(|p| p.into_inner());
+        heard.sort_by_key(|(k, ..)| *k);
         let mut segments: Vec<Value> = Vec::new();
         let mut text = String::new();
         let mut language: Option<String> = None;
-        let (tx, rx) = crossbeam_channel::bounded::<audio::Chunk>(1);
-        let chunk_s = self.stage.chunk_s;
-        let deadline = self.deadline.clone();
-        // Decoding runs one chunk ahead, on its own thread.
-        let (decoded, heard) = std::thread::scope(|scope| {
-            let decoder = scope.spawn(move || {
-                audio::decode(path, chunk_s, channel, &|| deadline.passed(), &mut |c| {
-                    tx.send(c).is_ok()
-                })
-            });
-            let mut heard = Ok(());
-            for chunk in &rx {
-                let transcript = self.with_threads(|t, options, give_up| {
-                    t.transcribe(&chunk.samples, options, give_up)
-                });
-                let transcript = match transcript {
-                    Ok(t) => t,
-                    Err(e) => {
-                        heard = Err(e);
-                        break;
-                    }
-                };
-                // The language of the first chunk with speech (or of the first chunk, if none has).
-                if segments.is_empty() {
-                    language = transcript.language.or(language.take());
-                }
-                for s in transcript.segments {
-                    if !text.is_empty() {
-                        text.push(' ');
-                    }
-                    text.push_str(&s.text);
-                    segments.push(segment_json(
-                        &s,
-                        chunk.start_s,
-                        self.options.word_timestamps,
-                    ));
-                }
-                // The file's audio counts once, however many of its channels are heard.
-                if channel.unwrap_or(0) == 0 {
-                    self.meter.add(
-                        &AUDIO_SECONDS,
-                        chunk.samples.len() as f64 / f64::from(TARGET_RATE),
-                    );
-                }
+        for (_, start_s, audio_s, transcript) in heard {
+            let transcript = transcript?;
+            // The language of the first chunk with speech (or of the first chunk, if none has).
+            if segments.is_empty() {
+                language = transcript.language.or(language.take());
             }
-            drop(rx);
-            let decoded = decoder
-                .join()
-                .unwrap_or_else(|_| Err("the audio decoder crashed. This is a bug.".into()));
-            (decoded, heard)
-        });
+            for s in transcript.segments {
+                if !text.is_empty() {
+                    text.push(' ');
+                }
+                text.push_str(&s.text);
+                segments.push(segment_json(&s, start_s, self.options.word_timestamps));
+            }
+            // The file's audio counts once, however many of its channels are heard.
+            if channel.unwrap_or(0) == 0 {
+                self.meter.add(&AUDIO_SECONDS, audio_s);
+            }
+        }
         let info = decoded?;
-        heard?;
         Ok(Hearing {
             text,
             segments,
