@@ -330,6 +330,24 @@ mod tests {
         }
     }
 
+    /// Another worker's batch, busy on its own thread and holding no lease until `hold` is
+    /// sent to; the thread ends with the CPU seconds charged to it.
+    fn other_batch(
+        threads: &Arc<Threads>,
+    ) -> (std::sync::mpsc::Sender<()>, std::thread::JoinHandle<f64>) {
+        let (hold, release) = std::sync::mpsc::channel::<()>();
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
+        let threads = Arc::clone(threads);
+        let other = std::thread::spawn(move || {
+            let busy = threads.busy();
+            ready.send(()).unwrap();
+            release.recv().unwrap();
+            busy.finish()
+        });
+        is_ready.recv().unwrap();
+        (hold, other)
+    }
+
     // CPU time is shared among the busy batches by the threads they hold; time with none busy
     // is the run's own; together they are the process's CPU time since the account opened.
     #[test]
@@ -337,18 +355,7 @@ mod tests {
         let started = process_cpu_s();
         let threads = Arc::new(Threads::new(3));
         spin(0.05);
-        let (hold, release) = std::sync::mpsc::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
-        let other = {
-            let threads = Arc::clone(&threads);
-            std::thread::spawn(move || {
-                let busy = threads.busy();
-                ready.send(()).unwrap();
-                release.recv().unwrap();
-                busy.finish()
-            })
-        };
-        is_ready.recv().unwrap();
+        let (hold, other) = other_batch(&threads);
         let busy = threads.busy();
         let lease = threads.borrow(Some(2));
         spin(0.3);
@@ -372,20 +379,10 @@ mod tests {
     #[test]
     fn a_helper_borrows_for_its_workers_batch() {
         let threads = Arc::new(Threads::new(3));
-        let (hold, release) = std::sync::mpsc::channel::<()>();
-        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
-        let other = {
-            let (threads, ready) = (Arc::clone(&threads), ready.clone());
-            std::thread::spawn(move || {
-                let busy = threads.busy();
-                ready.send(()).unwrap();
-                release.recv().unwrap();
-                busy.finish()
-            })
-        };
-        is_ready.recv().unwrap();
+        let (hold, other) = other_batch(&threads);
         let busy = threads.busy();
         let lease = threads.borrow(Some(1));
+        let (ready, is_ready) = std::sync::mpsc::channel::<()>();
         let (done, is_done) = std::sync::mpsc::channel::<()>();
         let helper = {
             let (threads, batch) = (Arc::clone(&threads), BatchOf::this_thread());
