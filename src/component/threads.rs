@@ -85,6 +85,11 @@ pub fn process_cpu_s() -> f64 {
 }
 
 impl State {
+    /// The threads each busy worker would get if they were shared equally (at least one).
+    fn fair_share(&self) -> usize {
+        (self.total / self.busy.max(1)).max(1)
+    }
+
     /// Charges the CPU time since the last settlement to the busy batches by weight.
     fn settle(&mut self) {
         let now = process_cpu_s();
@@ -169,8 +174,7 @@ impl Threads {
     /// The fair share of the threads among the workers busy now (what `borrow(None)` gets when
     /// they are free).
     pub fn share(&self) -> usize {
-        let state = self.lock();
-        (state.total / state.busy.max(1)).max(1)
+        self.lock().fair_share()
     }
 
     /// Borrows `want` threads (capped at the total), or with `None` the fair share of the busy
@@ -185,7 +189,7 @@ impl Threads {
             if state.serving == ticket {
                 let count = match want {
                     Some(n) => n.clamp(1, state.total),
-                    None => (state.total / state.busy.max(1)).clamp(1, state.free.max(1)),
+                    None => state.fair_share().min(state.free.max(1)),
                 };
                 if state.free >= count {
                     break count;

@@ -336,7 +336,6 @@ impl Stage for Transcribe {
             meter: ctx.meter.clone(),
             deadline: ctx.deadline.clone(),
             model,
-            on_gpu: device == Device::Gpu,
         }))
     }
 }
@@ -352,7 +351,6 @@ struct TranscribeWorker<'a> {
     meter: Meter,
     deadline: Deadline,
     model: &'a WhisperModel,
-    on_gpu: bool,
 }
 
 impl Worker for TranscribeWorker<'_> {
@@ -470,7 +468,7 @@ impl<'scope, 'env> Helpers<'scope, 'env> {
     /// Gives `window` to a helper if the worker's fair share of threads leaves one for it
     /// (starting a helper if none is idle); hands it back otherwise.
     fn offer(&mut self, window: Window, worker: &TranscribeWorker<'_>) -> Option<Window> {
-        if worker.threads.share() <= 1 + self.in_flight {
+        if worker.states_at_once() <= 1 + self.in_flight {
             return Some(window);
         }
         if self.running.len() <= self.in_flight {
@@ -550,6 +548,12 @@ impl<'scope, 'env> Helpers<'scope, 'env> {
     }
 }
 
+/// The whisper state a busy worker took for its batch (`Worker::process`).
+fn busy_state(slot: &mut Option<Transcriber>) -> &mut Transcriber {
+    slot.as_mut()
+        .expect("a worker has a whisper state while busy. This is a bug.")
+}
+
 /// Packed windows a clip may be heard in before it is transcribed alone.
 const PACKED_TRIES: u8 = 2;
 
@@ -578,10 +582,7 @@ impl TranscribeWorker<'_> {
             &AUDIO_SECONDS,
             samples.len() as f64 / f64::from(TARGET_RATE),
         );
-        let state = self
-            .transcriber
-            .as_mut()
-            .expect("a worker has a whisper state while busy. This is a bug.");
+        let state = busy_state(&mut self.transcriber);
         let speech = state
             .speech(Cow::Owned(samples), &self.options)
             .map_err(|e| format!("{e:#}"))?;
@@ -618,13 +619,8 @@ impl TranscribeWorker<'_> {
         while let Some((done, heard)) = helpers.finished() {
             self.settle_window(done, heard, packer, batch, results);
         }
-        let window = if self.want.is_none() && !self.on_gpu {
-            match helpers.offer(window, self) {
-                Some(window) => window,
-                None => return,
-            }
-        } else {
-            window
+        let Some(window) = helpers.offer(window, self) else {
+            return;
         };
         // Beside a helper, one thread (else this call could take the helper's before it borrows).
         let want = if helpers.in_flight > 0 { Some(1) } else { self.want };
@@ -671,6 +667,15 @@ impl TranscribeWorker<'_> {
         }
     }
 
+    /// How many whisper states this worker may keep busy at once, one thread each: its fair
+    /// share of `--jobs` when it shares them (`threads = 0`, on the CPU), else one.
+    fn states_at_once(&self) -> usize {
+        match self.want {
+            None => self.threads.share(),
+            Some(_) => 1,
+        }
+    }
+
     /// Runs `f` with threads borrowed from the run's budget and the batch's deadline.
     fn with_threads<T>(
         &mut self,
@@ -689,11 +694,8 @@ impl TranscribeWorker<'_> {
         let lease = self.threads.borrow(want);
         options.threads = lease.count;
         let deadline = &self.deadline;
-        let state = self
-            .transcriber
-            .as_mut()
-            .expect("a worker has a whisper state while busy. This is a bug.");
-        f(state, &options, &|| deadline.passed()).map_err(|e| format!("{e:#}"))
+        f(busy_state(&mut self.transcriber), &options, &|| deadline.passed())
+            .map_err(|e| format!("{e:#}"))
     }
 
     /// Transcribes a file longer than a window, decoding it one chunk ahead.
@@ -756,12 +758,8 @@ impl TranscribeWorker<'_> {
     /// threads a call would get now: ggml's threads wait for each other at every step of the
     /// decoder, so two one-thread states hear a long file faster than one two-thread state.
     fn hear(&mut self, path: &Path, channel: Option<usize>) -> Result<Hearing, String> {
-        let wanted = match (self.want, self.on_gpu) {
-            (None, false) => self.threads.share(),
-            _ => 1,
-        };
         // Spare states (an idle worker's), or new ones while there is memory for them.
-        let mut extra: Vec<Transcriber> = (1..wanted)
+        let mut extra: Vec<Transcriber> = (1..self.states_at_once())
             .map_while(|_| self.stage.take_state(self.model).ok())
             .collect();
         let states = 1 + extra.len();
