@@ -8,18 +8,19 @@
 //! Items name a file in a path field (the `files` source sets it for audio/video files). The
 //! model is loaded once per run and shared; whisper states (a model's per-call buffers) are
 //! kept in a stage-wide pool, and a busy worker takes one for its batch. A worker takes a batch
-//! of files: a decoder thread decodes and resamples them one file ahead of Whisper, and short
-//! clips (after VAD) are packed several to a 30-second window (see `engines::whisper::pack`),
-//! each file still getting only its own segments on its own timeline. Files longer than a
-//! window are streamed instead: decoded a chunk ahead, so memory is bounded by a few chunks
+//! of files: a decoder thread decodes and resamples them one file ahead of Whisper, the
+//! worker's thread finds their speech (VAD) and packs short clips several to a 30-second window
+//! (see `engines::whisper::pack`), and helper threads, each with a whisper state, hear the
+//! windows; each file still gets only its own segments on its own timeline. Files longer than
+//! a window are streamed instead: decoded a chunk ahead, so memory is bounded by a few chunks
 //! whatever the file's length, cut at quiet moments (see `audio`) and their segments shifted
 //! back onto the file's timeline.
 //!
 //! ggml's threads wait for each other at every step of Whisper's decoder, so a worker whose
-//! fair share of `--jobs` is more than one thread (one long file, or the last batch of a run
-//! once the other workers are idle) hears several chunks or packed windows at once, each on
-//! its own state with one thread, rather than one at a time with all its threads: about 10 %
-//! less time on one long file.
+//! fair share of `--jobs` is more than one thread (a small folder, one long file, or the last
+//! batch of a run once the other workers are idle) hears several windows or chunks at once,
+//! each on its own state with one thread, rather than one at a time with all its threads:
+//! about 10 % less time on one long file.
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
@@ -74,8 +75,9 @@ const WHOLE_FILE_S: f64 = 30.0;
 const DECODED_AHEAD: usize = 2;
 
 const OPTIONS: &[OptionSpec] = &[
-    // Packing needs several clips at hand: a batch of 16 fills windows of 5-second clips.
-    batch_size("16"),
+    // Packing needs many clips at hand: the clips of a folder often come too long to pair with
+    // the next one, and each batch ends with windows half empty.
+    batch_size("64"),
     max_wait("\"100ms\""),
     TIMEOUT,
     WORKERS,
@@ -436,11 +438,11 @@ type Waiting = (usize, AudioInfo, u8);
 /// A packed window: its clips, in the order they are laid out.
 type Window = Vec<(Waiting, Speech<'static>)>;
 
-/// Whisper states beside a worker's own, each on a thread of its own, that hear packed windows
-/// while the run's fair share of threads gives the worker more than it uses (at the end of a
-/// run, when the other workers have finished): ggml's threads wait for each other at every
-/// step of the decoder, so two one-thread states hear two windows faster than one two-thread
-/// state hears them in turn.
+/// The whisper states that hear a worker's windows, each on a thread of its own, while the
+/// worker's thread decodes, finds speech and packs the next ones. There are as many as the
+/// worker's fair share of threads (one thread each): ggml's threads wait for each other at
+/// every step of the decoder, so two one-thread states hear two windows faster than one
+/// two-thread state hears them in turn.
 struct Helpers<'scope, 'env> {
     scope: &'scope std::thread::Scope<'scope, 'env>,
     jobs: (Sender<Window>, Receiver<Window>),
@@ -468,7 +470,7 @@ impl<'scope, 'env> Helpers<'scope, 'env> {
     /// Gives `window` to a helper if the worker's fair share of threads leaves one for it
     /// (starting a helper if none is idle); hands it back otherwise.
     fn offer(&mut self, window: Window, worker: &TranscribeWorker<'_>) -> Option<Window> {
-        if worker.states_at_once() <= 1 + self.in_flight {
+        if self.in_flight >= worker.states_at_once() {
             return Some(window);
         }
         if self.running.len() <= self.in_flight {
@@ -490,6 +492,8 @@ impl<'scope, 'env> Helpers<'scope, 'env> {
             worker.options.clone(),
             worker.deadline.clone(),
         );
+        // The threads the worker was given, or one per state when it shares the run's.
+        let want = worker.want.or(Some(1));
         let batch = BatchOf::this_thread();
         self.running.push(self.scope.spawn(move || {
             batch.enter();
@@ -499,7 +503,7 @@ impl<'scope, 'env> Helpers<'scope, 'env> {
                 let clips: Vec<&Speech> = window.iter().map(|(_, s)| s).collect();
                 let heard = state.as_mut().and_then(|state| {
                     let mut options = options.clone();
-                    let lease = threads.borrow(Some(1));
+                    let lease = threads.borrow(want);
                     options.threads = lease.count;
                     std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
                         state.transcribe_packed(&clips, &options, &|| deadline.passed())
@@ -568,8 +572,8 @@ impl TranscribeWorker<'_> {
         }
     }
 
-    /// Readies a whole decoded file: silence is finished at once, a short clip waits in the
-    /// packer, a longer one (or any, when the language is not fixed) is transcribed alone.
+    /// Readies a whole decoded file: silence is finished at once, its speech waits in the
+    /// packer: to share a window when it is short (and the language fixed), else alone.
     fn prepare(
         &mut self,
         i: usize,
@@ -593,21 +597,15 @@ impl TranscribeWorker<'_> {
         };
         if self.stage.pack && speech.duration_s() <= MAX_CLIP_S && state.can_pack(&self.options) {
             packer.push((i, info, 0), speech.into_owned());
-            return Ok(());
+        } else {
+            packer.push_alone((i, info, 0), speech.into_owned());
         }
-        let transcript = self
-            .with_threads(|t, options, give_up| t.transcribe_speech(&speech, options, give_up))?;
-        write(
-            &mut batch[i],
-            transcript,
-            &info,
-            self.options.word_timestamps,
-        );
         Ok(())
     }
 
-    /// Hears one packed window: on an idle helper state while the run's fair share gives this
-    /// worker threads to spare, else here; writes what finished windows heard (`settle_window`).
+    /// Hands one window to a helper, waiting for one to finish first when as many as the
+    /// worker's fair share are busy (or hears it here, when no helper could be started for lack
+    /// of memory); writes what finished windows heard (`settle_window`).
     fn hear_window<'scope>(
         &mut self,
         window: Window,
@@ -616,26 +614,31 @@ impl TranscribeWorker<'_> {
         batch: &mut [Item],
         results: &mut [Result<(), String>],
     ) {
-        while let Some((done, heard)) = helpers.finished() {
-            self.settle_window(done, heard, packer, batch, results);
+        let mut window = window;
+        loop {
+            while let Some((done, heard)) = helpers.finished() {
+                self.settle_window(done, heard, packer, batch, results);
+            }
+            match helpers.offer(window, self) {
+                None => return,
+                Some(refused) => window = refused,
+            }
+            // As many helpers as the fair share are busy, or none could be started.
+            match helpers.wait() {
+                Some((done, heard)) => self.settle_window(done, heard, packer, batch, results),
+                None => break,
+            }
         }
-        let Some(window) = helpers.offer(window, self) else {
-            return;
-        };
-        // Beside a helper, one thread (else this call could take the helper's before it borrows).
-        let want = if helpers.in_flight > 0 { Some(1) } else { self.want };
         let clips: Vec<&Speech> = window.iter().map(|(_, s)| s).collect();
         let heard = self
-            .with_threads_of(want, |t, options, give_up| {
-                Ok(t.transcribe_packed(&clips, options, give_up))
-            })
+            .with_threads(|t, options, give_up| Ok(t.transcribe_packed(&clips, options, give_up)))
             .expect("packed transcription reports per clip. This is a bug.");
         self.settle_window(window, heard, packer, batch, results);
     }
 
     /// Writes each clip's transcript of a heard window to its own item. A clip Whisper did not
     /// hear, or whose share of the window was unclear, goes back to the packer to be heard with
-    /// other neighbours, and is transcribed alone after `PACKED_TRIES`.
+    /// other neighbours, and alone after `PACKED_TRIES`.
     fn settle_window(
         &mut self,
         window: Window,
@@ -655,9 +658,10 @@ impl TranscribeWorker<'_> {
                     packer.push((i, info, tries + 1), speech);
                     continue;
                 }
-                Ok(Heard::Unclear | Heard::Unheard) => self.with_threads(|t, options, give_up| {
-                    t.transcribe_speech(&speech, options, give_up)
-                }),
+                Ok(Heard::Unclear | Heard::Unheard) => {
+                    packer.push_alone((i, info, tries + 1), speech);
+                    continue;
+                }
                 Err(e) => Err(format!("{e:#}")),
             };
             match transcript {
@@ -681,17 +685,8 @@ impl TranscribeWorker<'_> {
         &mut self,
         f: impl FnOnce(&mut Transcriber, &whisper::Options, &dyn Fn() -> bool) -> anyhow::Result<T>,
     ) -> Result<T, String> {
-        self.with_threads_of(self.want, f)
-    }
-
-    /// `with_threads`, borrowing `want` threads (`None`: the fair share).
-    fn with_threads_of<T>(
-        &mut self,
-        want: Option<usize>,
-        f: impl FnOnce(&mut Transcriber, &whisper::Options, &dyn Fn() -> bool) -> anyhow::Result<T>,
-    ) -> Result<T, String> {
         let mut options = self.options.clone();
-        let lease = self.threads.borrow(want);
+        let lease = self.threads.borrow(self.want);
         options.threads = lease.count;
         let deadline = &self.deadline;
         f(busy_state(&mut self.transcriber), &options, &|| deadline.passed())

@@ -9,7 +9,9 @@
 //! No text of one clip may land in another. Whisper's segment *ends* are good to a few tenths
 //! of a second, but a segment's start is just where the previous segment ended, so a segment
 //! is given to the clip its end falls in, and only if the clip before had no speech left after
-//! the segment's start. Any other segment, or a clip with sound that got no segment (Whisper
+//! the segment's start. After a clip and its gap Whisper often takes the rest of the window
+//! for silence and ends its transcript, so it is held to hear on to the start of the last clip
+//! (`Hear::hear`'s `reach_s`). Any other segment, or a clip with sound that got no segment (Whisper
 //! sometimes stops early, or its words may sit in a neighbour's segment), makes the clips
 //! concerned unclear: the caller packs them again with other neighbours, and transcribes a clip
 //! that is unclear twice alone. Nothing here knows files or items; callers key clips.
@@ -24,6 +26,11 @@ use crate::audio::TARGET_RATE;
 pub const WINDOW_S: f64 = 29.0;
 /// Longest clip worth packing: one that leaves room for another clip of a few seconds.
 pub const MAX_CLIP_S: f64 = WINDOW_S - 2.0 * GAP_S - 3.0;
+/// A window filled this far is heard; one with more room waits for clips that fill it better
+/// (the clips of a folder are often too long to pair with the next one that comes)...
+const FULL_S: f64 = WINDOW_S - 5.0;
+/// ... until this many windows' worth of clips wait (or no more will come).
+const WAITING_WINDOWS: f64 = 3.0;
 /// Silence laid between two clips. Whisper ends segments at such pauses; the wider the gap,
 /// the less often a segment runs across it (measured: 2 s needs a third fewer second tries
 /// than 1 s).
@@ -40,8 +47,18 @@ const SILENCE_RMS: f32 = 1e-3;
 
 /// Clips waiting to be packed, and the choice of which go together.
 pub struct Packer<K> {
-    /// Each clip, and whether it must open its window (see `push_first`).
-    pending: Vec<(K, Speech<'static>, bool)>,
+    /// Each clip, and where it may go.
+    pending: Vec<(K, Speech<'static>, Place)>,
+}
+
+/// Where a waiting clip may go in a window.
+#[derive(Clone, Copy, PartialEq)]
+enum Place {
+    Anywhere,
+    /// It must open its window (see `push_first`).
+    First,
+    /// It must have its window to itself (see `push_alone`).
+    Alone,
 }
 
 impl<K> Default for Packer<K> {
@@ -54,19 +71,30 @@ impl<K> Default for Packer<K> {
 
 impl<K> Packer<K> {
     pub fn push(&mut self, key: K, speech: Speech<'static>) {
-        self.pending.push((key, speech, false));
+        self.pending.push((key, speech, Place::Anywhere));
     }
 
     /// Queues a clip Whisper did not reach in its last window, to open a window of its own:
     /// Whisper always hears a window's first clip.
     pub fn push_first(&mut self, key: K, speech: Speech<'static>) {
-        self.pending.push((key, speech, true));
+        self.pending.push((key, speech, Place::First));
     }
 
-    /// The next window's clips: once the waiting clips fill a window (or, with `drain`, whatever
-    /// waits), the longest ones that fit together, so the short ones are left to fill gaps later;
-    /// a clip queued with `push_first` opens the window.
+    /// Queues a clip to be heard alone: one too long to share a window, or one whose share of
+    /// packed windows stayed unclear.
+    pub fn push_alone(&mut self, key: K, speech: Speech<'static>) {
+        self.pending.push((key, speech, Place::Alone));
+    }
+
+    /// The next window's clips: a clip queued with `push_alone` by itself; else, once the
+    /// waiting clips fill a window (or, with `drain`, whatever waits), the longest ones that
+    /// fit together, so the short ones are left to fill gaps later; a clip queued with
+    /// `push_first` opens the window.
     pub fn window(&mut self, drain: bool) -> Option<Vec<(K, Speech<'static>)>> {
+        if let Some(i) = self.pending.iter().position(|(.., p)| *p == Place::Alone) {
+            let (key, speech, _) = self.pending.remove(i);
+            return Some(vec![(key, speech)]);
+        }
         let needed: f64 = self
             .pending
             .iter()
@@ -75,22 +103,50 @@ impl<K> Packer<K> {
         if self.pending.is_empty() || (!drain && needed < WINDOW_S + GAP_S) {
             return None;
         }
-        self.pending
-            .sort_by_key(|(_, s, first)| (!first, std::cmp::Reverse(s.samples.len())));
-        let mut used = -GAP_S;
-        let mut taken = Vec::new();
-        let mut kept = Vec::new();
-        for (key, speech, first) in self.pending.drain(..) {
+        self.pending.sort_by_key(|(_, s, place)| {
+            (*place != Place::First, std::cmp::Reverse(s.samples.len()))
+        });
+        // Each clip in turn opens a window (only the first, if it must), filled longest first;
+        // the fullest is taken.
+        let openers = match self.pending[0].2 {
+            Place::First => 1,
+            _ => self.pending.len(),
+        };
+        let (used, taken) =
+            (0..openers)
+                .map(|open| self.fill(open))
+                .fold(
+                    (0.0, Vec::new()),
+                    |best, next| if next.0 > best.0 { next } else { best },
+                );
+        // A window with room to spare waits for clips that fill it, while few enough wait.
+        if !drain && used < FULL_S && needed < WAITING_WINDOWS * (WINDOW_S + GAP_S) {
+            return None;
+        }
+        let (window, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut self.pending)
+            .into_iter()
+            .zip(taken)
+            .partition(|(_, taken)| *taken);
+        self.pending = kept.into_iter().map(|(clip, _)| clip).collect();
+        Some(window.into_iter().map(|((k, s, _), _)| (k, s)).collect())
+    }
+}
+
+impl<K> Packer<K> {
+    /// The window `pending[open]` opens, filled with the longest clips after it that fit: its
+    /// length, gaps included, and which clips it takes.
+    fn fill(&self, open: usize) -> (f64, Vec<bool>) {
+        let mut used = self.pending[open].1.duration_s();
+        let mut taken = vec![false; self.pending.len()];
+        taken[open] = true;
+        for (j, (_, speech, place)) in self.pending.iter().enumerate() {
             let len = speech.duration_s() + GAP_S;
-            if taken.is_empty() || (!first && used + len <= WINDOW_S) {
+            if j != open && *place == Place::Anywhere && used + len <= WINDOW_S {
                 used += len;
-                taken.push((key, speech));
-            } else {
-                kept.push((key, speech, first));
+                taken[j] = true;
             }
         }
-        self.pending = kept;
-        Some(taken)
+        (used, taken)
     }
 }
 
@@ -198,7 +254,12 @@ pub fn transcribe_packed(
         debug_assert!((window.len() as f64 / rate - layout.spans[i].0).abs() < 1e-3);
         window.extend_from_slice(&clip.samples);
     }
-    let heard = match engine.hear(&window, options, give_up) {
+    // Whisper must hear on to the last clip with sound.
+    let reach_s = (0..clips.len())
+        .rev()
+        .find(|&i| rms(&clips[i].samples) >= SILENCE_RMS)
+        .map_or(0.0, |i| layout.spans[i].0);
+    let heard = match engine.hear(&window, reach_s, options, give_up) {
         Ok(heard) => heard,
         Err(e) if give_up() => {
             let reason = format!("{e:#}");
@@ -328,6 +389,8 @@ mod tests {
         fail: bool,
         /// Length of the last window heard, in seconds.
         heard_s: f64,
+        /// The `reach_s` it was last asked for.
+        reach_s: f64,
     }
 
     impl Fake {
@@ -336,6 +399,7 @@ mod tests {
                 segments: segments.to_vec(),
                 fail: false,
                 heard_s: 0.0,
+                reach_s: 0.0,
             }
         }
     }
@@ -344,10 +408,12 @@ mod tests {
         fn hear(
             &mut self,
             samples: &[f32],
+            reach_s: f64,
             _: &Options,
             _: &dyn Fn() -> bool,
         ) -> anyhow::Result<Transcript> {
             self.heard_s = samples.len() as f64 / f64::from(TARGET_RATE);
+            self.reach_s = reach_s;
             if self.fail {
                 anyhow::bail!("whisper failed");
             }
@@ -387,12 +453,13 @@ mod tests {
     }
 
     // Three clips in one window (0-4, 6-11, 13-16 s): each gets its own segment, on its own
-    // timeline; the window is the clips and two gaps.
+    // timeline; the window is the clips and two gaps, and Whisper must hear on to the third.
     #[test]
     fn packed_segments_go_home() {
         let mut fake = Fake::new(&[(0.0, 3.8, "one"), (4.0, 10.9, "two"), (11.0, 15.5, "three")]);
         let heard = hear_packed(&mut fake, &[4.0, 5.0, 3.0], false);
         assert!((fake.heard_s - 16.0).abs() < 1e-3, "{}", fake.heard_s);
+        assert!((fake.reach_s - 13.0).abs() < 1e-3, "{}", fake.reach_s);
         assert_eq!(own(&heard[0]), vec![("one".to_string(), 0.0, 3.8)]);
         let two = own(&heard[1]);
         assert_eq!(two[0].0, "two");
@@ -441,6 +508,39 @@ mod tests {
                 .iter()
                 .all(|h| h.as_ref().is_err_and(|e| e == "whisper failed"))
         );
+    }
+
+    // Clips that leave a window half empty wait for one that fills the gap, or for the end.
+    #[test]
+    fn packer_waits_to_fill_windows() {
+        let mut packer = Packer::default();
+        packer.push(0, clip(18.0));
+        packer.push(1, clip(16.0));
+        assert!(packer.window(false).is_none());
+        packer.push(2, clip(9.0));
+        assert_eq!(keys(packer.window(false)), vec![0, 2]); // 18 + 2 + 9 = 29 s
+        for (i, seconds) in [(3, 15.0), (4, 17.0), (5, 19.0)] {
+            packer.push(i, clip(seconds));
+            assert!(packer.window(false).is_none());
+        }
+        // 16 + 15 + 17 + 19 + 20 s and their gaps: more than three windows wait, so the fullest
+        // window that can be made is heard, then the next clip that fills one.
+        packer.push(6, clip(20.0));
+        assert_eq!(keys(packer.window(false)), vec![6]);
+        packer.push(7, clip(12.0));
+        assert_eq!(keys(packer.window(false)), vec![3, 7]); // 15 + 2 + 12 = 29 s
+    }
+
+    // A clip to be heard alone gets a window of its own at once, before any packed one.
+    #[test]
+    fn lone_clips_go_first_and_alone() {
+        let mut packer = Packer::default();
+        packer.push(0, clip(10.0));
+        packer.push_alone(1, clip(3.0));
+        packer.push(2, clip(10.0));
+        assert_eq!(keys(packer.window(false)), vec![1]);
+        assert!(packer.window(false).is_none());
+        assert_eq!(keys(packer.window(true)), vec![0, 2]);
     }
 
     fn keys(window: Option<Vec<(usize, Speech<'static>)>>) -> Vec<usize> {
