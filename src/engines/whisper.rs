@@ -8,15 +8,13 @@ pub mod pack;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, bail};
 
 use crate::device::Device;
 use whisper_rs::{
     FullParams, SamplingStrategy, WhisperContext, WhisperContextParameters, WhisperState,
-    WhisperSysContext, WhisperSysState, WhisperTokenData as TokenData, WhisperVadContext,
-    WhisperVadContextParams, WhisperVadParams,
+    WhisperTokenData as TokenData, WhisperVadContext, WhisperVadContextParams, WhisperVadParams,
 };
 
 pub struct WhisperModel {
@@ -128,7 +126,6 @@ impl WhisperModel {
             vad: None,
             multilingual: self.ctx.is_multilingual(),
             first_special: self.ctx.token_eot(),
-            first_timestamp: self.ctx.token_beg(),
         })
     }
 }
@@ -140,8 +137,6 @@ pub struct Transcriber {
     multilingual: bool,
     /// Token ids from here on are special (timestamps, language, task), not text.
     first_special: i32,
-    /// The token of timestamp 0.00; each one after it is 20 ms later.
-    first_timestamp: i32,
 }
 
 /// Speech closer than this to the next speech is kept together, pause included.
@@ -150,67 +145,6 @@ const VAD_MERGE_GAP_S: f64 = 1.0;
 const VAD_PAD_S: f64 = 0.2;
 /// Silence put between stretches of speech when they are joined for Whisper.
 const VAD_JOIN_S: f64 = 0.1;
-
-/// How far short of `reach_s` (`Hear::hear`) Whisper's last timestamp may be when it ends a
-/// window's transcript: less than the gap between packed clips (see `pack`).
-const REACH_TOLERANCE_S: f64 = 0.5;
-
-/// Keeps Whisper from ending a window's transcript before it reaches the speech it must hear.
-/// A decoder that ends on one timestamp after text tells whisper.cpp that the rest of the
-/// window is silence, and it skips it: in a packed window, the clips after a pause would go
-/// unheard and cost another window. While the last timestamp is short of `until`, the end of
-/// text is not a choice, so Whisper goes on to the next segment. Only the window's first pass
-/// is held: a later one's timestamps count from where it starts.
-struct Reach {
-    first_timestamp: i32,
-    eot: i32,
-    /// The first timestamp token at which the transcript may end.
-    until: i32,
-    /// Encoder passes so far in this call.
-    passes: AtomicU32,
-}
-
-/// whisper.cpp's encoder-begin callback: counts the passes of a `Reach`.
-unsafe extern "C" fn count_pass(
-    _: *mut WhisperSysContext,
-    _: *mut WhisperSysState,
-    data: *mut std::ffi::c_void,
-) -> bool {
-    // SAFETY: `decode` sets `data` to a `Reach` that outlives the call.
-    let reach = unsafe { &*(data as *const Reach) };
-    reach.passes.fetch_add(1, Ordering::Relaxed);
-    true
-}
-
-/// whisper.cpp's logits filter: no end of text before the `Reach`'s `until`.
-unsafe extern "C" fn hold_end(
-    _: *mut WhisperSysContext,
-    _: *mut WhisperSysState,
-    tokens: *const TokenData,
-    n_tokens: std::ffi::c_int,
-    logits: *mut f32,
-    data: *mut std::ffi::c_void,
-) {
-    // SAFETY: `decode` sets `data` to a `Reach` that outlives the call; whisper.cpp passes the
-    // tokens decoded so far and the logits of the whole vocabulary, the end of text among them.
-    let reach = unsafe { &*(data as *const Reach) };
-    if reach.passes.load(Ordering::Relaxed) > 1 {
-        return;
-    }
-    let tokens = match usize::try_from(n_tokens) {
-        Ok(n) if n > 0 && !tokens.is_null() => unsafe { std::slice::from_raw_parts(tokens, n) },
-        _ => &[],
-    };
-    let last = tokens
-        .iter()
-        .rev()
-        .map(|t| t.id)
-        .find(|&id| id >= reach.first_timestamp)
-        .unwrap_or(reach.first_timestamp);
-    if last < reach.until {
-        unsafe { *logits.add(reach.eot as usize) = f32::NEG_INFINITY };
-    }
-}
 
 /// whisper.cpp's abort callback: asks the `&dyn Fn() -> bool` behind `data`.
 unsafe extern "C" fn abort_if(data: *mut std::ffi::c_void) -> bool {
@@ -293,7 +227,6 @@ impl Transcriber {
     fn decode(
         &mut self,
         samples: &[f32],
-        reach_s: f64,
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript> {
@@ -329,24 +262,6 @@ impl Transcriber {
         unsafe {
             params.set_abort_callback(Some(abort_if));
             params.set_abort_callback_user_data(&give_up as *const &dyn Fn() -> bool as *mut _);
-        }
-        // Whisper may not end before `reach_s` (see `Reach`); `reach` outlives the call.
-        let reach = Reach {
-            first_timestamp: self.first_timestamp,
-            eot: self.first_special,
-            until: self.first_timestamp + ((reach_s - REACH_TOLERANCE_S) / 0.02).max(0.0) as i32,
-            passes: AtomicU32::new(0),
-        };
-        if reach_s > 0.0 {
-            // SAFETY: both callbacks read their user data as the `Reach` above, which lives
-            // until `full` returns.
-            unsafe {
-                let data = &reach as *const Reach as *mut std::ffi::c_void;
-                params.set_start_encoder_callback(Some(count_pass));
-                params.set_start_encoder_callback_user_data(data);
-                params.set_filter_logits_callback(Some(hold_end));
-                params.set_filter_logits_callback_user_data(data);
-            }
         }
         if let Err(e) = self.state.full(params, samples) {
             if give_up() {
@@ -614,12 +529,9 @@ fn is_annotation(text: &str) -> bool {
 /// engine is `Transcriber`; unit tests of `pack` give a fake that returns the segments a test
 /// lays out, so the mapping of segments to clips is tested without a model.
 pub trait Hear {
-    /// Hears `samples`. There is speech from `reach_s` (seconds of `samples`) on, so Whisper may
-    /// not end its transcript before its timestamps reach it; 0 sets no such bound.
     fn hear(
         &mut self,
         samples: &[f32],
-        reach_s: f64,
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript>;
@@ -629,11 +541,10 @@ impl Hear for Transcriber {
     fn hear(
         &mut self,
         samples: &[f32],
-        reach_s: f64,
         options: &Options,
         give_up: &dyn Fn() -> bool,
     ) -> anyhow::Result<Transcript> {
-        self.decode(samples, reach_s, options, give_up)
+        self.decode(samples, options, give_up)
     }
 }
 
@@ -644,7 +555,7 @@ pub fn hear_speech(
     options: &Options,
     give_up: &dyn Fn() -> bool,
 ) -> anyhow::Result<Transcript> {
-    let mut transcript = engine.hear(&speech.samples, 0.0, options, give_up)?;
+    let mut transcript = engine.hear(&speech.samples, options, give_up)?;
     transcript.map_times(&|t, start| speech.original(t, start));
     Ok(transcript)
 }
@@ -661,55 +572,6 @@ mod tests {
             dir: models_dir(None),
             verify: true,
         }
-    }
-
-    // The end of text is barred while the last timestamp is short of the speech to reach, and
-    // only in the window's first pass.
-    #[test]
-    fn whisper_hears_on_to_the_last_clip() {
-        let (first_timestamp, eot) = (100, 50);
-        let reach = Reach {
-            first_timestamp,
-            eot,
-            until: first_timestamp + 600, // 12.00 s
-            passes: AtomicU32::new(1),
-        };
-        let token = |id| TokenData {
-            id,
-            tid: 0,
-            p: 0.0,
-            plog: 0.0,
-            pt: 0.0,
-            ptsum: 0.0,
-            t0: 0,
-            t1: 0,
-            t_dtw: 0,
-            vlen: 0.0,
-        };
-        let may_end = |tokens: &[TokenData]| {
-            let mut logits = vec![0.0f32; 2000];
-            let data = &reach as *const Reach as *mut std::ffi::c_void;
-            let n = i32::try_from(tokens.len()).unwrap();
-            // SAFETY: the pointers are to live values of the types `hold_end` reads.
-            unsafe {
-                hold_end(
-                    std::ptr::null_mut(),
-                    std::ptr::null_mut(),
-                    tokens.as_ptr(),
-                    n,
-                    logits.as_mut_ptr(),
-                    data,
-                )
-            };
-            logits[eot as usize] == 0.0
-        };
-        // <|0.00|> text <|10.00|>: the clip at 12 s is still to come.
-        assert!(!may_end(&[token(100), token(7), token(600)]));
-        assert!(!may_end(&[]));
-        // <|0.00|> ... <|12.40|>: it has been reached.
-        assert!(may_end(&[token(100), token(7), token(720), token(8)]));
-        reach.passes.store(2, Ordering::Relaxed);
-        assert!(may_end(&[token(100), token(7), token(600)]));
     }
 
     // A binary built with an extension this CPU lacks is caught by name; one built without it,

@@ -9,9 +9,7 @@
 //! No text of one clip may land in another. Whisper's segment *ends* are good to a few tenths
 //! of a second, but a segment's start is just where the previous segment ended, so a segment
 //! is given to the clip its end falls in, and only if the clip before had no speech left after
-//! the segment's start. After a clip and its gap Whisper often takes the rest of the window
-//! for silence and ends its transcript, so it is held to hear on to the start of the last clip
-//! (`Hear::hear`'s `reach_s`). Any other segment, or a clip with sound that got no segment (Whisper
+//! the segment's start. Any other segment, or a clip with sound that got no segment (Whisper
 //! sometimes stops early, or its words may sit in a neighbour's segment), makes the clips
 //! concerned unclear: the caller packs them again with other neighbours, and transcribes a clip
 //! that is unclear twice alone. Nothing here knows files or items; callers key clips.
@@ -254,12 +252,7 @@ pub fn transcribe_packed(
         debug_assert!((window.len() as f64 / rate - layout.spans[i].0).abs() < 1e-3);
         window.extend_from_slice(&clip.samples);
     }
-    // Whisper must hear on to the last clip with sound.
-    let reach_s = (0..clips.len())
-        .rev()
-        .find(|&i| rms(&clips[i].samples) >= SILENCE_RMS)
-        .map_or(0.0, |i| layout.spans[i].0);
-    let heard = match engine.hear(&window, reach_s, options, give_up) {
+    let heard = match engine.hear(&window, options, give_up) {
         Ok(heard) => heard,
         Err(e) if give_up() => {
             let reason = format!("{e:#}");
@@ -389,8 +382,6 @@ mod tests {
         fail: bool,
         /// Length of the last window heard, in seconds.
         heard_s: f64,
-        /// The `reach_s` it was last asked for.
-        reach_s: f64,
     }
 
     impl Fake {
@@ -399,7 +390,6 @@ mod tests {
                 segments: segments.to_vec(),
                 fail: false,
                 heard_s: 0.0,
-                reach_s: 0.0,
             }
         }
     }
@@ -408,12 +398,10 @@ mod tests {
         fn hear(
             &mut self,
             samples: &[f32],
-            reach_s: f64,
             _: &Options,
             _: &dyn Fn() -> bool,
         ) -> anyhow::Result<Transcript> {
             self.heard_s = samples.len() as f64 / f64::from(TARGET_RATE);
-            self.reach_s = reach_s;
             if self.fail {
                 anyhow::bail!("whisper failed");
             }
@@ -453,13 +441,12 @@ mod tests {
     }
 
     // Three clips in one window (0-4, 6-11, 13-16 s): each gets its own segment, on its own
-    // timeline; the window is the clips and two gaps, and Whisper must hear on to the third.
+    // timeline; the window is the clips and two gaps.
     #[test]
     fn packed_segments_go_home() {
         let mut fake = Fake::new(&[(0.0, 3.8, "one"), (4.0, 10.9, "two"), (11.0, 15.5, "three")]);
         let heard = hear_packed(&mut fake, &[4.0, 5.0, 3.0], false);
         assert!((fake.heard_s - 16.0).abs() < 1e-3, "{}", fake.heard_s);
-        assert!((fake.reach_s - 13.0).abs() < 1e-3, "{}", fake.reach_s);
         assert_eq!(own(&heard[0]), vec![("one".to_string(), 0.0, 3.8)]);
         let two = own(&heard[1]);
         assert_eq!(two[0].0, "two");
