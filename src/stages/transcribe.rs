@@ -440,9 +440,10 @@ type Window = Vec<(Waiting, Speech<'static>)>;
 
 /// The whisper states that hear a worker's windows, each on a thread of its own, while the
 /// worker's thread decodes, finds speech and packs the next ones. There are as many as the
-/// worker's fair share of threads (one thread each): ggml's threads wait for each other at
-/// every step of the decoder, so two one-thread states hear two windows faster than one
-/// two-thread state hears them in turn.
+/// worker's fair share of threads, one thread each (one helper with the worker's threads when
+/// `threads` is set, or on the GPU): ggml's threads wait for each other at every step of the
+/// decoder, so two one-thread states hear two windows faster than one two-thread state hears
+/// them in turn.
 struct Helpers<'scope, 'env> {
     scope: &'scope std::thread::Scope<'scope, 'env>,
     jobs: (Sender<Window>, Receiver<Window>),

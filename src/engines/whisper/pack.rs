@@ -84,10 +84,10 @@ impl<K> Packer<K> {
         self.pending.push((key, speech, Place::Alone));
     }
 
-    /// The next window's clips: a clip queued with `push_alone` by itself; else, once the
-    /// waiting clips fill a window (or, with `drain`, whatever waits), the longest ones that
-    /// fit together, so the short ones are left to fill gaps later; a clip queued with
-    /// `push_first` opens the window.
+    /// The next window's clips: a clip queued with `push_alone` by itself; else the fullest
+    /// window the waiting clips make (longest first, so short ones are left to fill gaps
+    /// later), once it is full to within `WINDOW_S - FULL_S` or `WAITING_WINDOWS` windows' worth
+    /// wait (with `drain`, at once); a clip queued with `push_first` opens the window.
     pub fn window(&mut self, drain: bool) -> Option<Vec<(K, Speech<'static>)>> {
         if let Some(i) = self.pending.iter().position(|(.., p)| *p == Place::Alone) {
             let (key, speech, _) = self.pending.remove(i);
@@ -110,13 +110,10 @@ impl<K> Packer<K> {
             Place::First => 1,
             _ => self.pending.len(),
         };
-        let (used, taken) =
-            (0..openers)
-                .map(|open| self.fill(open))
-                .fold(
-                    (0.0, Vec::new()),
-                    |best, next| if next.0 > best.0 { next } else { best },
-                );
+        let (used, taken) = (0..openers)
+            .rev()
+            .map(|open| self.fill(open))
+            .max_by(|a, b| a.0.total_cmp(&b.0))?;
         // A window with room to spare waits for clips that fill it, while few enough wait.
         if !drain && used < FULL_S && needed < WAITING_WINDOWS * (WINDOW_S + GAP_S) {
             return None;
@@ -128,11 +125,9 @@ impl<K> Packer<K> {
         self.pending = kept.into_iter().map(|(clip, _)| clip).collect();
         Some(window.into_iter().map(|((k, s, _), _)| (k, s)).collect())
     }
-}
 
-impl<K> Packer<K> {
-    /// The window `pending[open]` opens, filled with the longest clips after it that fit: its
-    /// length, gaps included, and which clips it takes.
+    /// The window `pending[open]` opens, filled with the longest other clips that fit (the
+    /// pending clips are sorted longest first): its length, gaps included, and which it takes.
     fn fill(&self, open: usize) -> (f64, Vec<bool>) {
         let mut used = self.pending[open].1.duration_s();
         let mut taken = vec![false; self.pending.len()];
