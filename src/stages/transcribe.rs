@@ -130,6 +130,12 @@ const OPTIONS: &[OptionSpec] = &[
         "Beams of whisper.cpp's beam search; 1 decodes greedily (fastest). 5 is Whisper's own choice: sometimes more accurate on hard audio, and slower.",
     ),
     opt(
+        "max_context",
+        Ty::Int { min: 0, max: 224 },
+        Default::Value("64"),
+        "Tokens of the text already heard in a chunk that prime Whisper for the next 30 seconds (whisper.cpp's `--max-context`): names and spellings stay consistent. More (up to 224, Whisper's own) costs about 0.4 MB of memory per token per whisper state; 0 hears each 30 seconds alone.",
+    ),
+    opt(
         "temperature_increment",
         Ty::Float { min: 0.0, max: 1.0 },
         Default::Value("0.2"),
@@ -269,6 +275,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             no_speech_threshold: options.float("no_speech_threshold") as f32,
             word_timestamps: options.bool("word_timestamps"),
             beam_size: options.usize("beam_size"),
+            context_tokens: options.usize("max_context"),
             vad_model: None,
         },
         threads: options.usize("threads"),
