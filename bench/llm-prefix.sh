@@ -8,6 +8,12 @@
 # Prints per task the prompt tokens per item, those actually decoded per item (the run report's
 # prompt_tokens minus cached_prompt_tokens), items per second of the stage's busy time, the
 # speed-up, and whether the records are byte-identical (they must be: greedy decoding).
+# The peer: llama.cpp's own llama-server (built by scripts/llama-tools.sh from the pinned
+# llama-cpp-python sdist) serving the same GGUF file with PARALLEL slots, THREADS threads and the
+# same context per slot, its prompt cache on (its default: a slot keeps the tokens of its last
+# prompt and decodes only what differs), fed the same prompts by lai's own `endpoint` mode with
+# PARALLEL requests in flight; its row gives the share of records whose answers (every field
+# but the provenance) equal lai's.
 #
 #   bench/llm-prefix.sh                   # PARALLEL=8, REPS=3, THREADS=$(nproc)
 set -euo pipefail
@@ -20,8 +26,18 @@ cargo build --release --locked -q
 LAI=${CARGO_TARGET_DIR:-$PWD/target}/release/lai
 python3 scripts/fetch-models.py smollm2-135m-instruct >/dev/null
 
+MODELS=$("$LAI" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/p')
+SERVER=$(scripts/llama-tools.sh llama-server)/llama-server
+PORT=$(python3 -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+"$SERVER" -m "$MODELS/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf" --host 127.0.0.1 \
+  --port "$PORT" -np "$PARALLEL" -c $((PARALLEL * 2048)) -t "$THREADS" --no-webui >/dev/null 2>&1 &
+SERVER_PID=$!
 WORK=$(mktemp -d)
-trap 'rm -rf "$WORK"' EXIT
+trap 'kill $SERVER_PID 2>/dev/null; rm -rf "$WORK"' EXIT
+until curl -sf "http://127.0.0.1:$PORT/health" >/dev/null; do
+  kill -0 $SERVER_PID 2>/dev/null || { echo "llama-server did not start" >&2; exit 1; }
+  sleep 0.5
+done
 cp samples/classify/held-out.jsonl "$WORK/items.jsonl"
 
 # The few-shot system message, as a TOML string.
@@ -44,7 +60,14 @@ system = $SYSTEM"
 STAGE[extract]="task = \"extract\"
 fields = [\"name\", \"email\", \"phone\", \"date\"]"
 
-run_lai() { # task cache -> "items prompt_tokens cached_prompt_tokens busy_s"
+run_lai() { # task cache|server -> "items prompt_tokens cached_prompt_tokens busy_s"
+  if [ "$2" = server ]; then
+    how="endpoint = \"http://127.0.0.1:$PORT/v1\"
+served_model = \"smollm2\"
+allow_unredacted = \"benchmark of the shipped sample tickets on this machine\""
+  else
+    how="prefix_cache = $2"
+  fi
   cat > "$WORK/$1-$2.toml" <<EOF
 name = "bench"
 [input]
@@ -55,7 +78,7 @@ ${STAGE[$1]}
 parallel = $PARALLEL
 batch_size = 64
 max_wait = "1s"
-prefix_cache = $2
+$how
 [[output]]
 kind = "jsonl"
 path = "{out}/out.jsonl"
@@ -75,7 +98,7 @@ EOF
 declare -A BEST
 for _ in $(seq "$REPS"); do
   for task in classify extract; do
-    for cache in false true; do
+    for cache in false true server; do
       read -r n p c b < <(run_lai $task $cache)
       key=$task-$cache
       if [ -z "${BEST[$key]:-}" ] || python3 -c "import sys; sys.exit(not $b < ${BEST[$key]##* })"; then
@@ -86,19 +109,24 @@ for _ in $(seq "$REPS"); do
 done
 
 echo "llm shared prompt prefix: SmolLM2-135M Q4_1, 32 held-out tickets, parallel $PARALLEL, $THREADS threads, best of $REPS"
+echo "(prefix_cache \"server\": llama-server, $PARALLEL slots, fed by lai's endpoint mode; \"identical\": share of records with lai's answers)"
 echo
-printf "%-9s %-12s %12s %14s %9s %8s %9s %10s\n" task prefix_cache "prompt tok/item" "decoded tok/item" busy_s items/s speed-up identical
+printf "%-9s %-12s %12s %14s %9s %8s %9s %10s\n" task prefix_cache "prompt tok/item" "decoded tok/item" busy_s items/s "vs false" identical
 for task in classify extract; do
   read -r _ _ _ off_busy <<<"${BEST[$task-false]}"
-  for cache in false true; do
+  for cache in false true server; do
     read -r n p c b <<<"${BEST[$task-$cache]}"
-    same=$(python3 - "$WORK/out-$task-false/out.jsonl" "$WORK/out-$task-$cache/out.jsonl" <<'EOF'
+    same=$(python3 - "$WORK/out-$task-false/out.jsonl" "$WORK/out-$task-$cache/out.jsonl" "$cache" <<'EOF'
 import json, sys
-def records(path):  # without the run's own provenance
-    return [{k: v for k, v in json.loads(l).items() if k != "_lai"} for l in open(path)]
-print("yes" if records(sys.argv[1]) == records(sys.argv[2]) else "NO")
+def records(path, drop):  # without the run's own provenance (and the llm stage's, for the server)
+    return [{k: v for k, v in json.loads(l).items() if k not in drop} for l in open(path)]
+if sys.argv[3] == "server":
+    a, b = records(sys.argv[1], {"_lai", "llm"}), records(sys.argv[2], {"_lai", "llm"})
+    print(f"{sum(x == y for x, y in zip(a, b))}/{len(a)}")
+else:
+    print("yes" if records(sys.argv[1], {"_lai"}) == records(sys.argv[2], {"_lai"}) else "NO")
 EOF
 )
-    python3 -c "n,p,c,b,off=$n,$p,$c,$b,$off_busy; print(f'{\"$task\":<9} {\"$cache\":<12} {p/n:>15.1f} {(p-c)/n:>16.1f} {b:>9.2f} {n/b:>8.2f} {off/b:>8.2f}x {\"$same\":>10}')"
+    python3 -c "n,p,c,b,off=$n,$p,$c,$b,$off_busy; print(f'{\"$task\":<9} {\"$cache\":<12} {p/n:>15.1f} {(\"n/a\" if \"$cache\" == \"server\" else f\"{(p-c)/n:.1f}\"):>16} {b:>9.2f} {n/b:>8.2f} {off/b:>8.2f}x {\"$same\":>10}')"
   done
 done
