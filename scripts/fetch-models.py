@@ -465,7 +465,7 @@ def prepare_bert_onnx(pkgs, inputs, out_files):
     weights are only transposed for MatMul (and Q, K, V joined for Attention), never rounded."""
     config = json.loads(pkgs.read(inputs["config"]))
     t = read_safetensors(pkgs.read(inputs["model"]))
-    heads, width = config["num_attention_heads"], config["hidden_size"]
+    heads = config["num_attention_heads"]
     eps = float(config["layer_norm_eps"])
     g = OnnxGraph()
     ms = "com.microsoft"

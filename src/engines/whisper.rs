@@ -44,7 +44,7 @@ pub struct Options {
     /// (whisper.cpp's `n_max_text_ctx`, at most 224 are used). The decoder's first step computes
     /// the vocabulary's logits for every one of them: about 0.4 MB of each state's memory
     /// per token.
-    pub context_tokens: usize,
+    pub max_context: usize,
     /// whisper.cpp's Silero VAD model, to skip non-speech.
     pub vad_model: Option<PathBuf>,
 }
@@ -60,7 +60,7 @@ impl Default for Options {
             no_speech_threshold: 0.6,
             word_timestamps: false,
             beam_size: 1,
-            context_tokens: 64,
+            max_context: 64,
             vad_model: None,
         }
     }
@@ -254,7 +254,7 @@ impl Transcriber {
         }
         // Each call hears only its own audio: no text of an earlier call primes this one.
         params.set_no_context(true);
-        params.set_n_max_text_ctx(i32::try_from(options.context_tokens).unwrap_or(i32::MAX));
+        params.set_n_max_text_ctx(i32::try_from(options.max_context).unwrap_or(i32::MAX));
         params.set_temperature_inc(options.temperature_increment);
         params.set_no_speech_thold(options.no_speech_threshold);
         params.set_token_timestamps(options.word_timestamps);

@@ -275,7 +275,7 @@ fn build(options: &Options, diag: &mut Diagnostics) -> Option<Box<dyn Stage>> {
             no_speech_threshold: options.float("no_speech_threshold") as f32,
             word_timestamps: options.bool("word_timestamps"),
             beam_size: options.usize("beam_size"),
-            context_tokens: options.usize("max_context"),
+            max_context: options.usize("max_context"),
             vad_model: None,
         },
         threads: options.usize("threads"),
