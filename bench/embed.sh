@@ -11,6 +11,9 @@
 # (batch 256, its default). Both peers embed a warm-up slice first, then the corpus, timed. All
 # use THREADS. Cosine: each vector against sentence-transformers' for the same sentence (min and
 # mean). Peers live in a virtual environment under ~/.cache/lai/bench (pinned; ~6 GB with PyTorch).
+# GFLOP/s: the model's own arithmetic for the corpus (its matrix products and attention, padding
+# left out) over each tool's seconds, beside the best rate PyTorch's fp32 matrix product reaches on
+# this CPU with the model's shapes: how near each tool runs to what the CPU can do.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-10000}
@@ -46,7 +49,7 @@ times=()
 for model in all-minilm-l6-v2 all-minilm-l6-v2-int8; do
   sed "s/^model = \"all-minilm-l6-v2\"/model = \"$model\"/" pipelines/embed.toml >"$work/$model.toml"
   start=$(date +%s.%N)
-  target/release/lai run "$work/$model.toml" "$corpus" -o "$work/out-$model" -q --jobs "$threads"
+  target/release/lai run "$work/$model.toml" "$corpus" -o "$work/out-$model" -q --fresh --jobs "$threads"
   end=$(date +%s.%N)
   times+=("$(echo "$end - $start" | bc)")
 done
@@ -56,16 +59,21 @@ done
 python3 - "$n" "$threads" "$work/peers.json" "${times[@]}" <<'PY'
 import json, sys
 n, threads, peers = int(sys.argv[1]), sys.argv[2], json.load(open(sys.argv[3]))
+work = peers["work"]
 lai = {"fp32": float(sys.argv[4]), "int8": float(sys.argv[5])}
 st_rate = n / peers["sentence-transformers"]["seconds"]
 fe_rate = n / peers["fastembed"]["seconds"]
 print(f"{n} sentences of 3-150 words, {threads} threads, all-MiniLM-L6-v2")
-print(f"{'tool':<24} {'model':<11} {'seconds':>8} {'sent/s':>8} {'lai fp32 / tool':>15} {'cos min':>8} {'cos mean':>9}")
+print(f"{'tool':<24} {'model':<11} {'seconds':>8} {'sent/s':>8} {'lai fp32 / tool':>15} {'cos min':>8} {'cos mean':>9} {'GFLOP/s':>7}")
 rows = [("lai", "fp32 ONNX", lai["fp32"], peers["lai"]["fp32"]),
         ("lai", "int8 ONNX", lai["int8"], peers["lai"]["int8"]),
         ("sentence-transformers", "fp32 torch", peers["sentence-transformers"]["seconds"], {"cos_min": 1, "cos_mean": 1}),
         ("fastembed", "fp32 ONNX", peers["fastembed"]["seconds"], peers["fastembed"])]
 for name, model, seconds, cos in rows:
     rate = n / seconds
-    print(f"{name:<24} {model:<11} {seconds:8.2f} {rate:8.1f} {n / lai['fp32'] / rate:14.2f}x {cos['cos_min']:8.5f} {cos['cos_mean']:9.5f}")
+    print(f"{name:<24} {model:<11} {seconds:8.2f} {rate:8.1f} {n / lai['fp32'] / rate:14.2f}x {cos['cos_min']:8.5f} {cos['cos_mean']:9.5f} {work['gflop'] / seconds:7.1f}")
+print(f"GFLOP/s: the model's arithmetic for these {work['tokens']} tokens ({work['gflop']:.0f} GFLOP, padding left out)"
+      f" over each tool's time. PyTorch's best fp32 matrix product on the model's shapes here:"
+      f" {work['gemm_gflops']:.1f} GFLOP/s; 1.5x sentence-transformers needs"
+      f" {1.5 * work['gflop'] / peers['sentence-transformers']['seconds']:.1f}.")
 PY

@@ -39,6 +39,37 @@ seconds, st_vectors = timed(lambda t: st.encode(t, batch_size=32, normalize_embe
 result["sentence-transformers"] = {"seconds": seconds}
 
 
+def model_flops():
+    """Multiply-adds x 2 the model needs for the corpus, padding left out: per text of n tokens
+    ([CLS] and [SEP] included), each layer's Q, K, V, output and feed-forward products
+    (2 n (4 d^2 + 2 d ff)) and attention's scores and mix (4 n^2 d)."""
+    cfg = st[0].auto_model.config
+    d, ff, layers = cfg.hidden_size, cfg.intermediate_size, cfg.num_hidden_layers
+    ids = st.tokenizer(texts, truncation=True, max_length=st.max_seq_length)["input_ids"]
+    lens = [len(i) for i in ids]
+    return sum(layers * (2 * n * (4 * d * d + 2 * d * ff) + 4 * n * n * d) for n in lens), sum(lens)
+
+
+def gemm_rate():
+    """The best fp32 GFLOP/s PyTorch's own matrix product reaches here on the model's shapes
+    (a batch of 512 token rows through each of its weight matrices)."""
+    best = 0.0
+    for k, n in [(384, 1536), (1536, 384), (384, 384)]:
+        a, b = torch.randn(512, k), torch.randn(k, n)
+        for _ in range(5):
+            a @ b
+        reps = 300
+        start = time.perf_counter()
+        for _ in range(reps):
+            a @ b
+        best = max(best, 2 * 512 * k * n * reps / (time.perf_counter() - start) / 1e9)
+    return best
+
+
+flops, tokens = model_flops()
+result["work"] = {"gflop": flops / 1e9, "tokens": tokens, "gemm_gflops": gemm_rate()}
+
+
 def cosines(vectors):
     cos = (st_vectors * vectors).sum(1)
     return {"cos_min": float(cos.min()), "cos_mean": float(cos.mean())}
