@@ -98,7 +98,7 @@ for chain, label, alone in [
 ]:
     items = report(chain)["items"]["written"]
     print(f"\n{label}: {items} items")
-    print(f"  {'run':<22} {'seconds':>8} {'items/s':>8}   stage busy % in the run")
+    print(f"  {'run':<22} {'seconds':>8} {'items/s':>8}   stage busy % (round 1)")
     times = {}
     for name in alone + [chain]:
         r = report(name)
