@@ -698,6 +698,7 @@ mod tests {
     // the same whether sequences are decoded one at a time or together.
     #[test]
     fn batched_greedy_matches_one_at_a_time() {
+        let _engine = crate::engines::one_engine_at_a_time();
         let model = model();
         let requests = requests(&model);
         let run = |parallel| {
@@ -726,6 +727,7 @@ mod tests {
     // from the prefix, and one that starts otherwise is decoded whole.
     #[test]
     fn shared_prefix_gives_identical_output() {
+        let _engine = crate::engines::one_engine_at_a_time();
         let model = model();
         let system = "You are a support assistant for a telephone and internet company. Read the customer's message carefully and answer in one short, polite sentence that says what happens next.";
         let messages = [
@@ -810,6 +812,7 @@ mod tests {
     // an oversized prompt fails alone.
     #[test]
     fn grammar_stops_and_limits() {
+        let _engine = crate::engines::one_engine_at_a_time();
         let model = model();
         let mut generator = model
             .generator(&GeneratorOptions {

@@ -664,6 +664,7 @@ mod tests {
     // with and without the converted Silero VAD; words are timed inside their segment.
     #[test]
     fn converted_models_transcribe_speech() {
+        let _engine = crate::engines::one_engine_at_a_time();
         let store = store();
         let model = store
             .resolve(&crate::models::ModelRef::Catalog("whisper-tiny-en".into()))
@@ -722,6 +723,7 @@ mod tests {
     // transcribes.
     #[test]
     fn converted_base_model_transcribes() {
+        let _engine = crate::engines::one_engine_at_a_time();
         let model = store()
             .resolve(&crate::models::ModelRef::Catalog("whisper-base".into()))
             .unwrap();
