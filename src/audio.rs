@@ -63,9 +63,14 @@ pub struct Chunk {
 /// mixes them all down. Stops early, without error, if `on_chunk` returns false. `give_up` is
 /// asked before every packet; when it says so, decoding ends with an error (the stage's
 /// `timeout`).
+///
+/// Chunks heard `at_once` at a time (by parallel workers) are cut evenly when the file says how
+/// long it is (see `even_chunk_s`), so that the last ones finish together instead of one short
+/// chunk at the end running alone.
 pub fn decode(
     path: &Path,
     chunk_s: f64,
+    at_once: usize,
     channel: Option<usize>,
     give_up: &dyn Fn() -> bool,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
@@ -132,6 +137,10 @@ pub fn decode(
     }
     let expected_frames = params.n_frames;
 
+    let chunk_s = match expected_frames {
+        Some(frames) => even_chunk_s(frames as f64 / f64::from(sample_rate), chunk_s, at_once),
+        None => chunk_s,
+    };
     let mut chunker = Chunker::new(sample_rate, chunk_s)?;
     let mut channels = params.channels.map_or(0, |c| c.count());
     let mut decoded_frames: u64 = 0;
@@ -221,6 +230,21 @@ fn codec_name(codec: CodecType) -> String {
         other => return format!("unknown codec {other}"),
     };
     name.to_string()
+}
+
+/// The chunk length for `Chunker` that cuts `total_s` of audio into a multiple of `at_once`
+/// nearly equal chunks (each cut within `CUT_SEARCH_S` after an even share, so the last chunk is
+/// never a short tail), as many as `chunk_s` asks for, rounded; or `chunk_s` itself when even
+/// chunks would be shorter than half of it (a file of one or two chunks' length, heard alone).
+fn even_chunk_s(total_s: f64, chunk_s: f64, at_once: usize) -> f64 {
+    let at_once = at_once.max(1);
+    let parts = ((total_s / chunk_s).round().max(1.0) as usize).next_multiple_of(at_once);
+    let even = total_s / parts as f64;
+    if even < chunk_s / 2.0 {
+        return chunk_s;
+    }
+    // The chunker looks for its cut this far back from a chunk's length.
+    even + even.min(CUT_SEARCH_S)
 }
 
 /// Resamples mono audio to 16 kHz and cuts it into chunks at quiet places.
@@ -381,6 +405,7 @@ mod tests {
         let info = decode(
             &samples_dir().join("hello.wav"),
             1.0,
+            1,
             None,
             &|| false,
             &mut |c| {
@@ -407,12 +432,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, "this is not audio at all, just text").unwrap();
-        let err = decode(&text, 30.0, None, &|| false, &mut |_| true).unwrap_err();
+        let err = decode(&text, 30.0, 1, None, &|| false, &mut |_| true).unwrap_err();
         assert!(err.contains("not a readable audio"), "{err}");
         let empty = dir.path().join("empty.mp3");
         std::fs::write(&empty, b"").unwrap();
         assert!(
-            decode(&empty, 30.0, None, &|| false, &mut |_| true)
+            decode(&empty, 30.0, 1, None, &|| false, &mut |_| true)
                 .unwrap_err()
                 .contains("empty")
         );
@@ -446,13 +471,13 @@ mod tests {
         for rate in [8, 999, 384_001, 4_000_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, 4000);
-            let err = decode(&path, 30.0, None, &|| false, &mut |_| true).unwrap_err();
+            let err = decode(&path, 30.0, 1, None, &|| false, &mut |_| true).unwrap_err();
             assert!(err.contains("implausible sample rate"), "{rate}: {err}");
         }
         for rate in [1_000, 384_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, rate);
-            let info = decode(&path, 30.0, None, &|| false, &mut |_| true).unwrap();
+            let info = decode(&path, 30.0, 1, None, &|| false, &mut |_| true).unwrap();
             assert!((info.duration_s - 1.0).abs() < 0.01, "{rate}: {info:?}");
         }
     }
@@ -463,12 +488,33 @@ mod tests {
         let err = decode(
             &samples_dir().join("hello.wav"),
             30.0,
+            1,
             None,
             &|| true,
             &mut |_| true,
         )
         .unwrap_err();
         assert!(err.contains("out of time"), "{err}");
+    }
+
+    // A file cut for two chunks at a time gets an even number of chunks of equal length (as many
+    // as `chunk` asks, rounded), cut in the `CUT_SEARCH_S` after each share; one too short for
+    // two chunks of half a `chunk` each keeps the usual length.
+    #[test]
+    fn even_chunks() {
+        let close = |a: f64, b: f64| (a - b).abs() < 1e-9;
+        // 242.6 s: 120 + 120 + a 2.6 s tail before; now two chunks of 121.3 s.
+        assert!(close(even_chunk_s(242.6, 120.0, 2), 121.3 + CUT_SEARCH_S));
+        assert!(close(even_chunk_s(242.6, 120.0, 1), 121.3 + CUT_SEARCH_S));
+        assert!(close(even_chunk_s(300.0, 120.0, 2), 75.0 + CUT_SEARCH_S));
+        assert!(close(
+            even_chunk_s(3600.0, 120.0, 4),
+            3600.0 / 32.0 + CUT_SEARCH_S
+        ));
+        assert!(close(even_chunk_s(130.0, 120.0, 2), 65.0 + CUT_SEARCH_S));
+        assert!(close(even_chunk_s(100.0, 120.0, 2), 120.0));
+        assert!(close(even_chunk_s(12.0, 30.0, 1), 30.0));
+        assert!(close(even_chunk_s(12.0, 4.0, 1), 8.0));
     }
 
     // The quietest frame is found.

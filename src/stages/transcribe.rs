@@ -163,7 +163,7 @@ const OPTIONS: &[OptionSpec] = &[
         "chunk",
         Ty::Duration,
         Default::Value("\"2m\""),
-        "Audio is decoded and transcribed in pieces of about this length (cut at a quiet moment), so memory stays bounded for long files.",
+        "Audio is decoded and transcribed in pieces of about this length (cut at a quiet moment), so memory stays bounded for long files. A file that says how long it is gets equal pieces, as many as this asks for rounded to share evenly among the Whisper states hearing it at once, so no short last piece runs alone.",
     ),
     opt(
         "channels",
@@ -805,7 +805,7 @@ impl TranscribeWorker<'_> {
             // when `tx` is dropped at the end.
             let tx = tx;
             let mut k = 0;
-            audio::decode(path, chunk_s, channel, &|| deadline.passed(), &mut |c| {
+            audio::decode(path, chunk_s, states, channel, &|| deadline.passed(), &mut |c| {
                 k += 1;
                 !failed.load(Ordering::Relaxed) && tx.send((k, c)).is_ok()
             })
@@ -885,7 +885,7 @@ fn decode_whole(
 ) -> Result<Option<(Vec<f32>, AudioInfo)>, String> {
     let mut whole: Option<Vec<f32>> = None;
     let mut long = false;
-    let info = audio::decode(path, WHOLE_FILE_S, None, give_up, &mut |chunk| {
+    let info = audio::decode(path, WHOLE_FILE_S, 1, None, give_up, &mut |chunk| {
         if whole.is_some() {
             long = true;
             return false;
