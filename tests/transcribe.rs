@@ -480,7 +480,10 @@ fn other_languages_are_detected_and_translated() {
         std::fs::copy(repo("tests/data").join(name), input.join(name)).unwrap();
     }
     let shipped = std::fs::read_to_string(repo("pipelines/transcribe.toml")).unwrap();
-    let multilingual = shipped.replace("model = \"whisper-tiny-en\"", "model = \"whisper-base\"");
+    let multilingual = shipped.replace(
+        "model = \"whisper-tiny-en-q8_0\"",
+        "model = \"whisper-base\"",
+    );
     assert_ne!(
         multilingual, shipped,
         "the shipped pipeline names its model"

@@ -84,7 +84,7 @@ const OPTIONS: &[OptionSpec] = &[
     opt(
         "model",
         Ty::Model(&models::WHISPER),
-        Default::Value("\"whisper-tiny-en\""),
+        Default::Value("\"whisper-tiny-en-q8_0\""),
         "Whisper model: a catalog name (`lai models list`), or a whisper.cpp ggml file (f16 or quantized) by path: { path = \"/models/ggml-large-v3-turbo-q5_0.bin\", sha256 = \"...\" }.",
     ),
     opt(
