@@ -64,13 +64,14 @@ pub struct Chunk {
 /// asked before every packet; when it says so, decoding ends with an error (the stage's
 /// `timeout`).
 ///
-/// Chunks heard `at_once` at a time (by parallel workers) are cut evenly when the file says how
-/// long it is (see `even_chunk_s`), so that the last ones finish together instead of one short
-/// chunk at the end running alone.
+/// With `even_for: Some(n)` (chunks heard n at a time, by parallel workers) the chunks are cut
+/// evenly when the file says how long it is (see `even_chunk_s`), so that the last ones finish
+/// together instead of one short chunk at the end running alone; with `None` every chunk but the
+/// last is about `chunk_s` long.
 pub fn decode(
     path: &Path,
     chunk_s: f64,
-    at_once: usize,
+    even_for: Option<usize>,
     channel: Option<usize>,
     give_up: &dyn Fn() -> bool,
     on_chunk: &mut dyn FnMut(Chunk) -> bool,
@@ -137,9 +138,11 @@ pub fn decode(
     }
     let expected_frames = params.n_frames;
 
-    let chunk_s = match expected_frames {
-        Some(frames) => even_chunk_s(frames as f64 / f64::from(sample_rate), chunk_s, at_once),
-        None => chunk_s,
+    let chunk_s = match (even_for, expected_frames) {
+        (Some(at_once), Some(frames)) => {
+            even_chunk_s(frames as f64 / f64::from(sample_rate), chunk_s, at_once)
+        }
+        _ => chunk_s,
     };
     let mut chunker = Chunker::new(sample_rate, chunk_s)?;
     let mut channels = params.channels.map_or(0, |c| c.count());
@@ -405,7 +408,7 @@ mod tests {
         let info = decode(
             &samples_dir().join("hello.wav"),
             1.0,
-            1,
+            None,
             None,
             &|| false,
             &mut |c| {
@@ -432,12 +435,12 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let text = dir.path().join("notes.wav");
         std::fs::write(&text, "this is not audio at all, just text").unwrap();
-        let err = decode(&text, 30.0, 1, None, &|| false, &mut |_| true).unwrap_err();
+        let err = decode(&text, 30.0, None, None, &|| false, &mut |_| true).unwrap_err();
         assert!(err.contains("not a readable audio"), "{err}");
         let empty = dir.path().join("empty.mp3");
         std::fs::write(&empty, b"").unwrap();
         assert!(
-            decode(&empty, 30.0, 1, None, &|| false, &mut |_| true)
+            decode(&empty, 30.0, None, None, &|| false, &mut |_| true)
                 .unwrap_err()
                 .contains("empty")
         );
@@ -471,13 +474,13 @@ mod tests {
         for rate in [8, 999, 384_001, 4_000_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, 4000);
-            let err = decode(&path, 30.0, 1, None, &|| false, &mut |_| true).unwrap_err();
+            let err = decode(&path, 30.0, None, None, &|| false, &mut |_| true).unwrap_err();
             assert!(err.contains("implausible sample rate"), "{rate}: {err}");
         }
         for rate in [1_000, 384_000] {
             let path = dir.path().join(format!("{rate}.wav"));
             wav_at(&path, rate, rate);
-            let info = decode(&path, 30.0, 1, None, &|| false, &mut |_| true).unwrap();
+            let info = decode(&path, 30.0, None, None, &|| false, &mut |_| true).unwrap();
             assert!((info.duration_s - 1.0).abs() < 0.01, "{rate}: {info:?}");
         }
     }
@@ -488,7 +491,7 @@ mod tests {
         let err = decode(
             &samples_dir().join("hello.wav"),
             30.0,
-            1,
+            None,
             None,
             &|| true,
             &mut |_| true,
@@ -515,6 +518,35 @@ mod tests {
         assert!(close(even_chunk_s(100.0, 120.0, 2), 120.0));
         assert!(close(even_chunk_s(12.0, 30.0, 1), 30.0));
         assert!(close(even_chunk_s(12.0, 4.0, 1), 8.0));
+    }
+
+    // Decoding a 70 s file in 30 s chunks: fixed chunks (how a caller learns whether a file is
+    // longer than a chunk) are at most 30 s, the last a tail; chunks for two at once are two,
+    // each cut within `CUT_SEARCH_S` after 35 s.
+    #[test]
+    fn fixed_and_even_chunks() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("seventy.wav");
+        wav_at(&path, 16_000, 70 * 16_000);
+        let lengths = |even_for| {
+            let mut lengths = Vec::new();
+            decode(&path, 30.0, even_for, None, &|| false, &mut |c| {
+                lengths.push(c.samples.len() as f64 / 16_000.0);
+                true
+            })
+            .unwrap();
+            lengths
+        };
+        let fixed = lengths(None);
+        assert!(
+            fixed.len() == 3 && fixed.iter().all(|&s| s <= 30.0),
+            "{fixed:?}"
+        );
+        let even = lengths(Some(2));
+        assert!(
+            even.len() == 2 && (35.0..=45.0).contains(&even[0]),
+            "{even:?}"
+        );
     }
 
     // The quietest frame is found.

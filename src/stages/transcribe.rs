@@ -805,7 +805,7 @@ impl TranscribeWorker<'_> {
             // when `tx` is dropped at the end.
             let tx = tx;
             let mut k = 0;
-            audio::decode(path, chunk_s, states, channel, &|| deadline.passed(), &mut |c| {
+            audio::decode(path, chunk_s, Some(states), channel, &|| deadline.passed(), &mut |c| {
                 k += 1;
                 !failed.load(Ordering::Relaxed) && tx.send((k, c)).is_ok()
             })
@@ -885,7 +885,7 @@ fn decode_whole(
 ) -> Result<Option<(Vec<f32>, AudioInfo)>, String> {
     let mut whole: Option<Vec<f32>> = None;
     let mut long = false;
-    let info = audio::decode(path, WHOLE_FILE_S, 1, None, give_up, &mut |chunk| {
+    let info = audio::decode(path, WHOLE_FILE_S, None, None, give_up, &mut |chunk| {
         if whole.is_some() {
             long = true;
             return false;
