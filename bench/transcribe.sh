@@ -3,8 +3,9 @@
 # generated folder that looks like a user's, whole processes in turn, several rounds.
 #
 #   bench/transcribe.sh [ROUNDS] [THREADS]     default: 3 rounds, 2 threads
+#   SEED=2 bench/transcribe.sh                 another set of the same kind, lai never tuned on
 #
-# The input (bench/py/speech_set.py, seed 1, made once into ~/.cache/lai/bench): 48 clips of
+# The input (bench/py/speech_set.py, seed $SEED or 1, made once into ~/.cache/lai/bench): 48 clips of
 # 2-20 s of espeak-ng speech (7 English accents x 12 voice variants, 130-190 words/min), spread
 # over WAV, MP3, FLAC, OGG/Vorbis, M4A and MP4 (with a video track), 8-48 kHz, a third stereo,
 # some with silence around the speech; and one ~4-minute MP3 (44.1 kHz stereo). The words spoken
@@ -46,9 +47,10 @@ models=$("$lai" models list | sed -n 's/^models directory: \(.*\) (catalog.*/\1/
 ggml=$models/whisper-tiny-en/ggml-tiny.en-q8_0.bin
 
 # The input, made once (deterministic for the seed): short clips and the long file apart.
-set_dir=$cache/speech-set-1
+seed=${SEED:-1}
+set_dir=$cache/speech-set-$seed
 if [ ! -s "$set_dir/truth.json" ]; then
-  python3 bench/py/speech_set.py "$set_dir/all" --seed 1
+  python3 bench/py/speech_set.py "$set_dir/all" --seed "$seed"
   mkdir -p "$set_dir/clips" "$set_dir/long"
   mv "$set_dir"/all/zz-long-* "$set_dir/long/"
   mv "$set_dir"/all/* "$set_dir/clips/" && mv "$set_dir/clips/truth.json" "$set_dir/truth.json"
@@ -56,7 +58,8 @@ if [ ! -s "$set_dir/truth.json" ]; then
 fi
 
 # whisper.cpp's CLI, from the complete whisper.cpp tree in the pywhispercpp sdist (pinned), built
-# with lai's own CMake include, so that it gets the same ggml and CPU extensions as lai.
+# with lai's own CMake include, so that it gets the same ggml and CPU extensions as lai (but
+# whisper.cpp's own source as it ships: LAI_WHISPER_PATCH=OFF).
 cli=$cache/whisper.cpp-1.8.5/build-lai/bin/whisper-cli
 if [ ! -x "$cli" ]; then
   sdist=$cache/pywhispercpp-1.5.1.tar.gz
@@ -65,7 +68,7 @@ if [ ! -x "$cli" ]; then
   rm -rf "$cache/whisper.cpp-1.8.5" && mkdir -p "$cache/whisper.cpp-1.8.5"
   tar xzf "$sdist" -C "$cache/whisper.cpp-1.8.5" --strip-components=2 pywhispercpp-1.5.1/whisper.cpp
   { cmake -S "$cache/whisper.cpp-1.8.5" -B "$cache/whisper.cpp-1.8.5/build-lai" -DCMAKE_BUILD_TYPE=Release \
-    -DCMAKE_PROJECT_INCLUDE="$PWD/scripts/whisper-ggml.cmake" \
+    -DCMAKE_PROJECT_INCLUDE="$PWD/scripts/whisper-ggml.cmake" -DLAI_WHISPER_PATCH=OFF \
     -DBUILD_SHARED_LIBS=OFF -DGGML_NATIVE=OFF -DGGML_LLAMAFILE=ON -DGGML_OPENMP=OFF -DWHISPER_BUILD_EXAMPLES=ON \
     -DWHISPER_BUILD_TESTS=OFF -DWHISPER_BUILD_SERVER=OFF -DWHISPER_SDL2=OFF >"$work/whisper-cli-build.log" 2>&1 &&
     cmake --build "$cache/whisper.cpp-1.8.5/build-lai" --target whisper-cli -j "$(nproc)" >>"$work/whisper-cli-build.log" 2>&1; } ||
@@ -146,4 +149,5 @@ for job in clips long; do
   done
 done
 
+echo "input: bench/py/speech_set.py --seed $seed ($set_dir)"
 python3 bench/py/transcribe_report.py "$work" "$set_dir/truth.json" "$rounds" "$threads"

@@ -34,4 +34,28 @@ if (PROJECT_NAME STREQUAL "whisper.cpp" AND NOT TARGET ggml AND NOT GGML_CUDA)
     endif()
     message(STATUS "lai: whisper.cpp with the ggml in ${LAI_GGML_DIR}")
     add_subdirectory("${LAI_GGML_DIR}" ggml)
+    # The encoder's keys and values in F32, not F16 (whisper.cpp's `kv_pad`, 2.4 MB more per
+    # whisper state): ggml's tiled flash-attention kernel converts F16 keys and values to F32
+    # again for every tile of queries, about 10 % of the CPU time of transcription (README,
+    # "Speed"). The decoder's caches stay F16. This edits the copy of whisper.cpp's source that
+    # whisper-rs-sys (pinned) builds in cargo's target directory, nothing else; LAI_WHISPER_PATCH
+    # = OFF leaves the source as it is (bench/transcribe.sh builds whisper.cpp's CLI so, as
+    # whisper.cpp ships it).
+    option(LAI_WHISPER_PATCH "lai: whisper.cpp keeps the encoder's keys and values in F32" ON)
+    if (LAI_WHISPER_PATCH)
+        set(lai_source "${PROJECT_SOURCE_DIR}/src/whisper.cpp")
+        file(READ "${lai_source}" lai_text)
+        set(lai_f16 "whisper_kv_cache_init(state->kv_pad, state->backends[0], ctx->itype,")
+        set(lai_f32 "whisper_kv_cache_init(state->kv_pad, state->backends[0], GGML_TYPE_F32,")
+        string(FIND "${lai_text}" "${lai_f32}" lai_done)
+        if (lai_done EQUAL -1)
+            string(FIND "${lai_text}" "${lai_f16}" lai_at)
+            if (lai_at EQUAL -1)
+                message(FATAL_ERROR "lai: ${lai_source} has no `${lai_f16}` to change (is whisper-rs-sys still the version Cargo.toml pins?)")
+            endif()
+            string(REPLACE "${lai_f16}" "${lai_f32}" lai_text "${lai_text}")
+            file(WRITE "${lai_source}" "${lai_text}")
+        endif()
+        message(STATUS "lai: whisper.cpp keeps the encoder's keys and values in F32")
+    endif()
 endif()
