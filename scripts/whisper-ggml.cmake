@@ -4,7 +4,8 @@
 # 1.8.5's ggml has a tiled flash-attention kernel for the CPU that encodes a Whisper window in
 # about 30 % less time (README, "Speed"). scripts/deps.sh puts those sources in the cache, pinned
 # by the sha256 of the PyPI archive they come from. The CUDA build keeps the vendored ggml, whose
-# CUDA kernels were measured on a GPU (see scripts/build-cuda.sh).
+# CUDA kernels were measured on a GPU (see scripts/build-cuda.sh). It also changes one line of
+# whisper.cpp's source (below, LAI_WHISPER_PATCH).
 if (PROJECT_NAME STREQUAL "whisper.cpp" AND NOT TARGET ggml AND NOT GGML_CUDA)
     if (DEFINED ENV{XDG_CACHE_HOME} AND NOT "$ENV{XDG_CACHE_HOME}" STREQUAL "")
         set(LAI_GGML_DIR "$ENV{XDG_CACHE_HOME}/lai/ggml-whisper-1.8.5")
@@ -34,10 +35,10 @@ if (PROJECT_NAME STREQUAL "whisper.cpp" AND NOT TARGET ggml AND NOT GGML_CUDA)
     endif()
     message(STATUS "lai: whisper.cpp with the ggml in ${LAI_GGML_DIR}")
     add_subdirectory("${LAI_GGML_DIR}" ggml)
-    # The encoder's keys and values in F32, not F16 (whisper.cpp's `kv_pad`, 2.4 MB more per
-    # whisper state): ggml's tiled flash-attention kernel converts F16 keys and values to F32
-    # again for every tile of queries, about 10 % of the CPU time of transcription (README,
-    # "Speed"). The decoder's caches stay F16. This edits the copy of whisper.cpp's source that
+    # The encoder's keys and values in F32, not F16 (whisper.cpp's `kv_pad`): ggml's tiled
+    # flash-attention kernel converts F16 keys and values to F32 again for every tile of
+    # queries, about 7 % of the long file's CPU time in the benchmark (README, "Speed"); peak
+    # memory is about 30 MiB higher. The decoder's caches stay F16. This edits the copy of whisper.cpp's source that
     # whisper-rs-sys (pinned) builds in cargo's target directory, nothing else; LAI_WHISPER_PATCH
     # = OFF leaves the source as it is (bench/transcribe.sh builds whisper.cpp's CLI so, as
     # whisper.cpp ships it).
